@@ -1,0 +1,185 @@
+"""The one settings object.
+
+Precedence, highest first: CLI flags (applied by the CLI as overrides), environment variables
+``JURYSTREAM_*`` (nested with ``__``, e.g. ``JURYSTREAM_JURY__POLICY=majority``), the TOML
+config file named by ``JURYSTREAM_CONFIG`` (default ``jurystream.toml`` if present), defaults.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+PolicyName = Literal["unanimous", "majority", "weighted", "threshold", "cascade"]
+
+
+class BrokerSettings(BaseModel):
+    """Where Kafka is. No bootstrap address means: start the embedded Tansu broker."""
+
+    bootstrap: str | None = None
+    embedded_port: int = 0  # 0: pick a free loopback port
+    session_timeout_s: float = 6.0
+    heartbeat_interval_s: float = 0.6
+    request_timeout_s: float = 30.0
+
+
+class TopicSettings(BaseModel):
+    prefix: str = "jurystream."
+    partitions: int = 4
+    replication_factor: int = 1
+    posts: str = "posts"
+    labels: str = "labels"
+    review: str = "review"
+    hard_samples: str = "hard-samples"
+    feedback: str = "feedback"
+    dead_letters: str = "dead-letters"
+    model_updates: str = "model-updates"
+
+    def name(self, topic: str) -> str:
+        """Full topic name (prefix + base name) for a field such as ``"posts"``."""
+        return self.prefix + str(getattr(self, topic))
+
+    def all_names(self) -> list[str]:
+        return [
+            self.name(t)
+            for t in (
+                "posts",
+                "labels",
+                "review",
+                "hard_samples",
+                "feedback",
+                "dead_letters",
+                "model_updates",
+            )
+        ]
+
+
+class JurySettings(BaseModel):
+    policy: PolicyName = "unanimous"
+    # Minimum confidence a vote (or the policy's combined vote) needs to be accepted.
+    threshold: float = Field(0.7, ge=0.0, le=1.0)
+    # Per-juror thresholds calibrated by `jurystream models eval --calibrate`; override `threshold`.
+    thresholds_file: Path | None = None
+    # Juror weights for the weighted policy, by juror name; missing jurors weigh 1.
+    weights: dict[str, float] = Field(default_factory=dict)
+    # Juror directories, or names looked up in the registry (serving version).
+    jurors: list[str] = Field(default_factory=list)
+    batch_size: int = Field(32, ge=1)
+    batch_timeout_s: float = Field(0.05, gt=0)
+    threads: int = Field(1, ge=1)  # onnxruntime intra-op threads per juror
+    max_text_chars: int = Field(4000, ge=1)
+    max_message_bytes: int = Field(64_000, ge=1)
+
+
+class ReviewerSettings(BaseModel):
+    # Tiers of the reviewer chain, cheapest first: "local", "openai", "oracle", "simulated".
+    chain: list[str] = Field(default_factory=lambda: ["oracle"])
+    base_url: str | None = None
+    model: str = "gpt-4o-mini"
+    api_key_env: str = "OPENAI_API_KEY"  # the key is read from this variable, never logged
+    concurrency: int = Field(8, ge=1)
+    max_retries: int = Field(5, ge=0)
+    timeout_s: float = Field(30.0, gt=0)
+    backoff_base_s: float = Field(0.5, gt=0)
+    backoff_max_s: float = Field(30.0, gt=0)
+    # USD per 1M tokens, by model name: {"gpt-4o-mini": {"input": 0.15, "output": 0.6}}
+    prices: dict[str, dict[str, float]] = Field(
+        default_factory=lambda: {"gpt-4o-mini": {"input": 0.15, "output": 0.60}}
+    )
+    budget_per_hour_usd: float | None = None
+    budget_per_day_usd: float | None = None
+    knn_k: int = Field(4, ge=0)
+    gold_pool: Path | None = None
+    local_model: str | None = None  # juror directory/name for the local ONNX tier
+    local_threshold: float = 0.9
+    simulated_accuracy: float = Field(0.9, ge=0.0, le=1.0)
+    label_descriptions: dict[str, str] = Field(default_factory=dict)
+    task: str = "Label the social media post."
+
+
+class TrainerSettings(BaseModel):
+    every_samples: int = Field(200, ge=1)  # β: a round every β new hard samples
+    every_minutes: float = Field(30.0, gt=0)  # T: or every T minutes
+    replay_ratio: float = Field(1.0, ge=0.0)
+    epochs: int = Field(2, ge=1)
+    batch_size: int = Field(16, ge=1)
+    learning_rate: float = 3e-5
+    gate_tolerance: float = Field(0.005, ge=0.0)
+    threads: int = Field(1, ge=1)
+    nice: int = Field(10, ge=0, le=19)
+
+
+class MetricsSettings(BaseModel):
+    port: int = 0  # 0: no HTTP endpoint
+    host: str = "0.0.0.0"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="JURYSTREAM_",
+        env_nested_delimiter="__",
+        extra="forbid",
+    )
+
+    app_id: str = "jurystream"
+    data_dir: Path = Path("var")
+    # Where TweetEval-style datasets live (the project's tests and benchmarks read ../shared/data).
+    data_root: Path = Path("../shared/data")
+    registry: str = ""  # registry location (path or fsspec URL); default <data_dir>/registry
+    log_level: str = "WARNING"
+    broker: BrokerSettings = Field(default_factory=BrokerSettings)
+    topics: TopicSettings = Field(default_factory=TopicSettings)
+    jury: JurySettings = Field(default_factory=JurySettings)
+    reviewer: ReviewerSettings = Field(default_factory=ReviewerSettings)
+    trainer: TrainerSettings = Field(default_factory=TrainerSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+
+    @property
+    def registry_url(self) -> str:
+        return self.registry or str(self.data_dir / "registry")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        config_file = Path(os.environ.get("JURYSTREAM_CONFIG", "jurystream.toml"))
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if config_file.is_file():
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
+        return tuple(sources)
+
+
+def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
+    """Settings from defaults, the config file, the environment, then explicit overrides.
+
+    ``overrides`` are nested dicts (``jury={"policy": "majority"}``) merged over what the
+    file and environment say, so a CLI flag changes one field without resetting its section.
+    """
+    if config is not None:
+        if not config.is_file():
+            raise FileNotFoundError(f"config file {config} does not exist")
+        os.environ["JURYSTREAM_CONFIG"] = str(config)
+    base = Settings()
+    if not overrides:
+        return base
+    merged = base.model_dump()
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = {**merged[key], **value}
+        else:
+            merged[key] = value
+    return Settings.model_validate(merged)

@@ -1,0 +1,231 @@
+"""Jurors at serving time: anything that maps a batch of texts to class probabilities.
+
+A juror lives in a directory with a ``manifest.json`` that lists every file with its sha256.
+Loading verifies the checksums first, so a corrupt, truncated or half-copied model is refused
+with a clear error instead of serving garbage. Serving needs onnxruntime and tokenizers only:
+torch is never imported here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import onnxruntime as ort
+
+MANIFEST = "manifest.json"
+
+
+class ModelLoadError(RuntimeError):
+    """A juror directory that must not be served (missing file, bad checksum, bad manifest)."""
+
+
+@runtime_checkable
+class Juror(Protocol):
+    name: str
+    version: str
+    labels: tuple[str, ...]
+    cost: float  # relative cost per text; the cascade policy asks cheap jurors first
+
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        """Class probabilities, shape (len(texts), len(labels)), rows summing to 1."""
+        ...
+
+
+@dataclass(frozen=True)
+class Manifest:
+    name: str
+    version: str
+    kind: str
+    labels: tuple[str, ...]
+    files: dict[str, str]
+    cost: float = 1.0
+    max_length: int = 128
+    parent: str | None = None
+    created_at: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Manifest:
+        known = {"name", "version", "kind", "labels", "files", "cost", "max_length", "parent"}
+        known.add("created_at")
+        try:
+            return cls(
+                name=str(data["name"]),
+                version=str(data["version"]),
+                kind=str(data["kind"]),
+                labels=tuple(str(x) for x in data["labels"]),
+                files={str(k): str(v) for k, v in data["files"].items()},
+                cost=float(data.get("cost", 1.0)),
+                max_length=int(data.get("max_length", 128)),
+                parent=data.get("parent"),
+                created_at=data.get("created_at"),
+                extra={k: v for k, v in data.items() if k not in known},
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ModelLoadError(f"manifest is missing or has a bad field: {exc!r}") from exc
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "name": self.name,
+            "version": self.version,
+            "kind": self.kind,
+            "labels": list(self.labels),
+            "files": dict(self.files),
+            "cost": self.cost,
+            "max_length": self.max_length,
+            "parent": self.parent,
+            "created_at": self.created_at,
+        }
+        out.update(self.extra)
+        return out
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_manifest(directory: Path) -> Manifest:
+    path = directory / MANIFEST
+    if not path.is_file():
+        raise ModelLoadError(f"{directory}: no {MANIFEST}; is this a juror directory?")
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ModelLoadError(f"{path}: unreadable manifest: {exc}") from exc
+    return Manifest.from_dict(data)
+
+
+def verify_files(directory: Path, manifest: Manifest) -> None:
+    """Refuse a juror whose files are missing or differ from the manifest's checksums."""
+    if not manifest.files:
+        raise ModelLoadError(f"{directory}: manifest lists no files")
+    for rel, expected in manifest.files.items():
+        path = directory / rel
+        if not path.is_file():
+            raise ModelLoadError(f"{directory}: {rel} is missing (incomplete copy?)")
+        actual = sha256_file(path)
+        if actual != expected:
+            raise ModelLoadError(
+                f"{directory}: {rel} has sha256 {actual[:12]}…, manifest says {expected[:12]}… "
+                "(corrupt or truncated); re-export it or roll back to the previous version"
+            )
+
+
+def write_manifest(directory: Path, manifest: Manifest) -> None:
+    (directory / MANIFEST).write_text(json.dumps(manifest.to_dict(), indent=2) + "\n")
+
+
+def _session(path: Path, threads: int) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    try:
+        return ort.InferenceSession(
+            str(path), sess_options=options, providers=["CPUExecutionProvider"]
+        )
+    except Exception as exc:  # onnxruntime raises its own exception types
+        raise ModelLoadError(f"{path}: onnxruntime refused the model: {exc}") from exc
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    exp = np.exp(shifted)
+    return np.asarray(exp / exp.sum(axis=1, keepdims=True), dtype=np.float32)
+
+
+class OnnxTransformerJuror:
+    """A transformer sequence classifier exported to ONNX (fp32 or int8), with its tokenizer."""
+
+    def __init__(self, directory: Path, manifest: Manifest, threads: int = 1) -> None:
+        from tokenizers import Tokenizer
+
+        self.directory = directory
+        self.manifest = manifest
+        self.name = manifest.name
+        self.version = manifest.version
+        self.labels = manifest.labels
+        self.cost = manifest.cost
+        model_file = str(manifest.extra.get("model_file", "model.onnx"))
+        self._session = _session(directory / model_file, threads)
+        self._inputs = {i.name for i in self._session.get_inputs()}
+        try:
+            tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
+        except Exception as exc:
+            raise ModelLoadError(f"{directory}: bad tokenizer.json: {exc}") from exc
+        tokenizer.enable_truncation(max_length=manifest.max_length)
+        # Pad to the longest text of the batch, not to max_length: short posts stay cheap.
+        pad_id = tokenizer.token_to_id("[PAD]")
+        tokenizer.enable_padding(pad_id=0 if pad_id is None else pad_id)
+        self._tokenizer = tokenizer
+
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, len(self.labels)), dtype=np.float32)
+        encodings = self._tokenizer.encode_batch(list(texts))
+        feeds = {
+            "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
+            "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
+            "token_type_ids": np.array([e.type_ids for e in encodings], dtype=np.int64),
+        }
+        logits = self._session.run(None, {k: v for k, v in feeds.items() if k in self._inputs})[0]
+        return _softmax(np.asarray(logits, dtype=np.float32))
+
+
+class OnnxSklearnJuror:
+    """A scikit-learn text pipeline (e.g. TF-IDF + logistic regression) exported by skl2onnx."""
+
+    def __init__(self, directory: Path, manifest: Manifest, threads: int = 1) -> None:
+        self.directory = directory
+        self.manifest = manifest
+        self.name = manifest.name
+        self.version = manifest.version
+        self.labels = manifest.labels
+        self.cost = manifest.cost
+        self._session = _session(directory / "model.onnx", threads)
+        self._input = self._session.get_inputs()[0].name
+        outputs = [o.name for o in self._session.get_outputs()]
+        self._output = "probabilities" if "probabilities" in outputs else outputs[-1]
+
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, len(self.labels)), dtype=np.float32)
+        feed = np.array(list(texts), dtype=object).reshape(-1, 1)
+        (probs,) = self._session.run([self._output], {self._input: feed})
+        return np.asarray(probs, dtype=np.float32)
+
+
+KINDS: dict[str, type[OnnxTransformerJuror] | type[OnnxSklearnJuror]] = {
+    "onnx-transformer": OnnxTransformerJuror,
+    "onnx-sklearn": OnnxSklearnJuror,
+}
+
+
+def load_juror(directory: Path | str, threads: int = 1) -> Juror:
+    """Load and verify a juror directory; raises ModelLoadError if it must not be served."""
+    directory = Path(directory)
+    manifest = read_manifest(directory)
+    verify_files(directory, manifest)
+    kind = KINDS.get(manifest.kind)
+    if kind is None:
+        raise ModelLoadError(
+            f"{directory}: unknown juror kind {manifest.kind!r}; known: {', '.join(KINDS)}"
+        )
+    juror = kind(directory, manifest, threads=threads)
+    probe = juror.predict_proba(["probe"])
+    if probe.shape != (1, len(manifest.labels)):
+        raise ModelLoadError(
+            f"{directory}: model outputs {probe.shape[1]} classes, manifest lists "
+            f"{len(manifest.labels)} labels"
+        )
+    return juror

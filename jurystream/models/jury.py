@@ -1,0 +1,106 @@
+"""The jury: a fixed set of jurors and a voting policy, applied to a batch of texts.
+
+A Jury is immutable. Hot-swapping a juror builds a new Jury (``with_juror``) that the worker
+switches to between batches, so no batch is ever scored by a mix of old and new models.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from jurystream.models.juror import Juror
+from jurystream.models.voting import POLICIES, Decision, Vote, confident, votes_of, weighted
+
+
+@dataclass(frozen=True)
+class Jury:
+    jurors: tuple[Juror, ...]
+    policy: str = "unanimous"
+    threshold: float = 0.7
+    weights: Mapping[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.jurors:
+            raise ValueError("a jury needs at least one juror")
+        labels = self.jurors[0].labels
+        for juror in self.jurors[1:]:
+            if tuple(juror.labels) != tuple(labels):
+                raise ValueError(
+                    f"juror {juror.name} labels {list(juror.labels)} differ from "
+                    f"{self.jurors[0].name}'s {list(labels)}; all jurors must share one label set"
+                )
+        if self.policy != "cascade" and self.policy not in POLICIES:
+            known = ", ".join([*POLICIES, "cascade"])
+            raise ValueError(f"unknown voting policy {self.policy!r}; choose one of {known}")
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return tuple(self.jurors[0].labels)
+
+    @property
+    def versions(self) -> dict[str, str]:
+        return {j.name: j.version for j in self.jurors}
+
+    def with_juror(self, juror: Juror) -> Jury:
+        """A new jury with ``juror`` replacing the one of the same name (or added)."""
+        if any(j.name == juror.name for j in self.jurors):
+            jurors = [juror if j.name == juror.name else j for j in self.jurors]
+        else:
+            jurors = [*self.jurors, juror]
+        return Jury(tuple(jurors), self.policy, self.threshold, self.weights)
+
+    def probabilities(self, texts: Sequence[str]) -> np.ndarray:
+        """All jurors on all texts: shape (texts, jurors, labels)."""
+        return np.stack([j.predict_proba(texts) for j in self.jurors], axis=1)
+
+    def decide(self, texts: Sequence[str]) -> list[Decision]:
+        if not texts:
+            return []
+        if self.policy == "cascade":
+            return self._cascade(texts)
+        names = [j.name for j in self.jurors]
+        probs = self.probabilities(texts)
+        if self.policy == "weighted":
+            return [
+                weighted(p, names, self.labels, self.threshold, self.weights) for p in probs
+            ]
+        policy = POLICIES[self.policy]
+        return [policy(p, names, self.labels, self.threshold) for p in probs]
+
+    def _cascade(self, texts: Sequence[str]) -> list[Decision]:
+        """Cheapest juror first; a text leaves the chain at the first confident juror."""
+        order = sorted(self.jurors, key=lambda j: j.cost)
+        pending = list(range(len(texts)))
+        seen: dict[int, list[tuple[str, np.ndarray]]] = {i: [] for i in pending}
+        decisions: dict[int, Decision] = {}
+        for juror in order:
+            if not pending:
+                break
+            probs = juror.predict_proba([texts[i] for i in pending])
+            still = []
+            for i, row in zip(pending, probs, strict=True):
+                seen[i].append((juror.name, row))
+                if confident(row, self.threshold):
+                    (vote,) = votes_of(row[None, :], [juror.name], self.labels)
+                    decisions[i] = Decision(
+                        vote.label, vote.confidence, self._votes(seen[i]), False
+                    )
+                else:
+                    still.append(i)
+            pending = still
+        for i in pending:
+            rows = np.stack([r for _, r in seen[i]])
+            mean = rows.mean(axis=0)
+            best = int(mean.argmax())
+            reason = f"cascade: no juror reached {self.threshold:.2f}"
+            decisions[i] = Decision(
+                self.labels[best], float(mean[best]), self._votes(seen[i]), True, reason
+            )
+        return [decisions[i] for i in range(len(texts))]
+
+    def _votes(self, seen: list[tuple[str, np.ndarray]]) -> tuple[Vote, ...]:
+        names = [n for n, _ in seen]
+        return votes_of(np.stack([r for _, r in seen]), names, self.labels)
