@@ -1,0 +1,10 @@
+"""Shared fixtures live in tests/fixtures/*, one module per concern, registered here."""
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+pytest_plugins = [
+    "tests.fixtures.broker",
+]
