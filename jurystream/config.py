@@ -97,6 +97,15 @@ class ReviewerSettings(BaseModel):
     )
     budget_per_hour_usd: float | None = None
     budget_per_day_usd: float | None = None
+    # Window lengths of the two budgets (tests and simulations shorten them to seconds).
+    budget_hour_window_s: float = Field(3600.0, gt=0)
+    budget_day_window_s: float = Field(86400.0, gt=0)
+    max_output_tokens: int = Field(64, ge=1)
+    # "json_schema" (OpenAI structured outputs), "json_object" or "text" for endpoints
+    # without response_format; the strict parser checks the answer in every case.
+    response_format: Literal["json_schema", "json_object", "text"] = "json_schema"
+    invalid_answer_retries: int = Field(2, ge=0)  # off-label answers asked again, then parked
+    park_backoff_max_s: float = Field(30.0, gt=0)  # parked cases are retried in place
     knn_k: int = Field(4, ge=0)
     gold_pool: Path | None = None
     local_model: str | None = None  # juror directory/name for the local ONNX tier

@@ -1,0 +1,171 @@
+"""The one CLI: every role is a command (``jurystream --help``)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from jurystream.config import PolicyName, Settings, load_settings
+
+app = typer.Typer(
+    help="Real-time labeling of Kafka streams by a jury of small ONNX models.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+console = Console(stderr=True)
+
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", "-c", help="TOML config file (else $JURYSTREAM_CONFIG).")
+]
+BootstrapOpt = Annotated[
+    str | None, typer.Option("--bootstrap", "-b", help="Kafka bootstrap address host:port.")
+]
+MetricsPortOpt = Annotated[
+    int | None, typer.Option("--metrics-port", help="Serve Prometheus /metrics on this port.")
+]
+
+
+def _settings(config: Path | None, **overrides: Any) -> Settings:
+    cleaned = {
+        k: ({kk: vv for kk, vv in v.items() if vv is not None} if isinstance(v, dict) else v)
+        for k, v in overrides.items()
+        if v is not None
+    }
+    try:
+        settings = load_settings(config, **cleaned)
+    except Exception as exc:
+        console.print(f"[red]error:[/] bad configuration: {exc}")
+        raise typer.Exit(2) from exc
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    return settings
+
+
+def _require_bootstrap(settings: Settings) -> str:
+    if not settings.broker.bootstrap:
+        console.print(
+            "[red]error:[/] no Kafka address. Start one with [bold]jurystream broker[/] and pass "
+            "--bootstrap HOST:PORT (or set JURYSTREAM_BROKER__BOOTSTRAP)."
+        )
+        raise typer.Exit(2)
+    return settings.broker.bootstrap
+
+
+@app.command()
+def broker(
+    config: ConfigOpt = None,
+    port: Annotated[int, typer.Option(help="Loopback port; 0 picks a free one.")] = 0,
+) -> None:
+    """Start the embedded Tansu broker, create the topics, and run until Ctrl-C/SIGTERM."""
+    from jurystream.stream.broker import BrokerError, EmbeddedBroker, ensure_topics
+
+    settings = _settings(config)
+    embedded = EmbeddedBroker(port=port or settings.broker.embedded_port)
+    try:
+        bootstrap = embedded.start()
+        created = asyncio.run(
+            ensure_topics(
+                bootstrap,
+                settings.topics.all_names(),
+                settings.topics.partitions,
+                settings.topics.replication_factor,
+            )
+        )
+    except BrokerError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(1) from exc
+    console.print(f"created topics: {', '.join(created) or '(all existed)'}")
+    console.print("[green]broker ready[/] — stop with Ctrl-C")
+    print(bootstrap, flush=True)  # stdout: the bootstrap address, for scripts
+    stop = {"now": False}
+
+    def _stop(*_: object) -> None:
+        stop["now"] = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    try:
+        while not stop["now"]:
+            signal.pause()
+    finally:
+        embedded.stop()
+        console.print("broker stopped")
+
+
+@app.command()
+def worker(
+    config: ConfigOpt = None,
+    bootstrap: BootstrapOpt = None,
+    juror: Annotated[
+        list[str] | None,
+        typer.Option("--juror", "-j", help="Juror directory or registry name (repeatable)."),
+    ] = None,
+    policy: Annotated[PolicyName | None, typer.Option(help="Voting policy.")] = None,
+    threshold: Annotated[float | None, typer.Option(help="Confidence threshold.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Micro-batch size.")] = None,
+    metrics_port: MetricsPortOpt = None,
+) -> None:
+    """Label posts: read `posts`, run the jury, write `labels`, `review` or `dead-letters`."""
+    from jurystream.stream.roles import run_worker
+
+    settings = _settings(
+        config,
+        broker={"bootstrap": bootstrap},
+        jury={"jurors": juror or None, "policy": policy, "threshold": threshold,
+              "batch_size": batch_size},
+        metrics={"port": metrics_port},
+    )
+    _require_bootstrap(settings)
+    sys.exit(run_worker(settings))
+
+
+@app.command()
+def produce(
+    config: ConfigOpt = None,
+    bootstrap: BootstrapOpt = None,
+    count: Annotated[int, typer.Option(help="How many generated posts.")] = 1000,
+    seed: Annotated[int, typer.Option(help="Generator seed.")] = 0,
+    bad_every: Annotated[int, typer.Option(help="Every Nth message malformed (0: none).")] = 0,
+) -> None:
+    """Push the built-in generated feed into the posts topic."""
+    from jurystream.stream.client import produce as send
+    from jurystream.stream.feed import generate_posts
+
+    settings = _settings(config, broker={"bootstrap": bootstrap})
+    address = _require_bootstrap(settings)
+    items = ((i.key, i.value) for i in generate_posts(count, seed=seed, bad_every=bad_every))
+    sent = asyncio.run(send(address, settings.topics.name("posts"), items))
+    console.print(f"sent {sent} messages to {settings.topics.name('posts')}")
+
+
+@app.command()
+def demo(
+    config: ConfigOpt = None,
+    count: Annotated[int, typer.Option(help="Messages in the generated feed.")] = 2000,
+    seed_size: Annotated[int, typer.Option(help="Seed labels for bootstrapping jurors.")] = 80,
+    bad_every: Annotated[int, typer.Option(help="Every Nth message malformed.")] = 50,
+    policy: Annotated[PolicyName, typer.Option(help="Voting policy.")] = "unanimous",
+    metrics_port: MetricsPortOpt = None,
+    workdir: Annotated[Path, typer.Option(help="Where jurors and run outputs go.")] = Path(
+        "var/demo"
+    ),
+) -> None:
+    """Everything in one command on the embedded broker, with a live view and a summary."""
+    from jurystream.demo import run_demo
+
+    settings = _settings(config, jury={"policy": policy}, metrics={"port": metrics_port})
+    sys.exit(
+        run_demo(settings, count=count, seed_size=seed_size, bad_every=bad_every, workdir=workdir)
+    )
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,314 @@
+"""Export a HF sequence-classification checkpoint to a verified, int8-quantized juror directory.
+
+The steps: optimum exports fp32 ONNX; onnxruntime quantizes it dynamically to int8 with
+per-channel weight scales; then, before anything is written where it could be served, the
+export is checked on a set of texts, tokenized by the very ``tokenizer.json`` the worker will
+use: fp32 ONNX logits must match torch within a tolerance, and int8 must pick the same label as
+fp32 on at least ``min_agreement`` of the texts. A failing check raises ExportVerificationError
+saying which check failed and by how much; the staging directory is removed.
+
+We do not run optimum's graph optimizations (``--optimize O2``): the fused graph breaks
+dynamic quantization here, and int8 is where the speed comes from.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from jurystream.models.juror import Manifest, load_juror, sha256_file, write_manifest
+from jurystream.models.training import read_training_summary
+
+CHECKPOINT_DIR = "checkpoint"  # the HF checkpoint kept inside a juror dir, for further training
+FP32_FILE = "model_fp32.onnx"
+
+
+class ExportVerificationError(RuntimeError):
+    """The exported model does not behave like the checkpoint; it must not be published."""
+
+
+@dataclass(frozen=True)
+class Verification:
+    """What the checks measured (stored in the manifest under ``verification``)."""
+
+    check_texts: int
+    max_abs_diff: float
+    tolerance: float
+    int8_agreement: float | None
+    min_agreement: float
+
+    @property
+    def passed(self) -> bool:
+        if not self.max_abs_diff <= self.tolerance:  # also catches NaN
+            return False
+        return self.int8_agreement is None or self.int8_agreement >= self.min_agreement
+
+
+def export_fp32(checkpoint: Path, output_dir: Path) -> Path:
+    """ONNX export with optimum (no graph optimization); returns the path of ``model.onnx``."""
+    from optimum.exporters.onnx import main_export
+
+    main_export(
+        str(checkpoint),
+        output=str(output_dir),
+        task="text-classification",
+        device="cpu",
+        library_name="transformers",
+        local_files_only=True,
+        do_validation=False,  # we validate ourselves, with the serving tokenizer
+    )
+    model = output_dir / "model.onnx"
+    if not model.is_file():
+        raise ExportVerificationError(f"optimum wrote no model.onnx for {checkpoint}")
+    return model
+
+
+def quantize_int8(fp32_model: Path, int8_model: Path) -> Path:
+    """Dynamic int8 quantization with per-channel weight scales (activations stay dynamic)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(
+        str(fp32_model), str(int8_model), per_channel=True, weight_type=QuantType.QInt8
+    )
+    return int8_model
+
+
+def write_tokenizer(checkpoint: Path, destination: Path) -> Path:
+    """The checkpoint's fast tokenizer as one ``tokenizer.json``, the only file serving reads."""
+    source = checkpoint / "tokenizer.json"
+    if source.is_file():
+        shutil.copyfile(source, destination)
+        return destination
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(checkpoint), use_fast=True)
+    if not getattr(tokenizer, "is_fast", False):
+        raise ExportVerificationError(
+            f"{checkpoint}: its tokenizer has no fast (tokenizers) version; serving needs one"
+        )
+    tokenizer.backend_tokenizer.save(str(destination))
+    return destination
+
+
+def encode(tokenizer_file: Path, texts: Sequence[str], max_length: int) -> dict[str, np.ndarray]:
+    """Model inputs exactly as the serving juror builds them (same file, same settings)."""
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(tokenizer_file))
+    tokenizer.enable_truncation(max_length=max_length)
+    pad_id = tokenizer.token_to_id("[PAD]")
+    tokenizer.enable_padding(pad_id=0 if pad_id is None else pad_id)
+    encodings = tokenizer.encode_batch(list(texts))
+    return {
+        "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
+        "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
+        "token_type_ids": np.array([e.type_ids for e in encodings], dtype=np.int64),
+    }
+
+
+def onnx_session(model: Path, threads: int = 1) -> Any:
+    """An onnxruntime CPU session with a fixed thread budget."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+
+
+def onnx_logits(session: Any, feeds: dict[str, np.ndarray]) -> np.ndarray:
+    """Run an ONNX classifier on pre-tokenized inputs; returns logits (texts, labels)."""
+    names = {i.name for i in session.get_inputs()}
+    out = session.run(None, {k: v for k, v in feeds.items() if k in names})[0]
+    return np.asarray(out, dtype=np.float32)
+
+
+def torch_model(checkpoint: Path, threads: int = 1) -> Any:
+    """The checkpoint as a PyTorch classifier in eval mode (the reference for verification)."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    torch.set_num_threads(threads)
+    model = AutoModelForSequenceClassification.from_pretrained(str(checkpoint))
+    model.eval()
+    return model
+
+
+def torch_logits(model: Any, feeds: dict[str, np.ndarray]) -> np.ndarray:
+    """PyTorch logits on the same pre-tokenized inputs the ONNX model gets."""
+    import torch
+
+    accepted = set(model.forward.__code__.co_varnames)
+    with torch.no_grad():
+        inputs = {k: torch.from_numpy(v) for k, v in feeds.items() if k in accepted}
+        return np.asarray(model(**inputs).logits.float().numpy(), dtype=np.float32)
+
+
+def verify_export(
+    checkpoint: Path,
+    fp32_model: Path,
+    int8_model: Path | None,
+    tokenizer_file: Path,
+    check_texts: Sequence[str],
+    *,
+    max_length: int = 128,
+    tolerance: float = 1e-3,
+    min_agreement: float = 0.98,
+    threads: int = 1,
+    batch_size: int = 32,
+) -> Verification:
+    """Compare torch, fp32 ONNX and int8 ONNX on ``check_texts`` (in batches, like serving)."""
+    if not check_texts:
+        raise ExportVerificationError("verification needs at least one check text")
+    reference = torch_model(checkpoint, threads)
+    fp32_session = onnx_session(fp32_model, threads)
+    int8_session = onnx_session(int8_model, threads) if int8_model is not None else None
+    ref, fp32, int8 = [], [], []
+    for start in range(0, len(check_texts), batch_size):
+        feeds = encode(tokenizer_file, check_texts[start : start + batch_size], max_length)
+        ref.append(torch_logits(reference, feeds))
+        fp32.append(onnx_logits(fp32_session, feeds))
+        if int8_session is not None:
+            int8.append(onnx_logits(int8_session, feeds))
+    ref_all, fp32_all = np.concatenate(ref), np.concatenate(fp32)
+    agreement = None
+    if int8:
+        agreement = float((np.concatenate(int8).argmax(1) == fp32_all.argmax(1)).mean())
+    return Verification(
+        check_texts=len(check_texts),
+        max_abs_diff=float(np.abs(ref_all - fp32_all).max()),
+        tolerance=tolerance,
+        int8_agreement=agreement,
+        min_agreement=min_agreement,
+    )
+
+
+def checkpoint_labels(checkpoint: Path) -> tuple[str, ...]:
+    """Label names in id order from the checkpoint's config (``id2label``)."""
+    config = json.loads((checkpoint / "config.json").read_text())
+    id2label = config.get("id2label") or {}
+    if not id2label:
+        raise ValueError(f"{checkpoint}/config.json has no id2label; pass the labels explicitly")
+    return tuple(str(id2label[k]) for k in sorted(id2label, key=int))
+
+
+def export_transformer(
+    checkpoint: Path | str,
+    output_dir: Path | str,
+    *,
+    name: str,
+    version: str,
+    check_texts: Sequence[str],
+    labels: Sequence[str] | None = None,
+    quantize: bool = True,
+    max_length: int = 128,
+    tolerance: float = 1e-3,
+    min_agreement: float = 0.98,
+    cost: float = 1.0,
+    parent: str | None = None,
+    keep_checkpoint: bool = True,
+    keep_fp32: bool = False,
+    threads: int = 1,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Export, quantize and verify ``checkpoint`` into the juror directory ``output_dir``.
+
+    ``output_dir`` must not exist; it appears (by rename) only after every check passed and
+    the directory loads as a juror. ``model.onnx`` is the int8 model when ``quantize`` (the
+    serving default), else fp32. With ``keep_checkpoint`` the HF checkpoint is kept under
+    ``checkpoint/`` so the trainer can continue from exactly the serving version.
+    """
+    checkpoint = Path(checkpoint)
+    output_dir = Path(output_dir)
+    if output_dir.exists():
+        raise FileExistsError(f"{output_dir} exists; export into a fresh directory")
+    if not (checkpoint / "config.json").is_file():
+        raise FileNotFoundError(f"{checkpoint} is not a HF checkpoint directory (no config.json)")
+    label_names = tuple(labels) if labels is not None else checkpoint_labels(checkpoint)
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", dir=output_dir.parent))
+    try:
+        raw = staging / "optimum"
+        fp32 = export_fp32(checkpoint, raw)
+        tokenizer_file = write_tokenizer(checkpoint, staging / "tokenizer.json")
+        int8 = quantize_int8(fp32, staging / "model_int8.onnx") if quantize else None
+        report = verify_export(
+            checkpoint,
+            fp32,
+            int8,
+            tokenizer_file,
+            check_texts,
+            max_length=max_length,
+            tolerance=tolerance,
+            min_agreement=min_agreement,
+            threads=threads,
+        )
+        if not report.passed:
+            raise ExportVerificationError(_why(name, report))
+        if int8 is not None:
+            int8.replace(staging / "model.onnx")
+            if keep_fp32:
+                fp32.replace(staging / FP32_FILE)
+        else:
+            fp32.replace(staging / "model.onnx")
+        shutil.rmtree(raw)
+        if keep_checkpoint:
+            shutil.copytree(checkpoint, staging / CHECKPOINT_DIR)
+        manifest = Manifest(
+            name=name,
+            version=version,
+            kind="onnx-transformer",
+            labels=label_names,
+            files=file_checksums(staging),
+            cost=cost,
+            max_length=max_length,
+            parent=parent,
+            created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            extra={
+                "tokenizer": "tokenizer.json",
+                "precision": "int8-dynamic-per-channel" if quantize else "fp32",
+                "verification": {**asdict(report), "passed": True},
+                "training": read_training_summary(checkpoint),
+                **(extra or {}),
+            },
+        )
+        write_manifest(staging, manifest)
+        load_juror(staging, threads=threads)  # the directory must serve before it is published
+        os.replace(staging, output_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return output_dir
+
+
+def file_checksums(directory: Path) -> dict[str, str]:
+    """sha256 of every file under ``directory`` (except the manifest), by relative path."""
+    return {
+        path.relative_to(directory).as_posix(): sha256_file(path)
+        for path in sorted(directory.rglob("*"))
+        if path.is_file() and path.name != "manifest.json"
+    }
+
+
+def _why(name: str, report: Verification) -> str:
+    problems = []
+    if not report.max_abs_diff <= report.tolerance:
+        problems.append(
+            f"fp32 ONNX logits differ from torch by {report.max_abs_diff:.2e} "
+            f"(tolerance {report.tolerance:.0e})"
+        )
+    if report.int8_agreement is not None and report.int8_agreement < report.min_agreement:
+        problems.append(
+            f"int8 picks the fp32 label on only {report.int8_agreement:.1%} of "
+            f"{report.check_texts} check texts (need {report.min_agreement:.0%})"
+        )
+    return f"export of {name} failed verification, not published: " + "; ".join(problems)

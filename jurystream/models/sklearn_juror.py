@@ -1,0 +1,146 @@
+"""The cheapest juror: TF-IDF + logistic regression, trained in seconds, exported with skl2onnx.
+
+It needs no torch, so a serving-only install can still bootstrap a jury, and it is the natural
+first tier of a cascade. It is served by ``OnnxSklearnJuror`` like any other ONNX juror.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+from skl2onnx import to_onnx
+from skl2onnx.common.data_types import StringTensorType
+
+from jurystream.models.juror import Manifest, load_juror, sha256_file, write_manifest
+
+# skl2onnx tokenizes with ONNX's Tokenizer op, which needs an explicit regex.
+TOKEN_PATTERN = r"\b\w\w+\b"
+
+
+def train_pipeline(
+    texts: Sequence[str],
+    labels: Sequence[int],
+    *,
+    seed: int = 0,
+    bootstrap: bool = False,
+    ngram_max: int = 2,
+    max_features: int = 20_000,
+    c: float = 4.0,
+) -> Pipeline:
+    """Fit TF-IDF + LR; ``bootstrap`` resamples the seed set so jurors differ (diversity)."""
+    rng = np.random.default_rng(seed)
+    idx = np.arange(len(texts))
+    if bootstrap:
+        idx = rng.choice(idx, size=len(idx), replace=True)
+    pipeline = Pipeline(
+        [
+            (
+                "tfidf",
+                TfidfVectorizer(
+                    lowercase=True,
+                    token_pattern=TOKEN_PATTERN,
+                    ngram_range=(1, ngram_max),
+                    max_features=max_features,
+                ),
+            ),
+            ("lr", LogisticRegression(C=c, max_iter=2000, random_state=seed)),
+        ]
+    )
+    pipeline.fit([texts[i] for i in idx], [labels[i] for i in idx])
+    return pipeline
+
+
+def export_pipeline(
+    pipeline: Pipeline,
+    directory: Path,
+    *,
+    name: str,
+    version: str,
+    labels: Sequence[str],
+    parent: str | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write the juror directory (model.onnx + manifest) and check it serves like sklearn."""
+    classes = list(pipeline.named_steps["lr"].classes_)
+    if classes != list(range(len(labels))):
+        raise ValueError(
+            f"trained classes {classes} do not cover label ids 0..{len(labels) - 1}; "
+            "the seed set needs at least one example of every label"
+        )
+    onnx_model = to_onnx(
+        pipeline,
+        initial_types=[("text", StringTensorType([None, 1]))],
+        options={
+            id(pipeline.named_steps["lr"]): {"zipmap": False},
+            # ONNX's StringNormalizer defaults to en_US.UTF-8, which slim images lack.
+            id(pipeline.named_steps["tfidf"]): {"locale": "C.UTF-8"},
+        },
+        target_opset={"": 17, "ai.onnx.ml": 3},
+    )
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "model.onnx").write_bytes(onnx_model.SerializeToString())
+    manifest = Manifest(
+        name=name,
+        version=version,
+        kind="onnx-sklearn",
+        labels=tuple(labels),
+        files={"model.onnx": sha256_file(directory / "model.onnx")},
+        cost=0.05,
+        parent=parent,
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        extra=extra or {},
+    )
+    write_manifest(directory, manifest)
+    return directory
+
+
+def verify_export(pipeline: Pipeline, directory: Path, texts: Sequence[str]) -> float:
+    """Max abs difference between sklearn's and onnxruntime's probabilities on ``texts``."""
+    juror = load_juror(directory)
+    diff = np.abs(juror.predict_proba(texts) - pipeline.predict_proba(list(texts))).max()
+    return float(diff)
+
+
+def build_sklearn_juror(
+    texts: Sequence[str],
+    labels: Sequence[int],
+    label_names: Sequence[str],
+    directory: Path,
+    *,
+    name: str,
+    version: str = "1",
+    seed: int = 0,
+    bootstrap: bool = False,
+    ngram_max: int = 2,
+    tolerance: float = 1e-3,
+) -> Path:
+    """Train, export and verify in one step; an export that disagrees with sklearn is refused."""
+    pipeline = train_pipeline(texts, labels, seed=seed, bootstrap=bootstrap, ngram_max=ngram_max)
+    with tempfile.TemporaryDirectory(dir=directory.parent if directory.parent.exists() else None) as tmp:
+        staging = Path(tmp) / "juror"
+        export_pipeline(
+            pipeline,
+            staging,
+            name=name,
+            version=version,
+            labels=label_names,
+            extra={"training": {"examples": len(texts), "seed": seed, "bootstrap": bootstrap}},
+        )
+        diff = verify_export(pipeline, staging, list(texts[:200]))
+        if diff > tolerance:
+            raise ValueError(
+                f"ONNX export of {name} differs from sklearn by {diff:.2e} (> {tolerance:.0e}); "
+                "not published"
+            )
+        directory.mkdir(parents=True, exist_ok=True)
+        for item in staging.iterdir():
+            item.replace(directory / item.name)
+    return directory

@@ -1,0 +1,90 @@
+"""Plain aiokafka producers and readers for feeding topics and reading results.
+
+Used by the CLI (`jurystream produce`), the demo and the tests: they talk to the broker the way
+any user's service would, outside faust.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+
+async def produce(
+    bootstrap: str,
+    topic: str,
+    items: Iterable[tuple[bytes | None, bytes | None]],
+    on_sent: Callable[[int], None] | None = None,
+) -> int:
+    """Send (key, value) pairs and wait until the broker has acknowledged every one."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks="all")
+    await producer.start()
+    sent = 0
+    try:
+        pending = []
+        for key, value in items:
+            pending.append(await producer.send(topic, value=value, key=key))
+            sent += 1
+            if len(pending) >= 500:
+                await asyncio.gather(*pending)
+                if on_sent:
+                    on_sent(len(pending))
+                pending.clear()
+        await asyncio.gather(*pending)
+        if on_sent and pending:
+            on_sent(len(pending))
+    finally:
+        await producer.stop()
+    return sent
+
+
+@dataclass(frozen=True)
+class Record:
+    topic: str
+    key: str | None
+    value: dict[str, Any]
+    partition: int
+    offset: int
+
+
+async def read_records(
+    bootstrap: str,
+    topics: list[str],
+    *,
+    until: Callable[[list[Record]], bool],
+    timeout_s: float = 60.0,
+    on_record: Callable[[Record], None] | None = None,
+) -> list[Record]:
+    """Read the topics from the beginning (no consumer group) until ``until(records)`` holds.
+
+    Returns what was read when the timeout passes, so callers can report what is missing.
+    """
+    consumer = AIOKafkaConsumer(
+        *topics,
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    out: list[Record] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline and not until(out):
+            batches = await consumer.getmany(timeout_ms=200, max_records=5000)
+            for tp, messages in batches.items():
+                for m in messages:
+                    key = m.key.decode("utf-8", "replace") if m.key is not None else None
+                    rec = Record(tp.topic, key, json.loads(m.value or b"null"), tp.partition, m.offset)
+                    out.append(rec)
+                    if on_record:
+                        on_record(rec)
+    finally:
+        await consumer.stop()
+    return out

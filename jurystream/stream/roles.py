@@ -1,0 +1,81 @@
+"""Start-up of the long-running roles: load what they need, then hand over to faust."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+from faust.worker import Worker
+
+from jurystream.config import Settings
+from jurystream.exporters.metrics import Metrics
+from jurystream.models.juror import Juror, ModelLoadError, load_juror
+from jurystream.models.jury import Jury
+from jurystream.stream.broker import ensure_topics
+from jurystream.stream.worker import build_worker_app
+
+log = logging.getLogger(__name__)
+
+
+def resolve_juror_dir(ref: str, settings: Settings) -> Path:
+    """A juror reference is a directory, or a name served by the registry."""
+    path = Path(ref)
+    if path.is_dir():
+        return path
+    raise ModelLoadError(
+        f"juror {ref!r} is not a directory; give the path of an exported juror "
+        "(see `jurystream models list`)"
+    )
+
+
+def load_jury(settings: Settings) -> Jury:
+    if not settings.jury.jurors:
+        raise ModelLoadError(
+            "no jurors configured: pass --juror DIR (repeatable) or set JURYSTREAM_JURY__JURORS"
+        )
+    jurors: list[Juror] = [
+        load_juror(resolve_juror_dir(ref, settings), threads=settings.jury.threads)
+        for ref in settings.jury.jurors
+    ]
+    return Jury(
+        tuple(jurors),
+        policy=settings.jury.policy,
+        threshold=settings.jury.threshold,
+        weights=settings.jury.weights,
+    )
+
+
+def _prepare(settings: Settings) -> str:
+    bootstrap = settings.broker.bootstrap
+    if not bootstrap:
+        raise ValueError("no broker bootstrap address configured")
+    asyncio.run(
+        ensure_topics(
+            bootstrap,
+            settings.topics.all_names(),
+            settings.topics.partitions,
+            settings.topics.replication_factor,
+        )
+    )
+    return bootstrap
+
+
+def run_faust(app: object, settings: Settings) -> int:
+    """Run a faust app in the foreground until SIGTERM/SIGINT; faust commits on shutdown."""
+    worker = Worker(app, loglevel=settings.log_level.lower(), quiet=True)  # type: ignore[arg-type]
+    worker.execute_from_commandline()
+    return 0
+
+
+def run_worker(settings: Settings) -> int:
+    bootstrap = _prepare(settings)
+    jury = load_jury(settings)
+    metrics = Metrics("worker")
+    metrics.serve(settings.metrics.port, settings.metrics.host)
+    app, labeling = build_worker_app(settings, bootstrap, jury, metrics)
+    log.warning("worker: jury %s, policy %s", jury.versions, jury.policy)
+    try:
+        return run_faust(app, settings)
+    finally:
+        labeling.close()

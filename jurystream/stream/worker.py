@@ -1,0 +1,205 @@
+"""The worker role: posts → micro-batches → jury → labels / review / dead-letters.
+
+At-least-once: faust acks a ``take_events`` batch only after the loop body returns, and the
+body returns only after every output of the batch is acknowledged by the broker. A crash before
+that replays the batch; outputs are keyed by message id, so the replay overwrites downstream.
+The data path is stateless (no faust Tables; see the broker notes in DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+from faust.types import EventT
+
+from jurystream.config import Settings
+from jurystream.exporters.metrics import Metrics
+from jurystream.models.jury import Jury
+from jurystream.models.juror import Juror
+from jurystream.models.voting import Decision
+from jurystream.stream import records
+from jurystream.stream.validation import Invalid, Post, parse_post
+
+log = logging.getLogger(__name__)
+
+
+def create_faust_app(settings: Settings, bootstrap: str, name: str | None = None) -> faust.App:
+    """A faust app tuned for at-least-once on any Kafka, Tansu included."""
+    return faust.App(
+        name or settings.app_id,
+        broker=f"kafka://{bootstrap}",
+        processing_guarantee="at_least_once",
+        key_serializer="raw",
+        value_serializer="raw",
+        web_enabled=False,
+        store="memory://",
+        topic_partitions=settings.topics.partitions,
+        topic_allow_declare=False,  # topics are created by ensure_topics with our partition count
+        topic_disable_leader=True,
+        consumer_auto_offset_reset="earliest",
+        broker_session_timeout=settings.broker.session_timeout_s,
+        broker_heartbeat_interval=settings.broker.heartbeat_interval_s,
+        broker_rebalance_timeout=max(settings.broker.session_timeout_s, 10.0),
+        broker_request_timeout=settings.broker.request_timeout_s,
+        broker_commit_interval=1.0,
+        stream_wait_empty=False,
+        producer_linger_ms=2,
+    )
+
+
+@dataclass
+class _Outputs:
+    labels: faust.types.TopicT
+    review: faust.types.TopicT
+    dead_letters: faust.types.TopicT
+
+
+class LabelingWorker:
+    """Scores batches with the current jury; ``swap`` replaces a juror between batches."""
+
+    def __init__(self, settings: Settings, jury: Jury, metrics: Metrics, outputs: _Outputs):
+        self.settings = settings
+        self.jury = jury
+        self.metrics = metrics
+        self.outputs = outputs
+        # One inference thread: onnxruntime releases the GIL, so the event loop (heartbeats,
+        # fetches, produces) keeps running while a batch is scored.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="jury")
+        self._pending: list[Juror] = []
+        self._publish_versions()
+
+    def swap(self, juror: Juror) -> None:
+        """Queue a loaded, verified juror; it takes over at the next batch boundary."""
+        self._pending.append(juror)
+
+    def _apply_swaps(self) -> None:
+        while self._pending:
+            juror = self._pending.pop(0)
+            old = self.jury.versions.get(juror.name)
+            self.jury = self.jury.with_juror(juror)
+            log.warning("juror %s: version %s → %s", juror.name, old, juror.version)
+            self._publish_versions()
+
+    def _publish_versions(self) -> None:
+        self.metrics.model_version.clear()
+        for name, version in self.jury.versions.items():
+            self.metrics.model_version.labels(juror=name, version=version).set(1)
+
+    async def process(self, events: Sequence[EventT]) -> None:
+        self._apply_swaps()
+        jury = self.jury
+        posts: list[tuple[Post, EventT]] = []
+        sends: list[Awaitable[Any]] = []
+        for event in events:
+            msg = event.message
+            parsed = parse_post(
+                msg.value,
+                msg.key,
+                max_bytes=self.settings.jury.max_message_bytes,
+                max_chars=self.settings.jury.max_text_chars,
+            )
+            if isinstance(parsed, Invalid):
+                sends.append(self._dead_letter(event, parsed.reason, "validation", parsed.id))
+            else:
+                posts.append((parsed, event))
+        self.metrics.batch_size.observe(len(events))
+
+        decided = await self._decide(jury, posts, sends)
+        now = time.time()
+        for (post, event), decision in decided:
+            latency_ms = max(0.0, (now - event.message.timestamp) * 1000)
+            self._count(decision)
+            if decision.escalated:
+                case = records.review_case(post, decision, jury.versions, now * 1000)
+                sends.append(self._send(self.outputs.review, post.id, case))
+                self.metrics.messages.labels("worker", "escalated").inc()
+            else:
+                label = records.jury_label(post, decision, jury.versions, latency_ms)
+                sends.append(self._send(self.outputs.labels, post.id, label))
+                self.metrics.messages.labels("worker", "labeled").inc()
+                self.metrics.stage_latency.labels("end_to_end").observe(latency_ms / 1000)
+        started = time.perf_counter()
+        # Wait for the broker to acknowledge every output before faust may commit the batch.
+        await asyncio.gather(*[await s for s in sends])
+        self.metrics.stage_latency.labels("produce").observe(time.perf_counter() - started)
+
+    async def _decide(
+        self,
+        jury: Jury,
+        posts: list[tuple[Post, EventT]],
+        sends: list[Awaitable[Any]],
+    ) -> list[tuple[tuple[Post, EventT], Decision]]:
+        """Score the batch off the loop; if it fails, score one by one to isolate the culprit."""
+        if not posts:
+            return []
+        loop = asyncio.get_running_loop()
+        texts = [p.text for p, _ in posts]
+        started = time.perf_counter()
+        try:
+            decisions = await loop.run_in_executor(self._executor, jury.decide, texts)
+        except Exception:
+            log.exception("batch of %d failed in the jury; retrying one by one", len(posts))
+            out = []
+            for item in posts:
+                try:
+                    (one,) = await loop.run_in_executor(self._executor, jury.decide, [item[0].text])
+                    out.append((item, one))
+                except Exception as exc:
+                    error = f"inference failed: {type(exc).__name__}: {exc}"
+                    sends.append(self._dead_letter(item[1], error, "inference", item[0].id))
+            return out
+        self.metrics.stage_latency.labels("inference").observe(time.perf_counter() - started)
+        return list(zip(posts, decisions, strict=True))
+
+    def _count(self, decision: Decision) -> None:
+        for vote in decision.votes:
+            self.metrics.juror_votes.labels(vote.juror, vote.label).inc()
+            if vote.label == decision.label:
+                self.metrics.juror_agreement.labels(vote.juror).inc()
+
+    async def _send(self, topic: faust.types.TopicT, key: str, record: dict[str, Any]) -> Any:
+        return await topic.send(key=key.encode("utf-8"), value=records.dumps(record))
+
+    async def _dead_letter(
+        self, event: EventT, error: str, stage: str, post_id: str | None
+    ) -> Any:
+        msg = event.message
+        record = records.dead_letter(
+            msg.value, error, stage, msg.topic, msg.partition, msg.offset, post_id
+        )
+        key = records.dead_letter_key(post_id, msg.topic, msg.partition, msg.offset)
+        self.metrics.messages.labels("worker", "dead_lettered").inc()
+        return await self._send(self.outputs.dead_letters, key, record)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)
+
+
+def build_worker_app(
+    settings: Settings, bootstrap: str, jury: Jury, metrics: Metrics
+) -> tuple[faust.App, LabelingWorker]:
+    """The faust app with the labeling agent wired to ``jury``."""
+    app = create_faust_app(settings, bootstrap)
+    topics = settings.topics
+
+    def raw_topic(name: str) -> faust.types.TopicT:
+        return app.topic(topics.name(name), key_serializer="raw", value_serializer="raw")
+
+    outputs = _Outputs(raw_topic("labels"), raw_topic("review"), raw_topic("dead_letters"))
+    worker = LabelingWorker(settings, jury, metrics, outputs)
+
+    @app.agent(raw_topic("posts"), name="label-posts")
+    async def label_posts(stream: faust.StreamT[bytes]) -> None:
+        async for events in stream.take_events(
+            settings.jury.batch_size, within=settings.jury.batch_timeout_s
+        ):
+            await worker.process(events)
+
+    return app, worker
