@@ -7,4 +7,6 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 pytest_plugins = [
     "tests.fixtures.broker",
+    "tests.fixtures.processes",
+    "tests.fixtures.jurors",
 ]
