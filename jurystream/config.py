@@ -130,6 +130,14 @@ class TrainerSettings(BaseModel):
 class MetricsSettings(BaseModel):
     port: int = 0  # 0: no HTTP endpoint
     host: str = "0.0.0.0"
+    # Monitor role (labels ⋈ feedback): rolling windows, counted in joined samples / labels.
+    quality_window: int = Field(500, ge=1)
+    drift_window: int = Field(1000, ge=1)
+    # Label distribution the jurors were trained on (label → count or share); empty: the
+    # monitor's first full drift window is the reference.
+    drift_reference: dict[str, float] = Field(default_factory=dict)
+    join_capacity: int = Field(100_000, ge=1)  # unmatched labels (and gold) kept for the join
+    publish_interval_s: float = Field(1.0, gt=0)  # how often rolling gauges and lag refresh
 
 
 class Settings(BaseSettings):
