@@ -7,6 +7,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 pytest_plugins = [
     "tests.fixtures.broker",
+    "tests.fixtures.models",
     "tests.fixtures.processes",
     "tests.fixtures.jurors",
 ]

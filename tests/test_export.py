@@ -1,0 +1,138 @@
+"""ONNX export, int8 quantization and verification on tiny config-built BERTs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from jurystream.exporters.onnx import (
+    CHECKPOINT_DIR,
+    ExportVerificationError,
+    export_fp32,
+    export_transformer,
+    quantize_int8,
+    verify_export,
+    write_tokenizer,
+)
+from jurystream.models.juror import load_juror, read_manifest, sha256_file
+from jurystream.stream.feed import LABELS, labeled_examples
+
+
+def test_tiny_jurors_load_and_agree_on_plain_posts(tiny_jurors: list[Path]) -> None:
+    jurors = [load_juror(d) for d in tiny_jurors]
+    assert [j.name for j in jurors] == ["tiny-0", "tiny-1", "tiny-2"]
+    texts, gold = labeled_examples(200, seed=123)
+    for juror in jurors:
+        assert juror.labels == LABELS
+        probs = juror.predict_proba(texts)
+        assert probs.shape == (200, 2)
+        np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+        assert (probs.argmax(axis=1) == np.array(gold)).mean() >= 0.9
+
+
+def test_tiny_jury_cases_are_what_they_claim(
+    tiny_jurors: list[Path], tiny_jury_cases: dict[str, list[str]]
+) -> None:
+    jurors = [load_juror(d) for d in tiny_jurors]
+    agreed = np.stack([j.predict_proba(tiny_jury_cases["agreed"]).argmax(1) for j in jurors])
+    split = np.stack([j.predict_proba(tiny_jury_cases["split"]).argmax(1) for j in jurors])
+    assert (agreed == agreed[0]).all()
+    assert not (split == split[0]).all(axis=0).any()
+
+
+def test_manifest_records_verification_files_and_checkpoint(tiny_jurors: list[Path]) -> None:
+    directory = tiny_jurors[0]
+    manifest = read_manifest(directory)
+    assert manifest.kind == "onnx-transformer"
+    assert manifest.extra["precision"] == "int8-dynamic-per-channel"
+    check = manifest.extra["verification"]
+    assert check["passed"] and check["max_abs_diff"] <= check["tolerance"]
+    assert check["int8_agreement"] >= 0.98
+    assert manifest.extra["training"]["config"]["seed"] == 0
+    on_disk = {
+        p.relative_to(directory).as_posix()
+        for p in directory.rglob("*")
+        if p.is_file() and p.name != "manifest.json"
+    }
+    assert set(manifest.files) == on_disk
+    assert f"{CHECKPOINT_DIR}/config.json" in manifest.files
+    for rel, digest in manifest.files.items():
+        assert sha256_file(directory / rel) == digest
+
+
+def test_int8_is_smaller_than_fp32(tiny_jurors: list[Path], tmp_path: Path) -> None:
+    checkpoint = tiny_jurors[0] / CHECKPOINT_DIR
+    fp32 = export_fp32(checkpoint, tmp_path / "fp32")
+    int8 = quantize_int8(fp32, tmp_path / "int8.onnx")
+    assert int8.stat().st_size < fp32.stat().st_size
+
+
+def test_verification_catches_a_model_that_is_not_the_checkpoint(
+    tiny_jurors: list[Path], tmp_path: Path
+) -> None:
+    texts, _ = labeled_examples(64, seed=5)
+    other = export_fp32(tiny_jurors[1] / CHECKPOINT_DIR, tmp_path / "other")
+    checkpoint = tiny_jurors[0] / CHECKPOINT_DIR
+    tokenizer = write_tokenizer(checkpoint, tmp_path / "tokenizer.json")
+    report = verify_export(checkpoint, other, None, tokenizer, texts, max_length=64)
+    assert not report.passed
+    assert report.max_abs_diff > 0.01
+
+    own = export_fp32(checkpoint, tmp_path / "own")
+    report = verify_export(checkpoint, own, None, tokenizer, texts, max_length=64)
+    assert report.passed and report.max_abs_diff < 1e-4
+
+
+def test_failed_verification_publishes_nothing(tiny_jurors: list[Path], tmp_path: Path) -> None:
+    texts, _ = labeled_examples(64, seed=5)
+    target = tmp_path / "out" / "juror"
+    with pytest.raises(ExportVerificationError, match=r"int8 picks the fp32 label on only"):
+        export_transformer(
+            tiny_jurors[0] / CHECKPOINT_DIR,
+            target,
+            name="strict",
+            version="1",
+            check_texts=texts,
+            max_length=64,
+            min_agreement=1.01,  # impossible: proves a failing check blocks publishing
+        )
+    assert not target.exists()
+    assert list((tmp_path / "out").iterdir()) == []  # no staging leftovers
+
+
+def test_fp32_export_without_quantization(tiny_jurors: list[Path], tmp_path: Path) -> None:
+    texts, gold = labeled_examples(64, seed=9)
+    directory = export_transformer(
+        tiny_jurors[2] / CHECKPOINT_DIR,
+        tmp_path / "fp32-juror",
+        name="fp32",
+        version="1",
+        check_texts=texts,
+        quantize=False,
+        keep_checkpoint=False,
+        max_length=64,
+    )
+    manifest = json.loads((directory / "manifest.json").read_text())
+    assert manifest["precision"] == "fp32"
+    assert manifest["verification"]["int8_agreement"] is None
+    assert not (directory / CHECKPOINT_DIR).exists()
+    juror = load_juror(directory)
+    assert (juror.predict_proba(texts).argmax(1) == np.array(gold)).mean() >= 0.9
+
+
+def test_export_refuses_existing_directory_and_non_checkpoints(
+    tiny_jurors: list[Path], tmp_path: Path
+) -> None:
+    with pytest.raises(FileExistsError):
+        export_transformer(
+            tiny_jurors[0] / CHECKPOINT_DIR,
+            tiny_jurors[1],
+            name="x",
+            version="1",
+            check_texts=["a"],
+        )
+    with pytest.raises(FileNotFoundError, match="not a HF checkpoint"):
+        export_transformer(tmp_path, tmp_path / "out", name="x", version="1", check_texts=["a"])
