@@ -10,4 +10,5 @@ pytest_plugins = [
     "tests.fixtures.models",
     "tests.fixtures.processes",
     "tests.fixtures.jurors",
+    "tests.fixtures.openai_server",
 ]

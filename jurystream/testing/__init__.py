@@ -1,0 +1,1 @@
+"""Test doubles that are part of the product: the demo and the benchmarks use them too."""
