@@ -128,6 +128,20 @@ def worker(
 
 
 @app.command()
+def monitor(
+    config: ConfigOpt = None,
+    bootstrap: BootstrapOpt = None,
+    metrics_port: MetricsPortOpt = None,
+) -> None:
+    """Online quality: join `labels` with gold `feedback` (accuracy, macro-F1, drift, lag)."""
+    from jurystream.stream.feedback import run_monitor
+
+    settings = _settings(config, broker={"bootstrap": bootstrap}, metrics={"port": metrics_port})
+    _require_bootstrap(settings)
+    sys.exit(run_monitor(settings))
+
+
+@app.command()
 def produce(
     config: ConfigOpt = None,
     bootstrap: BootstrapOpt = None,

@@ -1,0 +1,291 @@
+"""The monitor role: labels ⋈ feedback → online accuracy, macro-F1 and drift, plus stream counts.
+
+It reads four topics with one plain aiokafka consumer (no faust Tables: the broker notes in
+DESIGN.md rule out changelog-backed state) and keeps a bounded in-memory join window:
+
+- ``labels`` and ``feedback`` are joined by message id. Both are keyed by message id and have
+  the same partition count, and the consumer uses the range assignor, so several monitor
+  processes each get the *same* partition numbers of both topics and each join stays local.
+  A record whose partner does not arrive before ``join_capacity`` newer ones is dropped and
+  counted (``jurystream_feedback_unmatched_total``); a restart loses the pending window, which
+  only costs a few unjudged samples.
+- every label also feeds a label-distribution window for PSI drift;
+- ``hard-samples`` and ``model-updates`` are counted, so the dashboard sees continual learning
+  from the stream itself, whichever process produced it.
+
+Feedback records: key = message id, value ``{"id": ..., "label": <gold label>}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import time
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+
+from jurystream.config import Settings
+from jurystream.exporters.metrics import Metrics
+from jurystream.models.quality import LabelWindow, RollingQuality, psi
+from jurystream.stream.broker import ensure_topics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class LabelFact:
+    """What the join keeps of a label record: the final label, its source and the votes."""
+
+    label: str
+    source: str
+    votes: tuple[tuple[str, str], ...]  # (juror, label)
+
+
+class InvalidRecord(ValueError):
+    """A record the monitor cannot use; counted, never fatal."""
+
+
+def _json_object(value: bytes | None) -> dict[str, Any]:
+    try:
+        data = json.loads(value or b"")
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InvalidRecord(f"not JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise InvalidRecord("not a JSON object")
+    return data
+
+
+def _record_id(key: bytes | None, data: Mapping[str, Any]) -> str:
+    post_id = data.get("id")
+    if isinstance(post_id, str) and post_id:
+        return post_id
+    if key:
+        return key.decode("utf-8", errors="replace")
+    raise InvalidRecord("no message id in key or value")
+
+
+def parse_label(key: bytes | None, value: bytes | None) -> tuple[str, LabelFact]:
+    data = _json_object(value)
+    label, source = data.get("label"), data.get("source")
+    if not isinstance(label, str) or not isinstance(source, str):
+        raise InvalidRecord("label record needs string 'label' and 'source'")
+    votes = []
+    for vote in data.get("votes") or []:
+        if isinstance(vote, dict) and isinstance(vote.get("juror"), str):
+            votes.append((vote["juror"], str(vote.get("label"))))
+    return _record_id(key, data), LabelFact(label, source, tuple(votes))
+
+
+def parse_feedback(key: bytes | None, value: bytes | None) -> tuple[str, str]:
+    data = _json_object(value)
+    gold = data.get("label")
+    if not isinstance(gold, str) or not gold:
+        raise InvalidRecord("feedback record needs a string 'label' (the gold label)")
+    return _record_id(key, data), gold
+
+
+class QualityMonitor:
+    """The join and the rolling windows; Kafka-free so it is tested directly."""
+
+    def __init__(
+        self,
+        metrics: Metrics,
+        quality_window: int,
+        drift_window: int,
+        drift_reference: Mapping[str, float],
+        join_capacity: int,
+    ) -> None:
+        self.metrics = metrics
+        self.quality_window = quality_window
+        self.capacity = join_capacity
+        self._labels: OrderedDict[str, LabelFact] = OrderedDict()
+        self._gold: OrderedDict[str, str] = OrderedDict()
+        # Ids already judged, so an at-least-once replay of either side is not counted twice.
+        self._joined: OrderedDict[str, None] = OrderedDict()
+        self.by_source: dict[str, RollingQuality] = {}
+        self.by_juror: dict[str, RollingQuality] = {}
+        self.drift = LabelWindow(drift_window)
+        self.reference: dict[str, float] = dict(drift_reference)
+        self.reference_kind = "training" if self.reference else "first_window"
+
+    # --- inputs ---
+
+    def on_label(self, key: bytes | None, value: bytes | None) -> None:
+        try:
+            post_id, fact = parse_label(key, value)
+        except InvalidRecord:
+            self.metrics.feedback_unmatched.labels("labels", "invalid").inc()
+            return
+        if post_id in self._joined:
+            return
+        self.metrics.labels_out.labels(fact.source, fact.label).inc()
+        self.drift.add(fact.label)
+        if not self.reference and self.drift.full:
+            self.reference = {k: float(v) for k, v in self.drift.counts().items()}
+        gold = self._gold.pop(post_id, None)
+        if gold is None:
+            self._remember(self._labels, post_id, fact, "labels")
+        else:
+            self._judge(post_id, fact, gold)
+
+    def on_feedback(self, key: bytes | None, value: bytes | None) -> None:
+        try:
+            post_id, gold = parse_feedback(key, value)
+        except InvalidRecord:
+            self.metrics.feedback_unmatched.labels("feedback", "invalid").inc()
+            return
+        if post_id in self._joined:
+            return
+        fact = self._labels.pop(post_id, None)
+        if fact is None:
+            self._remember(self._gold, post_id, gold, "feedback")
+        else:
+            self._judge(post_id, fact, gold)
+
+    def on_hard_sample(self, value: bytes | None) -> None:
+        try:
+            data = _json_object(value)
+        except InvalidRecord:
+            data = {}
+        self.metrics.hard_samples.labels(str(data.get("label_source", "unknown"))).inc()
+
+    def on_model_update(self, key: bytes | None, value: bytes | None) -> None:
+        try:
+            data = _json_object(value)
+        except InvalidRecord:
+            data = {}
+        juror = (
+            data.get("name") or data.get("juror") or (key or b"unknown").decode(errors="replace")
+        )
+        self.metrics.model_updates.labels(str(juror)).inc()
+
+    # --- join ---
+
+    def _remember(
+        self, pending: OrderedDict[str, Any], post_id: str, item: Any, topic: str
+    ) -> None:
+        pending[post_id] = item
+        pending.move_to_end(post_id)
+        while len(pending) > self.capacity:
+            pending.popitem(last=False)
+            self.metrics.feedback_unmatched.labels(topic, "expired").inc()
+
+    def _judge(self, post_id: str, fact: LabelFact, gold: str) -> None:
+        self._joined[post_id] = None
+        while len(self._joined) > self.capacity:
+            self._joined.popitem(last=False)
+        result = "correct" if fact.label == gold else "wrong"
+        self.metrics.feedback.labels(fact.source, result).inc()
+        self._window(self.by_source, fact.source).add(gold, fact.label)
+        for juror, vote in fact.votes:
+            self.metrics.juror_feedback.labels(juror, "correct" if vote == gold else "wrong").inc()
+            self._window(self.by_juror, juror).add(gold, vote)
+
+    def _window(self, windows: dict[str, RollingQuality], key: str) -> RollingQuality:
+        window = windows.get(key)
+        if window is None:
+            window = windows[key] = RollingQuality(self.quality_window)
+        return window
+
+    # --- output ---
+
+    def publish(self) -> None:
+        """Refresh the rolling gauges (O(window) each, so called on a timer, not per record)."""
+        for source, window in self.by_source.items():
+            self.metrics.set_source_quality(
+                source, window.accuracy(), window.macro_f1(), len(window)
+            )
+        for juror, window in self.by_juror.items():
+            self.metrics.set_juror_quality(juror, window.accuracy(), window.macro_f1(), len(window))
+        self.metrics.drift_window.set(len(self.drift))
+        if self.reference and self.drift.full:
+            value = psi(self.reference, self.drift.counts())
+            self.metrics.label_drift.labels(self.reference_kind).set(value)
+
+
+async def report_lag(consumer: AIOKafkaConsumer, group: str, metrics: Metrics) -> None:
+    """Lag of this consumer's own partitions: high watermark minus position.
+
+    Taken from fetch responses rather than ListOffsets, which some Kafka-compatible brokers
+    (Tansu) answer wrongly; partitions not fetched yet are left out until they are.
+    """
+    lags: dict[tuple[str, int], int] = {}
+    for tp in consumer.assignment():
+        highwater = consumer.highwater(tp)
+        if highwater is None:
+            continue
+        lags[(tp.topic, tp.partition)] = highwater - await consumer.position(tp)
+    metrics.set_consumer_lags(group, lags)
+
+
+async def monitor(settings: Settings, metrics: Metrics, stop: asyncio.Event) -> None:
+    """Consume until ``stop`` is set, feeding the QualityMonitor and refreshing the gauges."""
+    bootstrap = settings.broker.bootstrap
+    if not bootstrap:
+        raise ValueError("no broker bootstrap address configured")
+    topics = settings.topics
+    await ensure_topics(bootstrap, topics.all_names(), topics.partitions, topics.replication_factor)
+    cfg = settings.metrics
+    quality = QualityMonitor(
+        metrics, cfg.quality_window, cfg.drift_window, cfg.drift_reference, cfg.join_capacity
+    )
+    names = {topics.name(t): t for t in ("labels", "feedback", "hard_samples", "model_updates")}
+    group = f"{settings.app_id}-monitor"
+    consumer = AIOKafkaConsumer(
+        *names,
+        bootstrap_servers=bootstrap,
+        group_id=group,
+        auto_offset_reset="earliest",
+        partition_assignment_strategy=(RangePartitionAssignor,),
+        session_timeout_ms=int(settings.broker.session_timeout_s * 1000),
+        heartbeat_interval_ms=int(settings.broker.heartbeat_interval_s * 1000),
+        request_timeout_ms=int(settings.broker.request_timeout_s * 1000),
+    )
+    handlers = {
+        "labels": lambda r: quality.on_label(r.key, r.value),
+        "feedback": lambda r: quality.on_feedback(r.key, r.value),
+        "hard_samples": lambda r: quality.on_hard_sample(r.value),
+        "model_updates": lambda r: quality.on_model_update(r.key, r.value),
+    }
+    await consumer.start()
+    log.warning("monitor: reading %s as group %s", ", ".join(names), group)
+    try:
+        next_publish = 0.0
+        while not stop.is_set():
+            batches: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
+            batches = await consumer.getmany(timeout_ms=200, max_records=5000)
+            for tp, records in batches.items():
+                handle = handlers[names[tp.topic]]
+                for record in records:
+                    handle(record)
+            if time.monotonic() >= next_publish:
+                quality.publish()
+                await report_lag(consumer, group, metrics)
+                next_publish = time.monotonic() + cfg.publish_interval_s
+    finally:
+        await consumer.stop()
+
+
+def run_monitor(settings: Settings) -> int:
+    """The `jurystream monitor` role: serve /metrics and consume until SIGTERM/SIGINT."""
+    metrics = Metrics("monitor")
+    metrics.serve(settings.metrics.port, settings.metrics.host)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, stop.set)
+        await monitor(settings, metrics, stop)
+
+    asyncio.run(main())
+    return 0

@@ -1,0 +1,180 @@
+"""The monitor's labels ⋈ feedback join, rolling quality and drift (no Kafka needed here)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+import urllib.request
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from jurystream.exporters.metrics import Metrics
+from jurystream.stream.broker import free_port
+from jurystream.stream.client import produce
+from jurystream.stream.feedback import QualityMonitor, parse_feedback, parse_label
+from tests.fixtures.processes import Roles
+
+
+def label(
+    post_id: str, lab: str, source: str = "jury", votes: dict[str, str] | None = None
+) -> bytes:
+    record = {
+        "id": post_id,
+        "label": lab,
+        "source": source,
+        "votes": [{"juror": j, "label": v, "confidence": 0.9} for j, v in (votes or {}).items()],
+    }
+    return json.dumps(record).encode()
+
+
+def gold(post_id: str, lab: str) -> bytes:
+    return json.dumps({"id": post_id, "label": lab}).encode()
+
+
+def value(m: Metrics, name: str, **labels: str) -> float | None:
+    got = m.registry.get_sample_value(name, labels)
+    return None if got is None else float(got)
+
+
+def make(
+    capacity: int = 100, window: int = 10, drift: int = 4, ref: dict[str, float] | None = None
+):  # type: ignore[no-untyped-def]
+    m = Metrics("monitor")
+    return m, QualityMonitor(m, window, drift, ref or {}, capacity)
+
+
+def test_join_in_either_order_counts_per_source_and_per_juror() -> None:
+    m, q = make()
+    q.on_label(b"1", label("1", "pos", votes={"a": "pos", "b": "neg"}))
+    q.on_feedback(b"1", gold("1", "pos"))  # label first
+    q.on_feedback(b"2", gold("2", "neg"))
+    q.on_label(b"2", label("2", "pos", source="reviewer", votes={"a": "neg", "b": "neg"}))
+    assert value(m, "jurystream_feedback_total", source="jury", result="correct") == 1
+    assert value(m, "jurystream_feedback_total", source="reviewer", result="wrong") == 1
+    assert value(m, "jurystream_juror_feedback_total", juror="a", result="correct") == 2
+    assert value(m, "jurystream_juror_feedback_total", juror="b", result="wrong") == 1
+    assert value(m, "jurystream_juror_feedback_total", juror="b", result="correct") == 1
+    q.publish()
+    assert value(m, "jurystream_online_accuracy", source="jury") == 1.0
+    assert value(m, "jurystream_online_accuracy", source="reviewer") == 0.0
+    assert value(m, "jurystream_juror_online_accuracy", juror="b") == 0.5
+    assert value(m, "jurystream_juror_online_window_samples", juror="a") == 2
+
+
+def test_replays_are_not_counted_twice() -> None:
+    m, q = make()
+    for _ in range(3):
+        q.on_label(b"1", label("1", "pos"))
+        q.on_feedback(b"1", gold("1", "neg"))
+    assert value(m, "jurystream_feedback_total", source="jury", result="wrong") == 1
+    assert value(m, "jurystream_labels_total", source="jury", label="pos") == 1
+
+
+def test_unmatched_records_expire_at_capacity_and_bad_ones_are_counted() -> None:
+    m, q = make(capacity=2)
+    for i in range(5):
+        q.on_feedback(None, gold(f"g{i}", "pos"))
+    assert value(m, "jurystream_feedback_unmatched_total", topic="feedback", reason="expired") == 3
+    q.on_label(b"g0", label("g0", "pos"))  # its gold expired: stays pending, not judged
+    assert value(m, "jurystream_feedback_total", source="jury", result="correct") is None
+    q.on_label(b"g4", label("g4", "pos"))
+    assert value(m, "jurystream_feedback_total", source="jury", result="correct") == 1
+    q.on_label(b"x", b"not json")
+    q.on_feedback(b"y", json.dumps({"id": "y"}).encode())
+    assert value(m, "jurystream_feedback_unmatched_total", topic="labels", reason="invalid") == 1
+    assert value(m, "jurystream_feedback_unmatched_total", topic="feedback", reason="invalid") == 1
+
+
+def test_macro_f1_is_published_per_source_over_the_rolling_window() -> None:
+    m, q = make(window=4)
+    pairs = [("pos", "pos"), ("neg", "pos"), ("neg", "neg"), ("neg", "neg"), ("pos", "pos")]
+    for i, (g, p) in enumerate(pairs):
+        q.on_label(None, label(str(i), p))
+        q.on_feedback(None, gold(str(i), g))
+    q.publish()
+    # Window = last 4 pairs: gold neg,neg,neg,pos vs pred pos,neg,neg,pos.
+    assert value(m, "jurystream_online_accuracy", source="jury") == pytest.approx(0.75)
+    f1_neg, f1_pos = 2 * 2 / (3 + 2), 2 * 1 / (1 + 2)
+    assert value(m, "jurystream_online_macro_f1", source="jury") == pytest.approx(
+        (f1_neg + f1_pos) / 2
+    )
+    assert value(m, "jurystream_online_window_samples", source="jury") == 4
+
+
+def test_drift_against_the_training_reference() -> None:
+    m, q = make(drift=4, ref={"pos": 50, "neg": 50})
+    for i, lab in enumerate(["pos", "neg", "pos"]):
+        q.on_label(None, label(str(i), lab))
+    q.publish()
+    assert value(m, "jurystream_label_drift_psi", reference="training") is None  # window not full
+    q.on_label(None, label("3", "neg"))
+    q.publish()
+    assert value(m, "jurystream_label_drift_psi", reference="training") == pytest.approx(0.0)
+    for i in range(4, 8):
+        q.on_label(None, label(str(i), "pos"))
+    q.publish()
+    assert value(m, "jurystream_label_drift_psi", reference="training") > 0.25  # type: ignore[operator]
+
+
+def test_drift_without_reference_uses_the_first_full_window() -> None:
+    m, q = make(drift=4)
+    for i, lab in enumerate(["pos", "neg", "pos", "neg", "neg", "neg", "neg", "neg"]):
+        q.on_label(None, label(str(i), lab))
+    q.publish()
+    drift = value(m, "jurystream_label_drift_psi", reference="first_window")
+    assert drift is not None and drift > 0.25
+
+
+def test_stream_counts_for_continual_learning() -> None:
+    m, q = make()
+    q.on_hard_sample(json.dumps({"id": "1", "label_source": "reviewer"}).encode())
+    q.on_model_update(b"tfidf0", json.dumps({"name": "tfidf0", "version": "2"}).encode())
+    assert value(m, "jurystream_hard_samples_total", label_source="reviewer") == 1
+    assert value(m, "jurystream_model_updates_total", juror="tfidf0") == 1
+
+
+def test_parsers_take_the_id_from_the_key_when_the_value_has_none() -> None:
+    post_id, fact = parse_label(b"k", json.dumps({"label": "a", "source": "jury"}).encode())
+    assert post_id == "k" and fact.votes == ()
+    assert parse_feedback(b"k2", json.dumps({"label": "b"}).encode()) == ("k2", "b")
+
+
+def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def test_monitor_role_joins_topics_on_a_real_broker(roles: Roles) -> None:
+    port = free_port()
+    roles.start("monitor", "--metrics-port", str(port))
+    n = 120
+    labels = [(f"m{i}".encode(), label(f"m{i}", "pos" if i % 3 else "neg")) for i in range(n)]
+    golds = [(f"m{i}".encode(), gold(f"m{i}", "pos")) for i in range(n)]
+    asyncio.run(produce(roles.bootstrap, roles.topic("feedback"), golds[: n // 2]))
+    asyncio.run(produce(roles.bootstrap, roles.topic("labels"), labels))
+    asyncio.run(produce(roles.bootstrap, roles.topic("feedback"), golds[n // 2 :]))
+    correct = ("jurystream_feedback_total", (("result", "correct"), ("source", "jury")))
+    wrong = ("jurystream_feedback_total", (("result", "wrong"), ("source", "jury")))
+    deadline = time.monotonic() + 60
+    seen: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            seen = scrape(port)
+        if seen.get(correct, 0) + seen.get(wrong, 0) >= n:
+            break
+        time.sleep(0.5)
+    assert seen.get(correct) == 80 and seen.get(wrong) == 40, roles.logs()
+    time.sleep(1.5)  # one more publish interval for the gauges
+    seen = scrape(port)
+    acc = ("jurystream_online_accuracy", (("source", "jury"),))
+    assert seen[acc] == pytest.approx(80 / 120)
+    lags = [v for (name, _), v in seen.items() if name == "jurystream_consumer_lag"]
+    assert lags and all(v == 0 for v in lags)
