@@ -1,0 +1,93 @@
+"""The reviewer chain: cheap tiers first, each deciding what it is sure of (chain ensembles).
+
+``review`` walks the tiers until one returns a Verdict or a Failure. A tier that may forward
+(the local model) cannot be last, so every case ends decided or failed, never undecided.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from jurystream.config import ReviewerSettings
+from jurystream.exporters.metrics import Metrics
+from jurystream.models.datasets import load_dataset
+from jurystream.models.juror import load_juror
+from jurystream.models.reviewer.base import Backend, Case, Failure, Forward, Verdict
+from jurystream.models.reviewer.knn import KnnDemonstrations
+from jurystream.models.reviewer.local import LocalBackend
+from jurystream.models.reviewer.openai_backend import OpenAIBackend, ReviewerConfigError
+from jurystream.models.reviewer.oracle import OracleBackend, SimulatedBackend
+
+log = logging.getLogger(__name__)
+
+TIERS = ("local", "openai", "oracle", "simulated")
+
+
+class Chain:
+    def __init__(self, tiers: Sequence[Backend]) -> None:
+        if not tiers:
+            raise ReviewerConfigError("the reviewer chain is empty; set reviewer.chain")
+        if getattr(tiers[-1], "forwards", False):
+            raise ReviewerConfigError(
+                f"the last tier {tiers[-1].name} forwards unsure cases to nobody; put a tier "
+                "that always answers (openai, oracle, simulated) after it"
+            )
+        self.tiers = tuple(tiers)
+
+    async def review(self, case: Case) -> Verdict | Failure:
+        for tier in self.tiers:
+            outcome = await tier.review(case)
+            if isinstance(outcome, Forward):
+                log.debug("case %s forwarded by %s: %s", case.id, outcome.source, outcome.reason)
+                continue
+            return outcome
+        raise AssertionError("unreachable: the last tier never forwards")  # checked in __init__
+
+    async def close(self) -> None:
+        for tier in self.tiers:
+            if isinstance(tier, OpenAIBackend):
+                await tier.close()
+            elif isinstance(tier, LocalBackend):
+                tier.close()
+
+
+def build_chain(settings: ReviewerSettings, metrics: Metrics | None = None) -> Chain:
+    """The tiers named in ``settings.chain``, in order, with the label set and gold pool."""
+    unknown = [t for t in settings.chain if t not in TIERS]
+    if unknown:
+        raise ReviewerConfigError(f"unknown reviewer tiers {unknown}; known: {list(TIERS)}")
+    pool = (
+        load_dataset(settings.gold_pool, split="val").sample(settings.gold_pool_size)
+        if settings.gold_pool is not None
+        else None
+    )
+    labels: tuple[str, ...] = tuple(settings.label_descriptions) or (
+        pool.label_names if pool is not None else ()
+    )
+    knn = (
+        KnnDemonstrations.from_labeled_set(pool, settings.knn_k)
+        if pool is not None and settings.knn_k > 0
+        else None
+    )
+    tiers: list[Backend] = []
+    for name in settings.chain:
+        if name == "local":
+            if not settings.local_model:
+                raise ReviewerConfigError("the local tier needs reviewer.local_model (a juror dir)")
+            juror = load_juror(settings.local_model)
+            tiers.append(LocalBackend(juror, settings.local_threshold, metrics))
+        elif name == "openai":
+            tiers.append(
+                OpenAIBackend(
+                    settings,
+                    labels,
+                    demonstrations=knn.nearest if knn is not None else None,
+                    metrics=metrics,
+                )
+            )
+        elif name == "oracle":
+            tiers.append(OracleBackend(labels, metrics))
+        else:
+            tiers.append(SimulatedBackend(labels, settings.simulated_accuracy, metrics=metrics))
+    return Chain(tiers)
