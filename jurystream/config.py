@@ -107,7 +107,8 @@ class ReviewerSettings(BaseModel):
     invalid_answer_retries: int = Field(2, ge=0)  # off-label answers asked again, then parked
     park_backoff_max_s: float = Field(30.0, gt=0)  # parked cases are retried in place
     knn_k: int = Field(4, ge=0)
-    gold_pool: Path | None = None
+    gold_pool: Path | None = None  # k-NN demonstrations: a TweetEval dir, .jsonl or .csv
+    gold_pool_size: int = Field(500, ge=1)  # a small stratified sample of it
     local_model: str | None = None  # juror directory/name for the local ONNX tier
     local_threshold: float = 0.9
     simulated_accuracy: float = Field(0.9, ge=0.0, le=1.0)
