@@ -1,0 +1,295 @@
+"""Labeling quality of jurors and voting policies, and threshold calibration.
+
+The metric functions are pure numpy on label ids. Policy evaluation replays the jurors'
+probabilities (computed once) through the real ``Jury`` code, so what is measured is exactly
+what the worker would decide, cascade included. Calibration picks, per policy, the highest
+threshold whose escalation rate stays within a target: the knob a team actually turns is
+"how much may go to the (paid) reviewer", not an abstract confidence.
+
+Thresholds file (``JurySettings.thresholds_file``)::
+
+    {"target_escalation_rate": 0.2, "created_at": "...", "data": {...summary...},
+     "policies": {"unanimous": {"threshold": 0.83, "escalation_rate": 0.19,
+                                "accepted_accuracy": 0.93}, "majority": {...}, ...},
+     "jurors":   {"minilm-0": {"threshold": 0.78, "escalation_rate": 0.2}, ...}}
+
+``policies[<policy>].threshold`` replaces ``JurySettings.threshold`` for that policy;
+``jurors[<name>].threshold`` is the confidence below which that juror alone would escalate the
+target share (for per-juror rules such as a cascade tier).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from jurystream.models.juror import Juror
+from jurystream.models.jury import Jury
+
+LabelIds = Sequence[int] | np.ndarray
+
+POLICY_NAMES = ("unanimous", "majority", "weighted", "threshold", "cascade")
+
+
+def confusion_matrix(y_true: LabelIds, y_pred: LabelIds, n_labels: int) -> np.ndarray:
+    """Counts, rows = true label, columns = predicted label."""
+    cm = np.zeros((n_labels, n_labels), dtype=np.int64)
+    np.add.at(cm, (np.asarray(y_true, dtype=int), np.asarray(y_pred, dtype=int)), 1)
+    return cm
+
+
+def accuracy(y_true: LabelIds, y_pred: LabelIds) -> float:
+    t, p = np.asarray(y_true), np.asarray(y_pred)
+    return float((t == p).mean()) if len(t) else float("nan")
+
+
+def per_class_recall(y_true: LabelIds, y_pred: LabelIds, n_labels: int) -> np.ndarray:
+    """Recall of each label; NaN for a label absent from ``y_true``."""
+    cm = confusion_matrix(y_true, y_pred, n_labels)
+    support = cm.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(support > 0, np.diag(cm) / support, np.nan)
+
+
+def macro_f1(y_true: LabelIds, y_pred: LabelIds, n_labels: int) -> float:
+    """Unweighted mean F1 over labels that occur in the truth or the predictions."""
+    cm = confusion_matrix(y_true, y_pred, n_labels)
+    tp = np.diag(cm).astype(float)
+    support, predicted = cm.sum(axis=1), cm.sum(axis=0)
+    present = (support + predicted) > 0
+    if not present.any():
+        return float("nan")
+    f1 = 2 * tp / np.maximum(support + predicted, 1)
+    return float(f1[present].mean())
+
+
+def expected_calibration_error(probs: np.ndarray, y_true: LabelIds, n_bins: int = 10) -> float:
+    """ECE: |accuracy − confidence| per confidence bin, weighted by the bin's share."""
+    probs = np.asarray(probs, dtype=float)
+    if len(probs) == 0:
+        return float("nan")
+    confidence = probs.max(axis=1)
+    correct = probs.argmax(axis=1) == np.asarray(y_true)
+    bins = np.minimum((confidence * n_bins).astype(int), n_bins - 1)
+    ece = 0.0
+    for b in range(n_bins):
+        members = bins == b
+        if members.any():
+            ece += members.mean() * abs(correct[members].mean() - confidence[members].mean())
+    return float(ece)
+
+
+def classification_report(
+    probs: np.ndarray, y_true: LabelIds, label_names: Sequence[str]
+) -> dict[str, Any]:
+    """All metrics for one set of class probabilities."""
+    y_pred = np.asarray(probs).argmax(axis=1)
+    n = len(label_names)
+    recall = per_class_recall(y_true, y_pred, n)
+    return {
+        "examples": len(y_true),
+        "accuracy": accuracy(y_true, y_pred),
+        "macro_f1": macro_f1(y_true, y_pred, n),
+        "per_class_recall": {
+            name: None if np.isnan(r) else float(r)
+            for name, r in zip(label_names, recall, strict=True)
+        },
+        "confusion_matrix": confusion_matrix(y_true, y_pred, n).tolist(),
+        "ece": expected_calibration_error(probs, y_true),
+    }
+
+
+def majority_baseline(y_train: LabelIds, y_eval: LabelIds, n_labels: int) -> dict:
+    """What always answering the most frequent training label scores (the bar to beat)."""
+    top = int(np.bincount(np.asarray(y_train, dtype=int), minlength=n_labels).argmax())
+    pred = [top] * len(y_eval)
+    return {
+        "label": top,
+        "accuracy": accuracy(y_eval, pred),
+        "macro_f1": macro_f1(y_eval, pred, n_labels),
+    }
+
+
+def juror_probabilities(
+    jurors: Sequence[Juror], texts: Sequence[str], batch_size: int = 32
+) -> np.ndarray:
+    """Every juror on every text, in serving-sized batches: shape (texts, jurors, labels)."""
+    out = []
+    for juror in jurors:
+        rows = [
+            juror.predict_proba(texts[i : i + batch_size]) for i in range(0, len(texts), batch_size)
+        ]
+        out.append(np.concatenate(rows) if rows else np.zeros((0, len(juror.labels))))
+    return np.stack(out, axis=1)
+
+
+class _Replay:
+    """A juror that answers from precomputed probabilities (keyed by text)."""
+
+    def __init__(self, juror: Juror, table: Mapping[str, np.ndarray]) -> None:
+        self.name = juror.name
+        self.version = juror.version
+        self.labels = tuple(juror.labels)
+        self.cost = juror.cost
+        self.table = table
+
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, len(self.labels)), dtype=np.float32)
+        return np.stack([self.table[t] for t in texts])
+
+
+def replay_jurors(
+    probs: np.ndarray, texts: Sequence[str], jurors: Sequence[Juror]
+) -> tuple[Juror, ...]:
+    """Stand-ins for ``jurors`` that replay ``probs`` so policies can be swept cheaply."""
+    return tuple(
+        _Replay(j, {t: probs[i, k] for i, t in enumerate(texts)}) for k, j in enumerate(jurors)
+    )
+
+
+def policy_report(jury: Jury, texts: Sequence[str], y_true: LabelIds) -> dict[str, Any]:
+    """Escalation rate and accuracy of accepted labels (and of the jury's best guess overall)."""
+    decisions = jury.decide(texts)
+    index = {name: i for i, name in enumerate(jury.labels)}
+    pred = np.array([index[d.label] for d in decisions])
+    escalated = np.array([d.escalated for d in decisions])
+    truth = np.asarray(y_true)
+    accepted = ~escalated
+    return {
+        "threshold": jury.threshold,
+        "escalation_rate": float(escalated.mean()),
+        "accepted_accuracy": accuracy(truth[accepted], pred[accepted]),
+        "accepted_macro_f1": macro_f1(truth[accepted], pred[accepted], len(jury.labels)),
+        "best_guess_accuracy": accuracy(truth, pred),
+        "juror_calls_per_text": float(np.mean([len(d.votes) for d in decisions])),
+    }
+
+
+def calibrate_policy(
+    jurors: Sequence[Juror],
+    policy: str,
+    texts: Sequence[str],
+    target_rate: float,
+    weights: Mapping[str, float] | None = None,
+    iterations: int = 24,
+) -> float:
+    """The highest threshold whose escalation rate is ≤ ``target_rate`` (bisection).
+
+    Escalation never decreases as the threshold rises, for every policy, so bisection finds
+    the boundary. If even threshold 0 escalates more (split votes alone), 0 is returned.
+    """
+
+    def rate(th: float) -> float:
+        decisions = Jury(tuple(jurors), policy, th, dict(weights or {})).decide(texts)
+        return float(np.mean([d.escalated for d in decisions]))
+
+    if rate(1.0) <= target_rate:
+        return 1.0
+    lo, hi = 0.0, 1.0
+    if rate(lo) > target_rate:
+        return 0.0
+    for _ in range(iterations):
+        mid = (lo + hi) / 2
+        if rate(mid) <= target_rate:
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+def juror_threshold(probs: np.ndarray, target_rate: float) -> float:
+    """Confidence below which a single juror's least sure ``target_rate`` share falls."""
+    confidence = np.sort(np.asarray(probs).max(axis=1))
+    k = int(np.floor(target_rate * len(confidence)))
+    return float(confidence[k]) if k < len(confidence) else 1.0
+
+
+def evaluate(
+    jurors: Sequence[Juror],
+    texts: Sequence[str],
+    y_true: LabelIds,
+    *,
+    policies: Sequence[str] = POLICY_NAMES,
+    threshold: float = 0.7,
+    weights: Mapping[str, float] | None = None,
+    batch_size: int = 32,
+) -> dict[str, Any]:
+    """Per-juror metrics and per-policy escalation/accuracy on one labeled split."""
+    labels = tuple(jurors[0].labels)
+    probs = juror_probabilities(jurors, texts, batch_size)
+    replay = replay_jurors(probs, texts, jurors)
+    return {
+        "labels": list(labels),
+        "jurors": {
+            j.name: {"version": j.version, **classification_report(probs[:, k], y_true, labels)}
+            for k, j in enumerate(jurors)
+        },
+        "policies": {
+            p: policy_report(Jury(replay, p, threshold, dict(weights or {})), texts, y_true)
+            for p in policies
+        },
+    }
+
+
+def calibrate(
+    jurors: Sequence[Juror],
+    texts: Sequence[str],
+    y_true: LabelIds,
+    target_rate: float,
+    *,
+    policies: Sequence[str] = POLICY_NAMES,
+    weights: Mapping[str, float] | None = None,
+    batch_size: int = 32,
+    data_summary: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Thresholds per policy and per juror for ``target_rate`` (the thresholds file content)."""
+    if not 0.0 <= target_rate <= 1.0:
+        raise ValueError(f"target escalation rate must be in [0, 1], got {target_rate}")
+    probs = juror_probabilities(jurors, texts, batch_size)
+    replay = replay_jurors(probs, texts, jurors)
+    out: dict[str, Any] = {
+        "target_escalation_rate": target_rate,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "data": data_summary or {"examples": len(texts)},
+        "policies": {},
+        "jurors": {},
+    }
+    for policy in policies:
+        th = calibrate_policy(replay, policy, texts, target_rate, weights)
+        report = policy_report(Jury(replay, policy, th, dict(weights or {})), texts, y_true)
+        out["policies"][policy] = report
+    for k, juror in enumerate(jurors):
+        th = juror_threshold(probs[:, k], target_rate)
+        rate = float((probs[:, k].max(axis=1) < th).mean())
+        out["jurors"][juror.name] = {"threshold": th, "escalation_rate": rate}
+    return out
+
+
+def write_thresholds(path: Path, thresholds: dict[str, Any]) -> Path:
+    """Write the thresholds file atomically (the worker may be reading the old one)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(thresholds, indent=2) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def read_thresholds(path: Path) -> dict[str, Any]:
+    """Read a thresholds file written by ``write_thresholds``."""
+    data = json.loads(Path(path).read_text())
+    if not isinstance(data, dict) or "policies" not in data:
+        raise ValueError(f"{path}: not a thresholds file (no 'policies')")
+    return data
+
+
+def policy_threshold(path: Path, policy: str, default: float) -> float:
+    """The calibrated threshold for ``policy`` from a thresholds file, else ``default``."""
+    entry = read_thresholds(path)["policies"].get(policy)
+    return default if entry is None else float(entry["threshold"])
