@@ -26,6 +26,7 @@ def label(
         "label": lab,
         "source": source,
         "votes": [{"juror": j, "label": v, "confidence": 0.9} for j, v in (votes or {}).items()],
+        "model_versions": {j: "1" for j in votes or {}},
     }
     return json.dumps(record).encode()
 
@@ -130,6 +131,9 @@ def test_drift_without_reference_uses_the_first_full_window() -> None:
 
 def test_stream_counts_for_continual_learning() -> None:
     m, q = make()
+    q.on_label(b"1", label("1", "pos", votes={"tfidf0": "pos"}))
+    assert value(m, "jurystream_model_updates_total", juror="tfidf0") == 0
+    assert value(m, "jurystream_feedback_unmatched_total", topic="labels", reason="expired") == 0
     q.on_hard_sample(json.dumps({"id": "1", "label_source": "reviewer"}).encode())
     q.on_model_update(b"tfidf0", json.dumps({"name": "tfidf0", "version": "2"}).encode())
     assert value(m, "jurystream_hard_samples_total", label_source="reviewer") == 1

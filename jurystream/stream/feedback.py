@@ -47,6 +47,7 @@ class LabelFact:
     label: str
     source: str
     votes: tuple[tuple[str, str], ...]  # (juror, label)
+    jurors: tuple[str, ...]  # every juror that served the message (model_versions)
 
 
 class InvalidRecord(ValueError):
@@ -81,7 +82,9 @@ def parse_label(key: bytes | None, value: bytes | None) -> tuple[str, LabelFact]
     for vote in data.get("votes") or []:
         if isinstance(vote, dict) and isinstance(vote.get("juror"), str):
             votes.append((vote["juror"], str(vote.get("label"))))
-    return _record_id(key, data), LabelFact(label, source, tuple(votes))
+    versions = data.get("model_versions")
+    jurors = tuple(str(j) for j in versions) if isinstance(versions, dict) else ()
+    return _record_id(key, data), LabelFact(label, source, tuple(votes), jurors)
 
 
 def parse_feedback(key: bytes | None, value: bytes | None) -> tuple[str, str]:
@@ -115,6 +118,10 @@ class QualityMonitor:
         self.drift = LabelWindow(drift_window)
         self.reference: dict[str, float] = dict(drift_reference)
         self.reference_kind = "training" if self.reference else "first_window"
+        # Zero series up front, so "nothing dropped" reads 0 rather than "no data".
+        for topic in ("labels", "feedback"):
+            for reason in ("invalid", "expired"):
+                metrics.feedback_unmatched.labels(topic, reason)
 
     # --- inputs ---
 
@@ -127,6 +134,8 @@ class QualityMonitor:
         if post_id in self._joined:
             return
         self.metrics.labels_out.labels(fact.source, fact.label).inc()
+        for juror in fact.jurors:  # a juror with no update yet reads 0 updates, not no data
+            self.metrics.model_updates.labels(juror)
         self.drift.add(fact.label)
         if not self.reference and self.drift.full:
             self.reference = {k: float(v) for k, v in self.drift.counts().items()}

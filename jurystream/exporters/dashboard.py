@@ -1,0 +1,481 @@
+"""The Grafana dashboard, generated from one list of panels (``deploy/grafana/dashboards``).
+
+Written as data rather than hand-edited JSON so that the PromQL lives in one reviewable place,
+the tests can read every query from here, and the checked-in JSON is provably what this
+module produces (``python -m jurystream.exporters.dashboard > deploy/grafana/.../jurystream.json``).
+
+Query rules (see ``jurystream.exporters.metrics``): counters are summed over instances before
+dividing, so the panels stay exact with any number of processes per role; per-process rolling
+gauges are averaged weighted by the window size each process reports.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+DATASOURCE = {"type": "prometheus", "uid": "jurystream-prometheus"}
+UID = "jurystream"
+RI = "$__rate_interval"
+WORKER_MESSAGES = 'jurystream_messages_total{role="worker",outcome=~"labeled|escalated"}'
+# Mean USD per successful review, measured over the dashboard's range, times every message:
+# what labeling everything with the reviewer would have cost.
+COUNTERFACTUAL = (
+    f"sum(increase({WORKER_MESSAGES}[$__range]))"
+    " * sum(increase(jurystream_reviewer_cost_usd_total[$__range]))"
+    ' / sum(increase(jurystream_reviewer_calls_total{outcome="ok"}[$__range]))'
+)
+SPENT = "sum(increase(jurystream_reviewer_cost_usd_total[$__range]))"
+
+
+def weighted(gauge: str, weight: str, by: str) -> str:
+    """Average of a per-process gauge across processes, weighted by its window size."""
+    return f"sum by ({by}) ({gauge} * {weight}) / sum by ({by}) ({weight})"
+
+
+@dataclass(frozen=True)
+class Target:
+    expr: str
+    legend: str = ""
+    instant: bool = False
+
+
+@dataclass(frozen=True)
+class Panel:
+    title: str
+    kind: str  # timeseries, stat, table
+    targets: tuple[Target, ...]
+    unit: str = "short"
+    description: str = ""
+    width: int = 12
+    height: int = 8
+    thresholds: tuple[tuple[float, str], ...] = ()
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Row:
+    title: str
+    panels: tuple[Panel, ...]
+
+
+def quantile(q: float, stage_by: str = "stage") -> Target:
+    expr = (
+        f"histogram_quantile({q}, sum by (le, {stage_by}) "
+        f"(rate(jurystream_stage_latency_seconds_bucket[{RI}])))"
+    )
+    return Target(expr, f"p{round(q * 100)} {{{{{stage_by}}}}}")
+
+
+ROWS: tuple[Row, ...] = (
+    Row(
+        "Throughput and latency",
+        (
+            Panel(
+                "Throughput by outcome",
+                "timeseries",
+                (
+                    Target(
+                        f"sum by (role, outcome) (rate(jurystream_messages_total[{RI}]))",
+                        "{{role}} {{outcome}}",
+                    ),
+                ),
+                unit="ops",
+                description="Messages per second, summed over every process of each role.",
+            ),
+            Panel(
+                "Latency p50 / p99 per stage",
+                "timeseries",
+                (quantile(0.5), quantile(0.99)),
+                unit="s",
+            ),
+            Panel(
+                "Escalation rate",
+                "timeseries",
+                (
+                    Target(
+                        "sum(rate(jurystream_messages_total"
+                        f'{{role="worker",outcome="escalated"}}[{RI}]))'
+                        f" / sum(rate({WORKER_MESSAGES}[{RI}]))",
+                        "escalated share",
+                    ),
+                ),
+                unit="percentunit",
+                description="Share of valid messages the jury sent to the reviewer.",
+            ),
+            Panel(
+                "Dead letters",
+                "timeseries",
+                (
+                    Target(
+                        f'sum(rate(jurystream_messages_total{{outcome="dead_lettered"}}[{RI}]))',
+                        "dead letters/s",
+                    ),
+                ),
+                unit="ops",
+            ),
+            Panel(
+                "Micro-batch size",
+                "timeseries",
+                (
+                    Target(
+                        f"sum(rate(jurystream_batch_size_sum[{RI}]))"
+                        f" / sum(rate(jurystream_batch_size_count[{RI}]))",
+                        "mean",
+                    ),
+                ),
+            ),
+            Panel(
+                "Consumer lag",
+                "timeseries",
+                (
+                    Target(
+                        "sum by (group, topic) "
+                        "(max by (group, topic, partition) (jurystream_consumer_lag))",
+                        "{{group}} {{topic}}",
+                    ),
+                ),
+                description="Messages behind the high watermark; a partition reported twice "
+                "during a rebalance counts once.",
+            ),
+        ),
+    ),
+    Row(
+        "Cost",
+        (
+            Panel(
+                "Reviewer spend vs. reviewing everything (dashboard range)",
+                "stat",
+                (
+                    Target(SPENT, "spent", instant=True),
+                    Target(COUNTERFACTUAL, "all to reviewer", instant=True),
+                    Target(f"({COUNTERFACTUAL}) - {SPENT}", "saved", instant=True),
+                ),
+                unit="currencyUSD",
+                width=12,
+            ),
+            Panel(
+                "Reviewer spend rate",
+                "timeseries",
+                (
+                    Target(
+                        f"sum by (backend) (rate(jurystream_reviewer_cost_usd_total[{RI}])) * 3600",
+                        "{{backend}}",
+                    ),
+                ),
+                unit="currencyUSD",
+                description="USD per hour.",
+            ),
+            Panel(
+                "Reviewer calls",
+                "timeseries",
+                (
+                    Target(
+                        f"sum by (backend, outcome) (rate(jurystream_reviewer_calls_total[{RI}]))",
+                        "{{backend}} {{outcome}}",
+                    ),
+                ),
+                unit="ops",
+            ),
+            Panel(
+                "Reviewer tokens",
+                "timeseries",
+                (
+                    Target(
+                        f"sum by (backend, kind) (rate(jurystream_reviewer_tokens_total[{RI}]))",
+                        "{{backend}} {{kind}}",
+                    ),
+                ),
+                unit="short",
+                description="Tokens per second.",
+            ),
+            Panel(
+                "Reviewer budget",
+                "timeseries",
+                (
+                    Target(
+                        "sum by (window) (jurystream_reviewer_budget_remaining_usd)",
+                        "left this {{window}}",
+                    ),
+                    Target("max(jurystream_reviewer_budget_exhausted)", "exhausted"),
+                ),
+                unit="currencyUSD",
+            ),
+        ),
+    ),
+    Row(
+        "Quality",
+        (
+            Panel(
+                "Accuracy per label source (rolling window)",
+                "timeseries",
+                (
+                    Target(
+                        weighted(
+                            "jurystream_online_accuracy",
+                            "jurystream_online_window_samples",
+                            "source",
+                        ),
+                        "accuracy {{source}}",
+                    ),
+                    Target(
+                        weighted(
+                            "jurystream_online_macro_f1",
+                            "jurystream_online_window_samples",
+                            "source",
+                        ),
+                        "macro-F1 {{source}}",
+                    ),
+                ),
+                unit="percentunit",
+                description="Against gold feedback, over the monitor's rolling window.",
+            ),
+            Panel(
+                "Accuracy per label source (exact, dashboard range)",
+                "stat",
+                (
+                    Target(
+                        'sum by (source) (increase(jurystream_feedback_total{result="correct"}'
+                        "[$__range])) / sum by (source) "
+                        "(increase(jurystream_feedback_total[$__range]))",
+                        "{{source}}",
+                        instant=True,
+                    ),
+                ),
+                unit="percentunit",
+            ),
+            Panel(
+                "Per-juror accuracy and macro-F1 (rolling window)",
+                "timeseries",
+                (
+                    Target(
+                        weighted(
+                            "jurystream_juror_online_accuracy",
+                            "jurystream_juror_online_window_samples",
+                            "juror",
+                        ),
+                        "accuracy {{juror}}",
+                    ),
+                    Target(
+                        weighted(
+                            "jurystream_juror_online_macro_f1",
+                            "jurystream_juror_online_window_samples",
+                            "juror",
+                        ),
+                        "macro-F1 {{juror}}",
+                    ),
+                ),
+                unit="percentunit",
+            ),
+            Panel(
+                "Per-juror agreement with the jury",
+                "timeseries",
+                (
+                    Target(
+                        f"sum by (juror) (rate(jurystream_juror_agreement_total[{RI}]))"
+                        f" / sum by (juror) (rate(jurystream_juror_votes_total[{RI}]))",
+                        "{{juror}}",
+                    ),
+                ),
+                unit="percentunit",
+            ),
+            Panel(
+                "Votes per juror and label",
+                "timeseries",
+                (
+                    Target(
+                        f"sum by (juror, label) (rate(jurystream_juror_votes_total[{RI}]))",
+                        "{{juror}} {{label}}",
+                    ),
+                ),
+                unit="ops",
+            ),
+            Panel(
+                "Label drift (PSI)",
+                "timeseries",
+                (
+                    Target(
+                        "max by (reference) (jurystream_label_drift_psi)", "PSI vs {{reference}}"
+                    ),
+                ),
+                description="< 0.1 stable, 0.1–0.25 moderate, > 0.25 significant shift.",
+                thresholds=((0.0, "green"), (0.1, "orange"), (0.25, "red")),
+            ),
+            Panel(
+                "Label distribution",
+                "timeseries",
+                (
+                    Target(
+                        f"sum by (label) (rate(jurystream_labels_total[{RI}]))",
+                        "{{label}}",
+                    ),
+                ),
+                unit="ops",
+            ),
+            Panel(
+                "Feedback join",
+                "timeseries",
+                (
+                    Target(
+                        f"sum by (result) (rate(jurystream_feedback_total[{RI}]))",
+                        "joined {{result}}",
+                    ),
+                    Target(
+                        "sum by (topic, reason) (jurystream_feedback_unmatched_total)",
+                        "dropped {{topic}} {{reason}}",
+                    ),
+                ),
+                unit="short",
+            ),
+        ),
+    ),
+    Row(
+        "Models and continual learning",
+        (
+            Panel(
+                "Model versions",
+                "table",
+                (
+                    Target(
+                        "count by (juror, version) (jurystream_model_version_info == 1)",
+                        instant=True,
+                    ),
+                ),
+                description="Processes serving each juror version (more than one version "
+                "per juror while a hot swap rolls out).",
+            ),
+            Panel(
+                "Processes per role",
+                "stat",
+                (Target("sum by (role) (jurystream_role_info)", "{{role}}", instant=True),),
+            ),
+            Panel(
+                "Hard samples and model updates",
+                "timeseries",
+                (
+                    Target(
+                        "sum by (label_source) (jurystream_hard_samples_total)",
+                        "hard samples ({{label_source}})",
+                    ),
+                    Target(
+                        "sum by (juror) (jurystream_model_updates_total)",
+                        "updates {{juror}}",
+                    ),
+                ),
+                description="Cumulative: hard samples written, new juror versions announced.",
+            ),
+            Panel(
+                "Training rounds",
+                "timeseries",
+                (
+                    Target(
+                        "sum by (juror, outcome) (jurystream_training_runs_total)",
+                        "{{juror}} {{outcome}}",
+                    ),
+                    Target(
+                        "sum(rate(jurystream_training_duration_seconds_sum[1h]))"
+                        " / sum(rate(jurystream_training_duration_seconds_count[1h]))",
+                        "mean duration (s)",
+                    ),
+                ),
+            ),
+        ),
+    ),
+)
+
+
+def targets() -> list[Target]:
+    """Every query of the dashboard (what the Prometheus test evaluates)."""
+    return [t for row in ROWS for panel in row.panels for t in panel.targets]
+
+
+def _panel_json(panel: Panel, panel_id: int, x: int, y: int) -> dict[str, Any]:
+    field_defaults: dict[str, Any] = {"unit": panel.unit}
+    if panel.thresholds:
+        field_defaults["thresholds"] = {
+            "mode": "absolute",
+            "steps": [
+                {"color": color, "value": None if i == 0 else value}
+                for i, (value, color) in enumerate(panel.thresholds)
+            ],
+        }
+    out: dict[str, Any] = {
+        "id": panel_id,
+        "type": panel.kind,
+        "title": panel.title,
+        "datasource": DATASOURCE,
+        "gridPos": {"x": x, "y": y, "w": panel.width, "h": panel.height},
+        "fieldConfig": {"defaults": field_defaults, "overrides": []},
+        "targets": [
+            {
+                "refId": chr(ord("A") + i),
+                "datasource": DATASOURCE,
+                "expr": t.expr,
+                "legendFormat": t.legend or "__auto",
+                "instant": t.instant,
+                "range": not t.instant,
+                **({"format": "table"} if panel.kind == "table" else {}),
+            }
+            for i, t in enumerate(panel.targets)
+        ],
+    }
+    if panel.description:
+        out["description"] = panel.description
+    if panel.kind == "stat":
+        out["options"] = {"reduceOptions": {"calcs": ["lastNotNull"]}, "textMode": "value_and_name"}
+    if panel.kind == "table":
+        out["transformations"] = [{"id": "organize", "options": {"excludeByName": {"Time": True}}}]
+    out.update(panel.extra)
+    return out
+
+
+def build() -> dict[str, Any]:
+    """The dashboard JSON model, laid out row by row on Grafana's 24-column grid."""
+    panels: list[dict[str, Any]] = []
+    next_id, y = 1, 0
+    for row in ROWS:
+        panels.append(
+            {
+                "id": next_id,
+                "type": "row",
+                "title": row.title,
+                "collapsed": False,
+                "gridPos": {"x": 0, "y": y, "w": 24, "h": 1},
+                "panels": [],
+            }
+        )
+        next_id, y = next_id + 1, y + 1
+        x, line_height = 0, 0
+        for panel in row.panels:
+            if x + panel.width > 24:
+                x, y, line_height = 0, y + line_height, 0
+            panels.append(_panel_json(panel, next_id, x, y))
+            next_id += 1
+            x += panel.width
+            line_height = max(line_height, panel.height)
+        y += line_height
+    return {
+        "uid": UID,
+        "title": "jurystream",
+        "description": "Throughput, latency, cost, quality and drift of a jurystream deployment.",
+        "tags": ["jurystream", "kafka", "labeling"],
+        "timezone": "utc",
+        "schemaVersion": 39,
+        "version": 1,
+        "editable": True,
+        "refresh": "10s",
+        "time": {"from": "now-1h", "to": "now"},
+        "templating": {"list": []},
+        "annotations": {"list": []},
+        "panels": panels,
+    }
+
+
+def render() -> str:
+    return json.dumps(build(), indent=2, ensure_ascii=False) + "\n"
+
+
+if __name__ == "__main__":
+    sys.stdout.write(render())
