@@ -68,10 +68,15 @@ def test_join_in_either_order_counts_per_source_and_per_juror() -> None:
 def test_replays_are_not_counted_twice() -> None:
     m, q = make()
     for _ in range(3):
-        q.on_label(b"1", label("1", "pos"))
+        q.on_label(b"2", label("2", "pos", votes={"a": "pos"}))  # replayed before its gold
+    for _ in range(3):
+        q.on_label(b"1", label("1", "pos", votes={"a": "pos"}))
         q.on_feedback(b"1", gold("1", "neg"))
+    q.on_feedback(b"2", gold("2", "pos"))
     assert value(m, "jurystream_feedback_total", source="jury", result="wrong") == 1
-    assert value(m, "jurystream_labels_total", source="jury", label="pos") == 1
+    assert value(m, "jurystream_feedback_total", source="jury", result="correct") == 1
+    assert value(m, "jurystream_juror_feedback_total", juror="a", result="wrong") == 1
+    assert len(q.drift) == 2
 
 
 def test_unmatched_records_expire_at_capacity_and_bad_ones_are_counted() -> None:
@@ -134,9 +139,7 @@ def test_stream_counts_for_continual_learning() -> None:
     q.on_label(b"1", label("1", "pos", votes={"tfidf0": "pos"}))
     assert value(m, "jurystream_model_updates_total", juror="tfidf0") == 0
     assert value(m, "jurystream_feedback_unmatched_total", topic="labels", reason="expired") == 0
-    q.on_hard_sample(json.dumps({"id": "1", "label_source": "reviewer"}).encode())
     q.on_model_update(b"tfidf0", json.dumps({"name": "tfidf0", "version": "2"}).encode())
-    assert value(m, "jurystream_hard_samples_total", label_source="reviewer") == 1
     assert value(m, "jurystream_model_updates_total", juror="tfidf0") == 1
 
 

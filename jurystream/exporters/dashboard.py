@@ -20,12 +20,12 @@ DATASOURCE = {"type": "prometheus", "uid": "jurystream-prometheus"}
 UID = "jurystream"
 RI = "$__rate_interval"
 WORKER_MESSAGES = 'jurystream_messages_total{role="worker",outcome=~"labeled|escalated"}'
-# Mean USD per successful review, measured over the dashboard's range, times every message:
-# what labeling everything with the reviewer would have cost.
+# Measured USD per reviewed case (all calls, retries included, over the dashboard's range)
+# times every valid message: what labeling everything with the reviewer would have cost.
 COUNTERFACTUAL = (
     f"sum(increase({WORKER_MESSAGES}[$__range]))"
     " * sum(increase(jurystream_reviewer_cost_usd_total[$__range]))"
-    ' / sum(increase(jurystream_reviewer_calls_total{outcome="ok"}[$__range]))'
+    ' / sum(increase(jurystream_messages_total{role="reviewer",outcome="reviewed"}[$__range]))'
 )
 SPENT = "sum(increase(jurystream_reviewer_cost_usd_total[$__range]))"
 

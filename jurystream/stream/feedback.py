@@ -10,8 +10,11 @@ DESIGN.md rule out changelog-backed state) and keeps a bounded in-memory join wi
   counted (``jurystream_feedback_unmatched_total``); a restart loses the pending window, which
   only costs a few unjudged samples.
 - every label also feeds a label-distribution window for PSI drift;
-- ``hard-samples`` and ``model-updates`` are counted, so the dashboard sees continual learning
-  from the stream itself, whichever process produced it.
+- ``model-updates`` are counted, so the dashboard sees new juror versions from the stream
+  itself, whichever trainer produced them.
+
+What a role produces (labels by label, hard samples) is counted by that role when it sends it,
+not here, so nothing is counted twice.
 
 Feedback records: key = message id, value ``{"id": ..., "label": <gold label>}``.
 """
@@ -131,9 +134,8 @@ class QualityMonitor:
         except InvalidRecord:
             self.metrics.feedback_unmatched.labels("labels", "invalid").inc()
             return
-        if post_id in self._joined:
-            return
-        self.metrics.labels_out.labels(fact.source, fact.label).inc()
+        if post_id in self._joined or post_id in self._labels:
+            return  # an at-least-once replay
         for juror in fact.jurors:  # a juror with no update yet reads 0 updates, not no data
             self.metrics.model_updates.labels(juror)
         self.drift.add(fact.label)
@@ -158,13 +160,6 @@ class QualityMonitor:
             self._remember(self._gold, post_id, gold, "feedback")
         else:
             self._judge(post_id, fact, gold)
-
-    def on_hard_sample(self, value: bytes | None) -> None:
-        try:
-            data = _json_object(value)
-        except InvalidRecord:
-            data = {}
-        self.metrics.hard_samples.labels(str(data.get("label_source", "unknown"))).inc()
 
     def on_model_update(self, key: bytes | None, value: bytes | None) -> None:
         try:
@@ -246,7 +241,7 @@ async def monitor(settings: Settings, metrics: Metrics, stop: asyncio.Event) -> 
     quality = QualityMonitor(
         metrics, cfg.quality_window, cfg.drift_window, cfg.drift_reference, cfg.join_capacity
     )
-    names = {topics.name(t): t for t in ("labels", "feedback", "hard_samples", "model_updates")}
+    names = {topics.name(t): t for t in ("labels", "feedback", "model_updates")}
     group = f"{settings.app_id}-monitor"
     consumer = AIOKafkaConsumer(
         *names,
@@ -261,7 +256,6 @@ async def monitor(settings: Settings, metrics: Metrics, stop: asyncio.Event) -> 
     handlers = {
         "labels": lambda r: quality.on_label(r.key, r.value),
         "feedback": lambda r: quality.on_feedback(r.key, r.value),
-        "hard_samples": lambda r: quality.on_hard_sample(r.value),
         "model_updates": lambda r: quality.on_model_update(r.key, r.value),
     }
     await consumer.start()
