@@ -1,0 +1,351 @@
+"""deploy/: what can be checked without Docker or a cluster.
+
+Manifests parse, compose and Kubernetes run commands the CLI really has, files they mount
+exist, every metric a dashboard or alert uses exists in the ``Metrics`` registry, the checked-in
+dashboard is what the generator produces, and promtool accepts (and unit-tests) the rules.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import typer.main
+import yaml
+
+from jurystream.cli import app
+from jurystream.config import Settings
+from jurystream.exporters import dashboard
+from jurystream.exporters.metrics import Metrics
+
+ROOT = Path(__file__).resolve().parents[1]
+DEPLOY = ROOT / "deploy"
+DASHBOARD = DEPLOY / "grafana" / "dashboards" / "jurystream.json"
+ALERTS = DEPLOY / "prometheus" / "alerts.yml"
+# PromQL words that look like metric names but are not ours.
+NOT_OURS = {"up"}
+
+
+def promtool() -> str:
+    path = shutil.which("promtool")
+    if path is None:
+        pytest.fail(
+            "promtool not found: install Debian's prometheus package "
+            "(apt-get install -y prometheus), as .ci/run does"
+        )
+    return path
+
+
+def cli_commands() -> set[str]:
+    group = typer.main.get_command(app)
+    return set(group.commands)  # type: ignore[attr-defined]
+
+
+def exported_names() -> set[str]:
+    """Every series name the registry can expose (counter/histogram suffixes included)."""
+    names: set[str] = set()
+    for family in Metrics("any").registry.collect():
+        if family.type == "counter":
+            names |= {f"{family.name}_total", f"{family.name}_created"}
+        elif family.type == "histogram":
+            names |= {f"{family.name}_{s}" for s in ("bucket", "sum", "count", "created")}
+        else:
+            names.add(family.name)
+    return names
+
+
+def metric_names(expr: str) -> set[str]:
+    without_strings = re.sub(r'"[^"]*"', '""', expr)
+    return set(re.findall(r"\bjurystream_[a-z0-9_]+\b", without_strings))
+
+
+def load_yaml(path: Path) -> list[Any]:
+    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc is not None]
+
+
+def test_every_yaml_file_parses() -> None:
+    files = sorted([*DEPLOY.rglob("*.yml"), *DEPLOY.rglob("*.yaml")])
+    assert len(files) >= 12
+    for path in files:
+        assert load_yaml(path), path
+
+
+# --- dashboard ---
+
+
+def test_checked_in_dashboard_is_the_generated_one() -> None:
+    assert DASHBOARD.read_text() == dashboard.render(), (
+        "deploy/grafana/dashboards/jurystream.json is stale: run "
+        "python -m jurystream.exporters.dashboard > deploy/grafana/dashboards/jurystream.json"
+    )
+
+
+def test_dashboard_queries_use_only_exported_metrics() -> None:
+    known = exported_names()
+    used: set[str] = set()
+    for target in dashboard.targets():
+        names = metric_names(target.expr)
+        assert names, target.expr
+        assert names <= known, (names - known, target.expr)
+        used |= names
+    # The dashboard shows each family DESIGN.md lists.
+    for family in (
+        "jurystream_messages_total",
+        "jurystream_stage_latency_seconds_bucket",
+        "jurystream_batch_size_sum",
+        "jurystream_juror_agreement_total",
+        "jurystream_juror_votes_total",
+        "jurystream_reviewer_calls_total",
+        "jurystream_reviewer_tokens_total",
+        "jurystream_reviewer_cost_usd_total",
+        "jurystream_online_accuracy",
+        "jurystream_online_macro_f1",
+        "jurystream_juror_online_accuracy",
+        "jurystream_model_version_info",
+        "jurystream_hard_samples_total",
+        "jurystream_training_runs_total",
+        "jurystream_consumer_lag",
+        "jurystream_label_drift_psi",
+    ):
+        assert family in used, family
+
+
+def test_dashboard_layout_and_datasource() -> None:
+    model = json.loads(DASHBOARD.read_text())
+    panels = model["panels"]
+    assert len({p["id"] for p in panels}) == len(panels)
+    provisioned = load_yaml(DEPLOY / "grafana/provisioning/datasources/prometheus.yml")[0]
+    uid = provisioned["datasources"][0]["uid"]
+    cells: set[tuple[int, int]] = set()
+    for panel in panels:
+        pos = panel["gridPos"]
+        assert pos["x"] >= 0 and pos["x"] + pos["w"] <= 24, panel["title"]
+        mine = {
+            (x, y)
+            for x in range(pos["x"], pos["x"] + pos["w"])
+            for y in range(pos["y"], pos["y"] + pos["h"])
+        }
+        assert not mine & cells, f"panel {panel['title']!r} overlaps another"
+        cells |= mine
+        if panel["type"] == "row":
+            continue
+        assert panel["datasource"]["uid"] == uid
+        assert panel["targets"], panel["title"]
+        assert len({t["refId"] for t in panel["targets"]}) == len(panel["targets"])
+    titles = " ".join(p["title"].lower() for p in panels)
+    for topic in (
+        "throughput",
+        "latency",
+        "escalation",
+        "spend",
+        "accuracy",
+        "agreement",
+        "model versions",
+        "lag",
+        "dead letters",
+        "drift",
+    ):
+        assert topic in titles, topic
+    provider = load_yaml(DEPLOY / "grafana/provisioning/dashboards/jurystream.yml")[0]
+    assert provider["providers"][0]["options"]["path"] == "/var/lib/grafana/dashboards"
+
+
+# --- Prometheus ---
+
+
+def test_alert_rules_pass_promtool_and_their_unit_tests() -> None:
+    tool = promtool()
+    checked = subprocess.run(
+        [tool, "check", "rules", str(ALERTS)], capture_output=True, text=True, check=False
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "SUCCESS" in checked.stdout
+    tested = subprocess.run(
+        [tool, "test", "rules", "alerts_test.yml"],
+        cwd=ALERTS.parent,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+
+
+def test_prometheus_config_is_valid() -> None:
+    result = subprocess.run(
+        [promtool(), "check", "config", "prometheus.yml"],
+        cwd=DEPLOY / "prometheus",
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_alerts_cover_the_issue_and_use_exported_metrics() -> None:
+    known = exported_names()
+    rules = load_yaml(ALERTS)[0]["groups"][0]["rules"]
+    for rule in rules:
+        names = metric_names(rule["expr"])
+        assert names <= known, (rule["alert"], names - known)
+        assert rule["annotations"]["summary"]
+    alerts = {r["alert"] for r in rules}
+    for needed in (
+        "EscalationSpike",
+        "BudgetExhausted",
+        "Lag",
+        "DeadLetter",
+        "AccuracyDrop",
+        "Drift",
+    ):
+        assert any(needed in a for a in alerts), needed
+
+
+# --- docker-compose ---
+
+
+def compose() -> dict[str, Any]:
+    return load_yaml(DEPLOY / "docker-compose.yml")[0]  # type: ignore[no-any-return]
+
+
+def test_compose_builds_existing_targets_and_mounts_existing_files() -> None:
+    services = compose()["services"]
+    dockerfile_text = (DEPLOY / "Dockerfile").read_text()
+    stages = set(re.findall(r"^FROM \S+ AS (\S+)$", dockerfile_text, re.MULTILINE))
+    assert {"serving", "trainer"} <= stages
+    for name, service in services.items():
+        build = service.get("build")
+        if build:
+            context = (DEPLOY / build["context"]).resolve()
+            assert (context / build["dockerfile"]).is_file(), name
+            assert build["target"] in stages, name
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0]
+            if source.startswith("."):
+                assert (DEPLOY / source).exists(), f"{name} mounts missing {source}"
+
+
+def test_compose_has_kafka_kraft_prometheus_grafana_and_every_role() -> None:
+    services = compose()["services"]
+    kafka = services["kafka"]
+    assert kafka["image"].startswith("apache/kafka")
+    assert "controller" in kafka["environment"]["KAFKA_PROCESS_ROLES"]
+    assert {"prometheus", "grafana"} <= set(services)
+    commands = cli_commands()
+    roles = {n: s for n, s in services.items() if str(s.get("image", "")).startswith("jurystream")}
+    assert {"worker", "reviewer", "monitor", "trainer"} <= set(roles)
+    for name, service in roles.items():
+        assert service["command"][0] in commands, f"{name}: no `jurystream {service['command'][0]}`"
+        env = service["environment"]
+        assert env["JURYSTREAM_BROKER__BOOTSTRAP"] == "kafka:9092"
+        # Every variable must be a real setting, or pydantic-settings refuses to start.
+        for key in env:
+            if key.startswith("JURYSTREAM_") and key not in ("JURYSTREAM_MODELS_DIR",):
+                assert setting_exists(key), f"{name}: {key} is not a setting"
+    scrape = load_yaml(DEPLOY / "prometheus/prometheus.yml")[0]["scrape_configs"]
+    scraped = {n for job in scrape for sd in job["dns_sd_configs"] for n in sd["names"]}
+    assert scraped == set(roles)
+
+
+def setting_exists(variable: str) -> bool:
+    """Whether JURYSTREAM_A__B names the field settings.a.b."""
+    path = variable.removeprefix("JURYSTREAM_").lower().split("__")
+    model: Any = Settings
+    for part in path:
+        fields = getattr(model, "model_fields", None)
+        if fields is None or part not in fields:
+            return False
+        model = fields[part].annotation
+    return True
+
+
+# --- Kubernetes ---
+
+
+def k8s_docs() -> list[dict[str, Any]]:
+    kustomization = load_yaml(DEPLOY / "k8s/kustomization.yaml")[0]
+    docs = []
+    for resource in kustomization["resources"]:
+        path = DEPLOY / "k8s" / resource
+        assert path.is_file(), resource
+        docs += load_yaml(path)
+    listed = {DEPLOY / "k8s" / r for r in kustomization["resources"]}
+    unlisted = set((DEPLOY / "k8s").glob("*.yaml")) - listed - {DEPLOY / "k8s/kustomization.yaml"}
+    assert not unlisted, f"not in kustomization.yaml: {unlisted}"
+    return docs
+
+
+def test_k8s_deployment_per_role_with_config_secret_and_metrics_port() -> None:
+    docs = k8s_docs()
+    by_kind: dict[str, dict[str, dict[str, Any]]] = {}
+    for doc in docs:
+        by_kind.setdefault(doc["kind"], {})[doc["metadata"]["name"]] = doc
+    config = by_kind["ConfigMap"]["jurystream-config"]["data"]
+    assert "jurystream-secrets" in by_kind["Secret"]
+    for key in config:
+        if key.startswith("JURYSTREAM_"):
+            assert setting_exists(key), key
+    commands = cli_commands()
+    deployments = by_kind["Deployment"]
+    assert set(deployments) == {
+        f"jurystream-{r}" for r in ("worker", "reviewer", "monitor", "trainer")
+    }
+    for name, deployment in deployments.items():
+        spec = deployment["spec"]["template"]["spec"]
+        (container,) = spec["containers"]
+        assert container["args"][0] in commands, name
+        refs = {next(iter(ref.values()))["name"] for ref in container["envFrom"]}
+        assert "jurystream-config" in refs
+        assert refs <= set(by_kind["ConfigMap"]) | set(by_kind["Secret"])
+        port = str(container["ports"][0]["containerPort"])
+        assert port == config["JURYSTREAM_METRICS__PORT"]
+        annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+        assert annotations["prometheus.io/port"] == port
+        selector = deployment["spec"]["selector"]["matchLabels"]
+        assert selector.items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+        claims = {
+            v["persistentVolumeClaim"]["claimName"]
+            for v in spec["volumes"]
+            if "persistentVolumeClaim" in v
+        }
+        assert claims <= set(by_kind["PersistentVolumeClaim"])
+    reviewer = deployments["jurystream-reviewer"]["spec"]["template"]["spec"]["containers"][0]
+    assert {"jurystream-config", "jurystream-secrets"} <= {
+        next(iter(r.values()))["name"] for r in reviewer["envFrom"]
+    }
+
+
+def test_keda_scales_workers_on_their_own_group_and_topic() -> None:
+    docs = k8s_docs()
+    config = next(d for d in docs if d["kind"] == "ConfigMap")["data"]
+    app_id = config["JURYSTREAM_APP_ID"]
+    prefix = config["JURYSTREAM_TOPICS__PREFIX"]
+    partitions = int(config["JURYSTREAM_TOPICS__PARTITIONS"])
+    deployments = {d["metadata"]["name"] for d in docs if d["kind"] == "Deployment"}
+    scaled = {d["spec"]["scaleTargetRef"]["name"]: d for d in docs if d["kind"] == "ScaledObject"}
+    expected = {
+        "jurystream-worker": (app_id, f"{prefix}posts"),  # faust's group id is the app id
+        "jurystream-reviewer": (f"{app_id}-reviewer", f"{prefix}review"),
+    }
+    assert set(scaled) == set(expected)
+    for target, (group, topic) in expected.items():
+        assert target in deployments
+        spec = scaled[target]["spec"]
+        assert spec["maxReplicaCount"] <= partitions
+        (trigger,) = spec["triggers"]
+        assert trigger["type"] == "kafka"
+        assert trigger["metadata"]["consumerGroup"] == group
+        assert trigger["metadata"]["topic"] == topic
+        assert trigger["metadata"]["bootstrapServers"] == config["JURYSTREAM_BROKER__BOOTSTRAP"]
+
+
+def test_serving_image_has_no_torch_and_trainer_image_does() -> None:
+    text = (DEPLOY / "Dockerfile").read_text()
+    serving = text.split("AS serving", 1)[1].split("FROM ", 1)[0]
+    trainer = text.split("AS trainer", 1)[1]
+    assert "torch" not in serving.replace("import torch", "").replace("torch leaked", "")
+    assert "pip install ." in serving and '".[train]"' in trainer and "torch==" in trainer
