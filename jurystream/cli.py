@@ -128,6 +128,53 @@ def worker(
 
 
 @app.command()
+def reviewer(
+    config: ConfigOpt = None,
+    bootstrap: BootstrapOpt = None,
+    tier: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--tier", "-t", help="Chain tier, cheapest first: local, openai, oracle, simulated."
+        ),
+    ] = None,
+    base_url: Annotated[
+        str | None, typer.Option(help="OpenAI-compatible endpoint, e.g. http://host/v1.")
+    ] = None,
+    model: Annotated[str | None, typer.Option(help="Reviewer model name.")] = None,
+    concurrency: Annotated[int | None, typer.Option(help="Concurrent LLM calls.")] = None,
+    budget_per_hour: Annotated[float | None, typer.Option(help="USD per hour.")] = None,
+    budget_per_day: Annotated[float | None, typer.Option(help="USD per day.")] = None,
+    metrics_port: MetricsPortOpt = None,
+) -> None:
+    """Review escalated cases: read `review`, ask the chain, write `labels` and `hard-samples`.
+
+    The API key is read from the variable named by reviewer.api_key_env (OPENAI_API_KEY).
+    """
+    from jurystream.stream.reviewer import run_reviewer
+
+    settings = _settings(
+        config,
+        broker={"bootstrap": bootstrap},
+        reviewer={
+            "chain": tier or None,
+            "base_url": base_url,
+            "model": model,
+            "concurrency": concurrency,
+            "budget_per_hour_usd": budget_per_hour,
+            "budget_per_day_usd": budget_per_day,
+        },
+        metrics={"port": metrics_port},
+    )
+    _require_bootstrap(settings)
+    try:
+        code = run_reviewer(settings)
+    except ValueError as exc:  # ReviewerConfigError, PriceError, DatasetError
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from exc
+    sys.exit(code)
+
+
+@app.command()
 def monitor(
     config: ConfigOpt = None,
     bootstrap: BootstrapOpt = None,
@@ -180,6 +227,10 @@ def demo(
         run_demo(settings, count=count, seed_size=seed_size, bad_every=bad_every, workdir=workdir)
     )
 
+
+from jurystream.cli_models import models_app  # noqa: E402  (the `models` command group)
+
+app.add_typer(models_app, name="models")
 
 if __name__ == "__main__":
     app()

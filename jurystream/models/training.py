@@ -202,7 +202,8 @@ def train_transformer(
 
 
 def _progress(enabled: bool) -> Any:
-    """A Rich progress bar showing steps and the running loss (silent when disabled)."""
+    """A Rich progress bar on stderr (stdout stays for results) with steps and running loss."""
+    from rich.console import Console
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -219,6 +220,7 @@ def _progress(enabled: bool) -> Any:
         TextColumn("loss {task.fields[loss]:.3f}"),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
+        console=Console(stderr=True),
         disable=not enabled,
     )
 

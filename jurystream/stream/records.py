@@ -7,6 +7,7 @@ replay after a crash overwrites rather than duplicates downstream.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -42,7 +43,7 @@ def label_record(
 
 
 def jury_label(
-    post: Post, decision: Decision, versions: Mapping[str, str], latency_ms: float
+    post: Post, decision: Decision, versions: Mapping[str, str], latency_ms: float, worker: str
 ) -> dict[str, Any]:
     return label_record(
         post.id,
@@ -52,11 +53,12 @@ def jury_label(
         [v.to_dict() for v in decision.votes],
         versions,
         latency_ms,
+        worker=worker,
     )
 
 
 def review_case(
-    post: Post, decision: Decision, versions: Mapping[str, str], received_ms: float
+    post: Post, decision: Decision, versions: Mapping[str, str], received_ms: float, worker: str
 ) -> dict[str, Any]:
     """What the reviewer needs: the post, the jury's votes and guess, and why it escalated."""
     return {
@@ -67,7 +69,13 @@ def review_case(
         "reason": decision.reason,
         "model_versions": dict(versions),
         "received_ms": received_ms,
+        "worker": worker,
     }
+
+
+# Dead letters must fit in one Kafka message (1 MB by default) after base64: keep at most this
+# much of the original; its size, checksum and source offset find the rest.
+MAX_DEAD_LETTER_BYTES = 256 * 1024
 
 
 def dead_letter(
@@ -80,12 +88,17 @@ def dead_letter(
     post_id: str | None = None,
 ) -> dict[str, Any]:
     """The original bytes (base64), the error and where it failed: enough to replay by hand."""
+    raw = original or b""
+    kept = raw[:MAX_DEAD_LETTER_BYTES]
     return {
         "id": post_id,
         "error": error,
         "stage": stage,
         "source": {"topic": topic, "partition": partition, "offset": offset},
-        "original_b64": base64.b64encode(original or b"").decode("ascii"),
+        "original_b64": base64.b64encode(kept).decode("ascii"),
+        "original_size": len(raw),
+        "original_sha256": hashlib.sha256(raw).hexdigest(),
+        "truncated": len(kept) < len(raw),
     }
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 import time
 from collections.abc import Awaitable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -69,6 +71,7 @@ class LabelingWorker:
         self.jury = jury
         self.metrics = metrics
         self.outputs = outputs
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}"  # provenance on every output
         # One inference thread: onnxruntime releases the GIL, so the event loop (heartbeats,
         # fetches, produces) keeps running while a batch is scored.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="jury")
@@ -117,11 +120,11 @@ class LabelingWorker:
             latency_ms = max(0.0, (now - event.message.timestamp) * 1000)
             self._count(decision)
             if decision.escalated:
-                case = records.review_case(post, decision, jury.versions, now * 1000)
+                case = records.review_case(post, decision, jury.versions, now * 1000, self.worker_id)
                 sends.append(self._send(self.outputs.review, post.id, case))
                 self.metrics.messages.labels("worker", "escalated").inc()
             else:
-                label = records.jury_label(post, decision, jury.versions, latency_ms)
+                label = records.jury_label(post, decision, jury.versions, latency_ms, self.worker_id)
                 sends.append(self._send(self.outputs.labels, post.id, label))
                 self.metrics.messages.labels("worker", "labeled").inc()
                 self.metrics.stage_latency.labels("end_to_end").observe(latency_ms / 1000)
@@ -200,6 +203,12 @@ def build_worker_app(
         async for events in stream.take_events(
             settings.jury.batch_size, within=settings.jury.batch_timeout_s
         ):
-            await worker.process(events)
+            try:
+                await worker.process(events)
+            except Exception:
+                # Fail fast without committing: the batch is replayed after a restart. Staying
+                # up with a crashed agent would silently stop labeling.
+                log.critical("batch failed; exiting so it is replayed", exc_info=True)
+                os._exit(70)
 
     return app, worker

@@ -30,6 +30,7 @@ class Case:
     reason: str | None = None
     meta: Mapping[str, Any] = field(default_factory=dict)
     received_ms: float | None = None
+    model_versions: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_record(cls, data: Any) -> Case:
@@ -52,6 +53,9 @@ class Case:
                 )
             except (KeyError, TypeError, ValueError) as exc:
                 raise CaseError(f"review record has a malformed vote {raw!r}") from exc
+        versions = data.get("model_versions") or {}
+        if not isinstance(versions, dict):
+            raise CaseError("review record field 'model_versions' must be an object")
         jury_conf = data.get("jury_confidence")
         received = data.get("received_ms")
         return cls(
@@ -63,6 +67,7 @@ class Case:
             reason=data.get("reason") if isinstance(data.get("reason"), str) else None,
             meta=meta,
             received_ms=float(received) if isinstance(received, int | float) else None,
+            model_versions={str(k): str(v) for k, v in versions.items()},
         )
 
     def votes_dicts(self) -> list[dict[str, Any]]:

@@ -1,0 +1,366 @@
+"""``jurystream models …``: bootstrap, export (bring your own), list, show, promote, rollback, eval.
+
+Kept apart from ``cli.py`` so the model commands' imports (and their owners' edits) stay out
+of the streaming roles; ``cli.py`` mounts this group as ``models``. Training and export import
+torch lazily inside the commands, so ``--help`` and the registry commands stay fast.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from jurystream.config import Settings, load_settings
+
+models_app = typer.Typer(
+    help="Jurors: bootstrap, export, registry (list/show/promote/rollback), evaluation.",
+    no_args_is_help=True,
+)
+out = Console()
+err = Console(stderr=True)
+
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", "-c", help="TOML config file (else $JURYSTREAM_CONFIG).")
+]
+RegistryOpt = Annotated[
+    str | None, typer.Option("--registry", help="Registry path or fsspec URL (else settings).")
+]
+DataOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--data",
+        help="TweetEval dir, .jsonl, .csv or hub:NAME (default <data_root>/tweeteval/offensive).",
+    ),
+]
+TextFieldOpt = Annotated[str, typer.Option(help="Text field/column of JSONL/CSV data.")]
+LabelFieldOpt = Annotated[str, typer.Option(help="Label field/column of JSONL/CSV data.")]
+
+
+def _settings(config: Path | None, registry: str | None = None) -> Settings:
+    try:
+        settings = load_settings(config)
+    except Exception as exc:
+        err.print(f"[red]error:[/] bad configuration: {exc}")
+        raise typer.Exit(2) from exc
+    if registry:
+        settings = settings.model_copy(update={"registry": registry})
+    return settings
+
+
+def _registry(settings: Settings) -> Any:
+    from jurystream.models.registry import Registry
+
+    return Registry(settings.registry_url)
+
+
+def _data(
+    settings: Settings, source: str | None, split: str, text_field: str, label_field: str
+) -> Any:
+    from jurystream.models.datasets import DatasetError, load_dataset, tweeteval_dir
+
+    path = source or str(tweeteval_dir(settings.data_root, "offensive"))
+    try:
+        return load_dataset(path, split, text_field, label_field)
+    except DatasetError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from exc
+
+
+def _fail(exc: Exception) -> typer.Exit:
+    err.print(f"[red]error:[/] {exc}")
+    return typer.Exit(1)
+
+
+@models_app.command()
+def bootstrap(
+    config: ConfigOpt = None,
+    registry: RegistryOpt = None,
+    data: DataOpt = None,
+    split: Annotated[str, typer.Option(help="Split to draw the seed set from.")] = "train",
+    eval_split: Annotated[
+        str | None, typer.Option(help="Held-out split for metrics and checks ('' for none).")
+    ] = "val",
+    eval_data: Annotated[
+        str | None, typer.Option(help="Held-out data source (default: --data).")
+    ] = None,
+    seed_size: Annotated[int, typer.Option(help="Seed labels to train on (stratified).")] = 400,
+    sample_seed: Annotated[int, typer.Option(help="Seed of the seed-set sample.")] = 0,
+    jurors: Annotated[int, typer.Option(help="Fine-tuned transformer jurors.")] = 3,
+    tfidf: Annotated[bool, typer.Option(help="Also train a TF-IDF + LR juror.")] = True,
+    base: Annotated[
+        Path | None, typer.Option(help="HF checkpoint to start from (default: offline MiniLM).")
+    ] = None,
+    prefix: Annotated[str, typer.Option(help="Name prefix of the transformer jurors.")] = "minilm",
+    epochs: Annotated[int | None, typer.Option(help="Epochs (default: trainer settings).")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Batch size.")] = None,
+    learning_rate: Annotated[float | None, typer.Option(help="Learning rate.")] = None,
+    threads: Annotated[int | None, typer.Option(help="torch threads.")] = None,
+    text_field: TextFieldOpt = "text",
+    label_field: LabelFieldOpt = "label",
+) -> None:
+    """Train K diverse jurors from a few hundred labels, export, verify, register as serving."""
+    from jurystream.exporters.onnx import ExportVerificationError
+    from jurystream.models.bootstrap import BootstrapPlan, bootstrap_jurors
+    from jurystream.models.juror import ModelLoadError
+    from jurystream.models.training import TrainConfig
+
+    settings = _settings(config, registry)
+    trainer = settings.trainer
+    full = _data(settings, data, split, text_field, label_field)
+    seed = full.sample(seed_size, seed=sample_seed)
+    heldout = (
+        _data(settings, eval_data or data, eval_split, text_field, label_field)
+        if eval_split
+        else None
+    )
+    plan = BootstrapPlan(
+        transformers=jurors,
+        tfidf=tfidf,
+        base=base,
+        prefix=prefix,
+        train=TrainConfig(
+            epochs=epochs or trainer.epochs,
+            batch_size=batch_size or trainer.batch_size,
+            learning_rate=learning_rate or TrainConfig().learning_rate,
+            threads=threads or trainer.threads,
+        ),
+    )
+    err.print(f"seed set: {seed.summary()}")
+    try:
+        results = bootstrap_jurors(
+            seed, _registry(settings), plan, heldout=heldout, log=lambda m: err.print(m)
+        )
+    except (ExportVerificationError, ModelLoadError, ValueError) as exc:
+        raise _fail(exc) from exc
+    for result in results:
+        print(f"{result.name}\t{result.version}")
+
+
+@models_app.command("export")
+def export_checkpoint(
+    checkpoint: Annotated[
+        Path, typer.Argument(help="Local HF sequence-classification checkpoint.")
+    ],
+    name: Annotated[str, typer.Option(help="Juror name in the registry.")],
+    config: ConfigOpt = None,
+    registry: RegistryOpt = None,
+    check_data: DataOpt = None,
+    check_split: Annotated[str, typer.Option(help="Split of the check data.")] = "val",
+    check_size: Annotated[int, typer.Option(help="Texts in the verification set.")] = 256,
+    quantize: Annotated[bool, typer.Option(help="Serve dynamic int8 (per-channel).")] = True,
+    promote: Annotated[bool, typer.Option(help="Make it the serving version.")] = True,
+    cost: Annotated[float, typer.Option(help="Relative cost per text (cascade order).")] = 1.0,
+    max_length: Annotated[int, typer.Option(help="Token limit per text.")] = 128,
+    text_field: TextFieldOpt = "text",
+    label_field: LabelFieldOpt = "label",
+) -> None:
+    """Bring your own juror: export + quantize + verify a checkpoint, then register it."""
+    import tempfile
+
+    from jurystream.exporters.onnx import ExportVerificationError, export_transformer
+    from jurystream.models.juror import ModelLoadError
+
+    settings = _settings(config, registry)
+    check = _data(settings, check_data, check_split, text_field, label_field)
+    reg = _registry(settings)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            directory = export_transformer(
+                checkpoint,
+                Path(tmp) / name,
+                name=name,
+                version="0",
+                check_texts=list(check.texts[:check_size]),
+                quantize=quantize,
+                cost=cost,
+                max_length=max_length,
+                threads=settings.trainer.threads,
+            )
+            version = reg.publish(directory, name=name, promote=promote)
+    except (ExportVerificationError, ModelLoadError, FileNotFoundError, ValueError) as exc:
+        raise _fail(exc) from exc
+    state = "serving" if promote else "not promoted"
+    err.print(f"[green]registered[/] {name} v{version} ({state})")
+    print(f"{name}\t{version}")
+
+
+@models_app.command("list")
+def list_models(config: ConfigOpt = None, registry: RegistryOpt = None) -> None:
+    """Every juror version in the registry; * marks the serving one."""
+    settings = _settings(config, registry)
+    rows = _registry(settings).list()
+    table = Table("juror", "version", "serving", "parent", "created", "accuracy", "macro-F1")
+    for r in rows:
+        acc, f1 = r.metrics.get("accuracy"), r.metrics.get("macro_f1")
+        table.add_row(
+            r.name,
+            r.version,
+            "*" if r.serving else "",
+            r.parent or "",
+            r.created_at or "",
+            f"{acc:.3f}" if isinstance(acc, float) else "",
+            f"{f1:.3f}" if isinstance(f1, float) else "",
+        )
+    out.print(table if rows else f"registry {settings.registry_url} is empty")
+
+
+@models_app.command()
+def show(
+    name: Annotated[str, typer.Argument(help="Juror name.")],
+    version: Annotated[str | None, typer.Option(help="Version (default: serving).")] = None,
+    config: ConfigOpt = None,
+    registry: RegistryOpt = None,
+) -> None:
+    """A version's manifest as JSON (files, checksums, verification, training, metrics)."""
+    from jurystream.models.juror import ModelLoadError
+    from jurystream.models.registry import RegistryError
+
+    reg = _registry(_settings(config, registry))
+    try:
+        manifest = reg.manifest(name, version)
+    except (RegistryError, ModelLoadError) as exc:
+        raise _fail(exc) from exc
+    body = manifest.to_dict()
+    body["serving"] = reg.serving_version(name) == manifest.version
+    print(json.dumps(body, indent=2))
+
+
+@models_app.command()
+def promote(
+    name: Annotated[str, typer.Argument(help="Juror name.")],
+    version: Annotated[str, typer.Argument(help="Version to serve.")],
+    config: ConfigOpt = None,
+    registry: RegistryOpt = None,
+) -> None:
+    """Serve ``version`` (after verifying it); the current one can be rolled back to."""
+    from jurystream.models.juror import ModelLoadError
+    from jurystream.models.registry import RegistryError
+
+    reg = _registry(_settings(config, registry))
+    try:
+        reg.promote(name, version)
+    except (RegistryError, ModelLoadError) as exc:
+        raise _fail(exc) from exc
+    err.print(f"[green]{name} v{version} is serving[/]")
+
+
+@models_app.command()
+def rollback(
+    name: Annotated[str, typer.Argument(help="Juror name.")],
+    config: ConfigOpt = None,
+    registry: RegistryOpt = None,
+) -> None:
+    """Serve the previously promoted version again."""
+    from jurystream.models.juror import ModelLoadError
+    from jurystream.models.registry import RegistryError
+
+    reg = _registry(_settings(config, registry))
+    try:
+        version = reg.rollback(name)
+    except (RegistryError, ModelLoadError) as exc:
+        raise _fail(exc) from exc
+    err.print(f"[green]{name} rolled back to v{version}[/]")
+
+
+@models_app.command("eval")
+def evaluate_models(
+    config: ConfigOpt = None,
+    registry: RegistryOpt = None,
+    data: DataOpt = None,
+    split: Annotated[str, typer.Option(help="Labeled split to evaluate on.")] = "val",
+    juror: Annotated[
+        list[str] | None,
+        typer.Option("--juror", "-j", help="Juror dir or registry name (default: settings)."),
+    ] = None,
+    threshold: Annotated[float | None, typer.Option(help="Policy threshold.")] = None,
+    calibrate: Annotated[
+        float | None,
+        typer.Option(help="Calibrate thresholds to this escalation rate and save them."),
+    ] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option(help="Thresholds file (default: jury.thresholds_file or <data_dir>/...)."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the full report as JSON.")] = False,
+    text_field: TextFieldOpt = "text",
+    label_field: LabelFieldOpt = "label",
+) -> None:
+    """Accuracy, macro-F1, recall, confusion, ECE per juror and per policy; calibration."""
+    from jurystream.models.evaluation import calibrate as run_calibration
+    from jurystream.models.evaluation import evaluate, write_thresholds
+    from jurystream.models.juror import ModelLoadError, load_juror
+    from jurystream.models.registry import RegistryError, resolve_juror_dir
+
+    settings = _settings(config, registry)
+    specs = juror or settings.jury.jurors or _registry(settings).jurors()
+    if not specs:
+        err.print("[red]error:[/] no jurors: pass --juror or bootstrap some first")
+        raise typer.Exit(2)
+    labeled = _data(settings, data, split, text_field, label_field)
+    try:
+        jurors = [
+            load_juror(resolve_juror_dir(s, settings.registry_url), settings.jury.threads)
+            for s in specs
+        ]
+    except (RegistryError, ModelLoadError) as exc:
+        raise _fail(exc) from exc
+    if any(tuple(j.labels) != labeled.label_names for j in jurors):
+        raise _fail(
+            ValueError(f"jurors' labels differ from the data's {list(labeled.label_names)}")
+        )
+    th = settings.jury.threshold if threshold is None else threshold
+    report = evaluate(jurors, labeled.texts, labeled.labels, threshold=th)
+    if as_json:
+        print(json.dumps(report, indent=2))
+    else:
+        _print_report(report)
+    if calibrate is not None:
+        thresholds = run_calibration(
+            jurors, labeled.texts, labeled.labels, calibrate, data_summary=labeled.summary()
+        )
+        target = output or settings.jury.thresholds_file or settings.data_dir / "thresholds.json"
+        write_thresholds(target, thresholds)
+        for policy, entry in thresholds["policies"].items():
+            err.print(
+                f"{policy}: threshold {entry['threshold']:.3f} → escalates "
+                f"{entry['escalation_rate']:.1%}, "
+                f"accepted accuracy {entry['accepted_accuracy']:.3f}"
+            )
+        err.print(f"[green]thresholds written to {os.fspath(target)}[/]")
+
+
+def _print_report(report: dict[str, Any]) -> None:
+    labels = report["labels"]
+    jurors = Table(
+        "juror", "version", "accuracy", "macro-F1", "ECE", *[f"recall {x}" for x in labels]
+    )
+    for name, r in report["jurors"].items():
+        recalls = [r["per_class_recall"][x] for x in labels]
+        jurors.add_row(
+            name,
+            r["version"],
+            f"{r['accuracy']:.3f}",
+            f"{r['macro_f1']:.3f}",
+            f"{r['ece']:.3f}",
+            *["-" if v is None else f"{v:.3f}" for v in recalls],
+        )
+    out.print(jurors)
+    policies = Table(
+        "policy", "threshold", "escalated", "accepted acc", "best-guess acc", "calls/text"
+    )
+    for name, p in report["policies"].items():
+        policies.add_row(
+            name,
+            f"{p['threshold']:.2f}",
+            f"{p['escalation_rate']:.1%}",
+            f"{p['accepted_accuracy']:.3f}",
+            f"{p['best_guess_accuracy']:.3f}",
+            f"{p['juror_calls_per_text']:.2f}",
+        )
+    out.print(policies)

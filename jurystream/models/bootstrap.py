@@ -1,0 +1,145 @@
+"""Bootstrap a jury from a small seed set: K diverse fine-tuned transformers + TF-IDF/LR.
+
+This is the start of a labeling project: a few hundred labels, no jurors yet. Each
+transformer juror starts from the same base weights but sees a different bootstrap resample
+in a different order (its seed), so their mistakes differ and unanimity means something; the
+TF-IDF juror adds a model of a different family that costs almost nothing (a cascade's first
+tier). Every juror is exported, quantized and verified before it is published, and its
+metrics on a held-out split, if one is given, go into its manifest.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from jurystream.models.datasets import LabeledSet
+from jurystream.models.evaluation import classification_report, juror_probabilities
+from jurystream.models.juror import load_juror
+from jurystream.models.registry import Registry
+from jurystream.models.training import TrainConfig
+
+TFIDF_NAME = "tfidf"
+
+
+@dataclass(frozen=True)
+class BootstrapPlan:
+    """What to train: ``transformers`` fine-tuned jurors (+ a TF-IDF one) from ``base``."""
+
+    transformers: int = 3
+    tfidf: bool = True
+    base: Path | None = None  # None: the offline MiniLM weights
+    prefix: str = "minilm"
+    train: TrainConfig = field(default_factory=TrainConfig)
+    max_length: int = 128
+    check_size: int = 256  # texts for the int8 vs fp32 agreement check
+    min_agreement: float = 0.98
+    tolerance: float = 1e-3
+
+
+@dataclass(frozen=True)
+class BootstrappedJuror:
+    name: str
+    version: str
+    metrics: dict[str, Any]
+
+
+def bootstrap_jurors(
+    seed: LabeledSet,
+    registry: Registry,
+    plan: BootstrapPlan | None = None,
+    *,
+    heldout: LabeledSet | None = None,
+    progress: bool = True,
+    work_dir: Path | None = None,
+    log: Callable[[str], None] = print,
+) -> list[BootstrappedJuror]:
+    """Train, export, verify and publish (as serving) every juror of ``plan``.
+
+    ``heldout`` (e.g. the val split) is used for the check texts and the manifests' metrics;
+    without it the seed set itself is used for the check (metrics are then omitted, since
+    training accuracy says little).
+    """
+    from jurystream.exporters.onnx import export_transformer
+    from jurystream.models.sklearn_juror import build_sklearn_juror
+    from jurystream.models.training import base_model_path, train_transformer
+
+    plan = plan or BootstrapPlan()
+    if len(set(seed.labels)) < len(seed.label_names):
+        missing = sorted(set(seed.label_names) - set(seed.gold()))
+        raise ValueError(f"the seed set has no example of {missing}; every label needs some")
+    if heldout is not None and heldout.label_names != seed.label_names:
+        raise ValueError(
+            f"held-out labels {list(heldout.label_names)} differ from seed labels "
+            f"{list(seed.label_names)}"
+        )
+    base = plan.base or base_model_path()
+    check = list((heldout or seed).texts[: plan.check_size])
+    data = {"seed": seed.summary(), "heldout": heldout.summary() if heldout else None}
+    results = []
+    with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
+        work = Path(tmp)
+        for i in range(plan.transformers):
+            name = f"{plan.prefix}-{i}"
+            config = replace(plan.train, seed=plan.train.seed + i, bootstrap=True)
+            trained = train_transformer(
+                base,
+                seed.texts,
+                seed.labels,
+                seed.label_names,
+                work / f"{name}-checkpoint",
+                config,
+                progress=progress,
+                description=f"training {name}",
+            )
+            directory = export_transformer(
+                trained.checkpoint,
+                work / name,
+                name=name,
+                version="0",
+                check_texts=check,
+                labels=seed.label_names,
+                max_length=plan.max_length,
+                tolerance=plan.tolerance,
+                min_agreement=plan.min_agreement,
+                threads=plan.train.threads,
+            )
+            results.append(_publish(registry, directory, name, heldout, data, log))
+        if plan.tfidf:
+            directory = build_sklearn_juror(
+                seed.texts,
+                seed.labels,
+                seed.label_names,
+                work / TFIDF_NAME,
+                name=TFIDF_NAME,
+                version="0",
+                seed=plan.train.seed,
+            )
+            results.append(_publish(registry, directory, TFIDF_NAME, heldout, data, log))
+    return results
+
+
+def _publish(
+    registry: Registry,
+    directory: Path,
+    name: str,
+    heldout: LabeledSet | None,
+    data: dict[str, Any],
+    log: Callable[[str], None],
+) -> BootstrappedJuror:
+    metrics: dict[str, Any] = {}
+    if heldout is not None:
+        probs = juror_probabilities([load_juror(directory)], heldout.texts)[:, 0]
+        metrics = classification_report(probs, heldout.labels, heldout.label_names)
+    version = registry.publish(directory, name=name, extra={"metrics": metrics, "data": data})
+    if metrics:
+        log(
+            f"{name} v{version}: accuracy {metrics['accuracy']:.3f}, "
+            f"macro-F1 {metrics['macro_f1']:.3f} on {metrics['examples']} held-out texts"
+        )
+    else:
+        log(f"{name} v{version} published")
+    return BootstrappedJuror(name, version, metrics)
