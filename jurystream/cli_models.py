@@ -23,7 +23,7 @@ models_app = typer.Typer(
     no_args_is_help=True,
 )
 out = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # never break a path or message mid-line
 
 ConfigOpt = Annotated[
     Path | None, typer.Option("--config", "-c", help="TOML config file (else $JURYSTREAM_CONFIG).")
@@ -150,7 +150,13 @@ def export_checkpoint(
     name: Annotated[str, typer.Option(help="Juror name in the registry.")],
     config: ConfigOpt = None,
     registry: RegistryOpt = None,
-    check_data: DataOpt = None,
+    check_data: Annotated[
+        str | None,
+        typer.Option(
+            "--check-data",
+            help="Texts to verify on: dataset as for --data (default: TweetEval offensive).",
+        ),
+    ] = None,
     check_split: Annotated[str, typer.Option(help="Split of the check data.")] = "val",
     check_size: Annotated[int, typer.Option(help="Texts in the verification set.")] = 256,
     quantize: Annotated[bool, typer.Option(help="Serve dynamic int8 (per-channel).")] = True,
