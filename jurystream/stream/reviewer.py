@@ -157,7 +157,6 @@ class ReviewerRole:
             if outcome.permanent:
                 return [await self._dead_letter(msg, outcome.reason, case.id)]
             self.metrics.messages.labels("reviewer", "parked").inc()
-            return []
             delay = min(self.settings.reviewer.park_backoff_max_s, PARK_BACKOFF_BASE_S * 2**attempt)
             attempt += 1
             log.warning(

@@ -1,0 +1,280 @@
+"""The reviewer role against a real broker (Tansu) and the OpenAI-compatible test server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator
+
+import pytest
+
+from jurystream.config import BrokerSettings, ReviewerSettings, Settings, TopicSettings
+from jurystream.exporters.metrics import Metrics
+from jurystream.models.reviewer.chain import build_chain
+from jurystream.models.reviewer.prompt import extract_post
+from jurystream.stream.broker import EmbeddedBroker, ensure_topics
+from jurystream.stream.client import Record, produce, read_records
+from jurystream.stream.reviewer import ReviewerRole
+from jurystream.testing.openai_server import OpenAIServer, Reply, answers_by_text
+
+KEY_ENV = "JURYSTREAM_TEST_REVIEWER_KEY"
+MODEL = "test-model"
+SOURCE = f"reviewer:openai:{MODEL}"
+LABELS = {"not-offensive": "anything else", "offensive": "insults, slurs or profanity"}
+
+
+def _gold(i: int) -> str:
+    return "offensive" if i % 3 == 0 else "not-offensive"
+
+
+def _text(i: int) -> str:
+    return f"post {i}: {'you clown' if i % 3 == 0 else 'nice game'} #{i}"
+
+
+def _case(i: int) -> dict[str, object]:
+    return {
+        "id": f"m{i}",
+        "text": _text(i),
+        "jury_label": "offensive",
+        "jury_confidence": 0.55,
+        "votes": [
+            {"juror": "a", "label": "offensive", "confidence": 0.55},
+            {"juror": "b", "label": "not-offensive", "confidence": 0.6},
+        ],
+        "reason": "jurors disagree",
+        "model_versions": {"a": "v1", "b": "v1"},
+        "received_ms": time.time() * 1000,
+    }
+
+
+def _settings(bootstrap: str, server: OpenAIServer, **reviewer: object) -> Settings:
+    run = uuid.uuid4().hex[:8]
+    review = ReviewerSettings.model_validate(
+        {
+            "chain": ["openai"],
+            "base_url": server.base_url,
+            "model": MODEL,
+            "api_key_env": KEY_ENV,
+            "prices": {MODEL: {"input": 1.0, "output": 4.0}},
+            "label_descriptions": LABELS,
+            "concurrency": 4,
+            "max_retries": 1,
+            "backoff_base_s": 0.05,
+            "backoff_max_s": 0.2,
+            "timeout_s": 2.0,
+            "park_backoff_max_s": 0.5,
+            **reviewer,
+        }
+    )
+    return Settings(
+        app_id=f"jurystream-{run}",
+        broker=BrokerSettings(bootstrap=bootstrap),
+        topics=TopicSettings(prefix=f"t{run}.", partitions=2),
+        reviewer=review,
+    )
+
+
+async def _produce_cases(settings: Settings, ids: range) -> None:
+    bootstrap = settings.broker.bootstrap
+    assert bootstrap
+    items = [(f"m{i}".encode(), json.dumps(_case(i)).encode()) for i in ids]
+    await produce(bootstrap, settings.topics.name("review"), items)
+
+
+async def _read(settings: Settings, topic: str, n: int, timeout_s: float = 60.0) -> list[Record]:
+    bootstrap = settings.broker.bootstrap
+    assert bootstrap
+    return await read_records(
+        bootstrap,
+        [settings.topics.name(topic)],
+        until=lambda recs: len({r.key for r in recs}) >= n,
+        timeout_s=timeout_s,
+    )
+
+
+class Running:
+    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.stop = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+
+
+@pytest.fixture
+async def reviewer_role(
+    broker: EmbeddedBroker, openai_server: OpenAIServer, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[object]:
+    """A factory: ``await start(**reviewer_settings)`` runs the role in this event loop."""
+    monkeypatch.setenv(KEY_ENV, "sk-test")
+    started: list[tuple[Running, object]] = []
+
+    async def start(**reviewer: object) -> Running:
+        settings = _settings(broker.bootstrap, openai_server, **reviewer)
+        await ensure_topics(broker.bootstrap, settings.topics.all_names(), 2)
+        metrics = Metrics("reviewer")
+        chain = build_chain(settings.reviewer, metrics)
+        running = Running(settings, metrics)
+        role = ReviewerRole(settings, broker.bootstrap, chain, metrics)
+        running.task = asyncio.create_task(role.run(running.stop))
+        started.append((running, chain))
+        return running
+
+    yield start
+    for running, chain in started:
+        running.stop.set()
+        if running.task is not None:
+            await asyncio.wait_for(running.task, 30)
+        await chain.close()  # type: ignore[attr-defined]
+
+
+async def test_an_outage_delays_labels_but_loses_and_duplicates_none(
+    reviewer_role: object, openai_server: OpenAIServer
+) -> None:
+    n_before, n_total = 10, 30
+    openai_server.answer = answers_by_text({_text(i): _gold(i) for i in range(n_total)})
+    running: Running = await reviewer_role()  # type: ignore[operator]
+    settings = running.settings
+
+    await _produce_cases(settings, range(n_before))
+    first = await _read(settings, "labels", n_before)
+    assert len({r.key for r in first}) == n_before
+
+    openai_server.outage(5.0)
+    outage_ends = time.time() + 5.0
+    await _produce_cases(settings, range(n_before, n_total))
+    labels = await _read(settings, "labels", n_total, timeout_s=90)
+    running.stop.set()
+    assert running.task is not None
+    await asyncio.wait_for(running.task, 30)
+    # Read again with the role stopped: a late duplicate would show up here.
+    labels = await _read(settings, "labels", n_total + 1, timeout_s=3)
+    hard = await _read(settings, "hard_samples", n_total + 1, timeout_s=3)
+
+    keys = Counter(r.key for r in labels)
+    assert set(keys) == {f"m{i}" for i in range(n_total)}, "labels lost"
+    assert max(keys.values()) == 1, f"duplicated labels: {[k for k, c in keys.items() if c > 1]}"
+    for rec in labels:
+        i = int(str(rec.key)[1:])
+        assert rec.value["label"] == _gold(i)
+        assert rec.value["source"] == SOURCE
+        assert rec.value["votes"][0] == {"juror": "a", "label": "offensive", "confidence": 0.55}
+        assert rec.value["model_versions"] == {"a": "v1", "b": "v1"}
+    assert Counter(r.key for r in hard) == keys
+    sample = next(r.value for r in hard if r.key == "m3")
+    assert sample["label"] == "offensive" and sample["label_source"] == SOURCE
+    assert sample["text"] == _text(3) and len(sample["votes"]) == 2 and sample["weight"] == 0.9
+
+    # The outage really happened, and the cases sent during it were answered after it.
+    statuses = Counter(r.status for r in openai_server.requests)
+    assert statuses[503] >= 2
+    sent_during = {_text(i) for i in range(n_before, n_total)}
+    late = [
+        r for r in openai_server.requests if r.status == 200 and extract_post(r.user) in sent_during
+    ]
+    assert len(late) == n_total - n_before
+    assert late and min(r.at for r in late) >= outage_ends - 0.1
+    parked = running.metrics.registry.get_sample_value(
+        "jurystream_messages_total", {"role": "reviewer", "outcome": "parked"}
+    )
+    assert parked and parked >= 1
+
+
+async def test_budget_stops_spending_at_the_limit_and_resumes_next_window(
+    reviewer_role: object, openai_server: OpenAIServer
+) -> None:
+    n, window_s, limit = 12, 3.0, 1500.0
+    openai_server.answer = answers_by_text({_text(i): _gold(i) for i in range(n)})
+    # One dollar per token makes a call cost a few hundred dollars: about 4 calls per window.
+    running: Running = await reviewer_role(  # type: ignore[operator]
+        concurrency=1,
+        prices={MODEL: {"input": 1e6, "output": 1e6}},
+        budget_per_hour_usd=limit,
+        budget_hour_window_s=window_s,
+    )
+    await _produce_cases(running.settings, range(n))
+    labels = await _read(running.settings, "labels", n, timeout_s=90)
+    assert {r.key for r in labels} == {f"m{i}" for i in range(n)}
+
+    billed = openai_server.billed()
+    per_window: Counter[int] = Counter()
+    for r in billed:
+        per_window[math.floor(r.at / window_s)] += r.prompt_tokens + r.completion_tokens
+    assert all(spent <= limit for spent in per_window.values()), per_window
+    assert len(per_window) >= 2, "everything fit in one window: the budget never stopped"
+    assert max(Counter(math.floor(r.at / window_s) for r in billed).values()) < n
+    # The cost counter is the server's reported usage times the price, to the cent.
+    cost = running.metrics.registry.get_sample_value(
+        "jurystream_reviewer_cost_usd_total", {"backend": SOURCE}
+    )
+    assert cost == pytest.approx(sum(r.prompt_tokens + r.completion_tokens for r in billed))
+
+
+async def test_bad_records_go_to_dead_letters_and_the_role_keeps_going(
+    reviewer_role: object, openai_server: OpenAIServer, broker: EmbeddedBroker
+) -> None:
+    openai_server.answer = answers_by_text({_text(1): "offensive"})
+    running: Running = await reviewer_role()  # type: ignore[operator]
+    topic = running.settings.topics.name("review")
+    await produce(
+        broker.bootstrap,
+        topic,
+        [(b"bad1", b"not json"), (b"bad2", b'{"id": "x"}'), (b"m1", json.dumps(_case(1)).encode())],
+    )
+    labels = await _read(running.settings, "labels", 1)
+    dead = await _read(running.settings, "dead_letters", 2)
+    assert [r.key for r in labels] == ["m1"]
+    assert sorted(str(r.value["error"])[:18] for r in dead) == ["not a review case:"] * 2
+    assert {r.value["stage"] for r in dead} == {"review"}
+
+
+def test_killing_the_reviewer_mid_flight_loses_nothing(
+    roles: object, openai_server: OpenAIServer
+) -> None:
+    from tests.fixtures.processes import Roles
+
+    assert isinstance(roles, Roles)
+    n = 40
+    scripted = answers_by_text({_text(i): _gold(i) for i in range(n)})
+
+    def slow(body: dict[str, object]) -> Reply:
+        reply = scripted(body)
+        assert isinstance(reply, Reply)
+        return Reply(reply.content, reply.status, delay_s=0.15, raw_body=reply.raw_body)
+
+    openai_server.answer = slow
+    env = {
+        KEY_ENV: "sk-test",
+        "JURYSTREAM_TOPICS__PARTITIONS": "2",
+        "JURYSTREAM_REVIEWER__CHAIN": '["openai"]',
+        "JURYSTREAM_REVIEWER__BASE_URL": openai_server.base_url,
+        "JURYSTREAM_REVIEWER__MODEL": MODEL,
+        "JURYSTREAM_REVIEWER__API_KEY_ENV": KEY_ENV,
+        "JURYSTREAM_REVIEWER__PRICES": json.dumps({MODEL: {"input": 1, "output": 4}}),
+        "JURYSTREAM_REVIEWER__LABEL_DESCRIPTIONS": json.dumps(LABELS),
+        "JURYSTREAM_REVIEWER__CONCURRENCY": "2",
+    }
+    settings = Settings(
+        broker=BrokerSettings(bootstrap=roles.bootstrap),
+        topics=TopicSettings(prefix=roles.prefix, partitions=2),
+    )
+    asyncio.run(ensure_topics(roles.bootstrap, settings.topics.all_names(), 2))
+    asyncio.run(_produce_cases(settings, range(n)))
+
+    first = roles.start("reviewer", env=env)
+    before = asyncio.run(_read(settings, "labels", 6, timeout_s=60))
+    assert len(before) >= 6, roles.logs()
+    first.kill9()
+    seen_at_kill = {r.key for r in asyncio.run(_read(settings, "labels", n, timeout_s=2))}
+    assert len(seen_at_kill) < n, "the reviewer finished before it was killed"
+
+    roles.start("reviewer", env=env)
+    labels = asyncio.run(_read(settings, "labels", n, timeout_s=90))
+    keys = {r.key for r in labels}
+    assert keys == {f"m{i}" for i in range(n)}, roles.logs()
+    # At-least-once: a replayed batch may repeat a label, but every copy is the same answer.
+    for rec in labels:
+        assert rec.value["label"] == _gold(int(str(rec.key)[1:]))
