@@ -18,6 +18,7 @@ from jurystream.models.reviewer.chain import build_chain
 from jurystream.models.reviewer.prompt import extract_post
 from jurystream.stream.broker import EmbeddedBroker, ensure_topics
 from jurystream.stream.client import Record, produce, read_records
+from jurystream.stream.processes import RoleGroup
 from jurystream.stream.reviewer import ReviewerRole
 from jurystream.testing.openai_server import OpenAIServer, Reply, answers_by_text
 
@@ -232,11 +233,8 @@ async def test_bad_records_go_to_dead_letters_and_the_role_keeps_going(
 
 
 def test_killing_the_reviewer_mid_flight_loses_nothing(
-    roles: object, openai_server: OpenAIServer
+    roles: RoleGroup, openai_server: OpenAIServer
 ) -> None:
-    from tests.fixtures.processes import Roles
-
-    assert isinstance(roles, Roles)
     n = 40
     scripted = answers_by_text({_text(i): _gold(i) for i in range(n)})
 
