@@ -109,6 +109,7 @@ class ReviewerSettings(BaseModel):
     knn_k: int = Field(4, ge=0)
     gold_pool: Path | None = None  # k-NN demonstrations: a TweetEval dir, .jsonl or .csv
     gold_pool_size: int = Field(500, ge=1)  # a small stratified sample of it
+    knn_encoder: Path | None = None  # ONNX sentence encoder dir; None: TF-IDF over the pool
     local_model: str | None = None  # juror directory/name for the local ONNX tier
     local_threshold: float = 0.9
     simulated_accuracy: float = Field(0.9, ge=0.0, le=1.0)

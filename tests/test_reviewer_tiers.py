@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from jurystream.config import ReviewerSettings
@@ -170,3 +171,28 @@ def test_build_chain_takes_labels_and_demonstrations_from_the_gold_pool(
     assert openai_server.requests[0].body["response_format"]["json_schema"]["schema"]["properties"][
         "label"
     ]["enum"] == ["not-offensive", "offensive"]
+
+
+def test_onnx_encoder_gives_padding_invariant_unit_embeddings(
+    tiny_base: Path, tmp_path: Path
+) -> None:
+    from jurystream.models.reviewer.knn import OnnxEncoder, export_encoder
+
+    encoder = OnnxEncoder(export_encoder(tiny_base, tmp_path / "encoder"))
+    short, long = "you clown", "the referee was pathetic and the whole game was a disgrace"
+    alone = encoder.encode([short])
+    batched = encoder.encode([short, long])
+    assert batched.shape[0] == 2 and batched.shape[1] == 32  # the tiny BERT's hidden size
+    assert np.allclose(np.linalg.norm(batched, axis=1), 1.0, atol=1e-5)
+    # Mean pooling honours the attention mask: padding to the longer text changes nothing.
+    assert np.allclose(alone[0], batched[0], atol=1e-5)
+    assert not np.allclose(batched[0], batched[1], atol=1e-3)
+
+    pool = KnnDemonstrations(
+        [short, long, "nice game", "lovely day"],
+        ["offensive", "offensive", "not-offensive", "not-offensive"],
+        k=3,
+        encoder=encoder,
+    )
+    demos = pool.nearest(short)
+    assert len(demos) == 3 and short not in {d.text for d in demos}

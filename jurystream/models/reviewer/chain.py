@@ -14,7 +14,7 @@ from jurystream.exporters.metrics import Metrics
 from jurystream.models.datasets import load_dataset
 from jurystream.models.juror import load_juror
 from jurystream.models.reviewer.base import Backend, Case, Failure, Forward, Verdict
-from jurystream.models.reviewer.knn import KnnDemonstrations
+from jurystream.models.reviewer.knn import KnnDemonstrations, OnnxEncoder
 from jurystream.models.reviewer.local import LocalBackend
 from jurystream.models.reviewer.openai_backend import OpenAIBackend, ReviewerConfigError
 from jurystream.models.reviewer.oracle import OracleBackend, SimulatedBackend
@@ -66,7 +66,11 @@ def build_chain(settings: ReviewerSettings, metrics: Metrics | None = None) -> C
         pool.label_names if pool is not None else ()
     )
     knn = (
-        KnnDemonstrations.from_labeled_set(pool, settings.knn_k)
+        KnnDemonstrations.from_labeled_set(
+            pool,
+            settings.knn_k,
+            OnnxEncoder(settings.knn_encoder) if settings.knn_encoder is not None else None,
+        )
         if pool is not None and settings.knn_k > 0
         else None
     )

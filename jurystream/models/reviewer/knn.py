@@ -1,38 +1,46 @@
 """k-nearest-neighbour demonstrations from a small gold pool (LLMaAA).
 
-Similarity is cosine over TF-IDF vectors (word unigrams and bigrams plus character 3-5-grams,
-fitted on the pool). No ONNX sentence encoder ships with the project and the serving install
-has no torch, so a TF-IDF encoder is the one that is always available; it is cheap (well under
-a millisecond per query for a pool of a few hundred) and picks lexically close examples, which
-is what a demonstration is for. Texts identical to the case are never shown: that would leak
-the case's own gold label into its prompt.
+Similarity is the cosine of sentence embeddings. Two encoders:
+
+- :class:`OnnxEncoder`: a transformer encoder exported to ONNX (``model.onnx`` with a
+  ``last_hidden_state`` output + ``tokenizer.json``; :func:`export_encoder` makes one from a
+  checkpoint such as all-MiniLM-L6-v2), mean-pooled over the attention mask like
+  sentence-transformers. Served with onnxruntime + tokenizers only, like the jurors.
+- :class:`TfidfEncoder`: word 1-2-grams and character 3-5-grams fitted on the pool, the default
+  when no encoder is configured (``reviewer.knn_encoder``): nothing to download or export, and it
+  picks lexically close examples.
+
+Texts identical to the case are never shown: that would leak the case's own gold label into its
+prompt.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
-from scipy.sparse import hstack
+from scipy.sparse import hstack, issparse
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.preprocessing import normalize
 
 from jurystream.models.datasets import LabeledSet
+from jurystream.models.juror import ModelLoadError
 from jurystream.models.reviewer.prompt import Demonstration
 
 
-class KnnDemonstrations:
-    """``pool.nearest(text)`` → the ``k`` most similar gold examples, most similar first."""
+class Encoder(Protocol):
+    def fit(self, texts: Sequence[str]) -> None: ...
 
-    def __init__(self, texts: Sequence[str], labels: Sequence[str], k: int) -> None:
-        if len(texts) != len(labels):
-            raise ValueError(f"{len(texts)} pool texts but {len(labels)} labels")
-        if not texts:
-            raise ValueError("the gold pool is empty")
-        self.texts = list(texts)
-        self.labels = list(labels)
-        self.k = k
+    def encode(self, texts: Sequence[str]) -> Any:
+        """L2-normalised embeddings, shape (len(texts), dim): a dense array or, for
+        high-dimensional sparse features, a scipy sparse matrix."""
+        ...
+
+
+class TfidfEncoder:
+    def __init__(self) -> None:
         # Words of any length and single symbols (emoji, punctuation) so no pool is "empty".
         self._words = TfidfVectorizer(
             ngram_range=(1, 2),
@@ -43,24 +51,123 @@ class KnnDemonstrations:
         self._chars = TfidfVectorizer(
             analyzer="char_wb", ngram_range=(3, 5), sublinear_tf=True, lowercase=True
         )
-        self._matrix = self._embed(self.texts, fit=True)
+
+    def fit(self, texts: Sequence[str]) -> None:
+        self._words.fit(texts)
+        self._chars.fit(texts)
+
+    def encode(self, texts: Sequence[str]) -> Any:
+        # Sparse: a pool of a few hundred posts has tens of thousands of n-gram features.
+        sparse = hstack([self._words.transform(texts), self._chars.transform(texts)]).tocsr()
+        return normalize(sparse)
+
+
+class OnnxEncoder:
+    """Mean-pooled, L2-normalised token embeddings from an ONNX transformer encoder."""
+
+    def __init__(self, directory: Path | str, threads: int = 1, max_length: int = 128) -> None:
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        directory = Path(directory)
+        model, tokenizer_file = directory / "model.onnx", directory / "tokenizer.json"
+        for path in (model, tokenizer_file):
+            if not path.is_file():
+                raise ModelLoadError(f"{directory}: no {path.name}; export one with export_encoder")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        self._session = ort.InferenceSession(
+            str(model), options, providers=["CPUExecutionProvider"]
+        )
+        self._inputs = {i.name for i in self._session.get_inputs()}
+        outputs = [o.name for o in self._session.get_outputs()]
+        self._output = "last_hidden_state" if "last_hidden_state" in outputs else outputs[0]
+        self._tokenizer = Tokenizer.from_file(str(tokenizer_file))
+        self._tokenizer.enable_truncation(max_length=max_length)
+        pad_id = self._tokenizer.token_to_id("[PAD]")
+        self._tokenizer.enable_padding(pad_id=0 if pad_id is None else pad_id)
+
+    def fit(self, texts: Sequence[str]) -> None:
+        """Nothing to fit: the encoder is pretrained."""
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        encodings = self._tokenizer.encode_batch(list(texts))
+        mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
+        feeds = {
+            "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
+            "attention_mask": mask,
+            "token_type_ids": np.array([e.type_ids for e in encodings], dtype=np.int64),
+        }
+        (hidden,) = self._session.run(
+            [self._output], {k: v for k, v in feeds.items() if k in self._inputs}
+        )
+        hidden = np.asarray(hidden, dtype=np.float32)
+        if hidden.ndim != 3:
+            raise ModelLoadError(
+                f"encoder output {self._output} has shape {hidden.shape}; expected token "
+                "embeddings (batch, tokens, dim): export with task feature-extraction"
+            )
+        weights = mask[:, :, None].astype(np.float32)
+        pooled = (hidden * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None)
+        norms = np.linalg.norm(pooled, axis=1, keepdims=True)
+        return np.asarray(pooled / np.clip(norms, 1e-12, None), dtype=np.float32)
+
+
+def export_encoder(checkpoint: Path, output_dir: Path) -> Path:
+    """Export a transformer checkpoint as an ONNX sentence encoder (needs the ``train`` extra)."""
+    from optimum.exporters.onnx import main_export
+
+    from jurystream.exporters.onnx import write_tokenizer
+
+    output_dir.mkdir(parents=True, exist_ok=True)
+    main_export(
+        str(checkpoint),
+        output=str(output_dir),
+        task="feature-extraction",
+        device="cpu",
+        library_name="transformers",
+        local_files_only=True,
+        do_validation=False,
+    )
+    write_tokenizer(checkpoint, output_dir / "tokenizer.json")
+    return output_dir
+
+
+class KnnDemonstrations:
+    """``pool.nearest(text)`` → the ``k`` most similar gold examples, most similar first."""
+
+    def __init__(
+        self,
+        texts: Sequence[str],
+        labels: Sequence[str],
+        k: int,
+        encoder: Encoder | None = None,
+    ) -> None:
+        if len(texts) != len(labels):
+            raise ValueError(f"{len(texts)} pool texts but {len(labels)} labels")
+        if not texts:
+            raise ValueError("the gold pool is empty")
+        self.texts = list(texts)
+        self.labels = list(labels)
+        self.k = k
+        self.encoder: Encoder = encoder or TfidfEncoder()
+        self.encoder.fit(self.texts)
+        self._matrix = self.encoder.encode(self.texts)
 
     @classmethod
-    def from_labeled_set(cls, data: LabeledSet, k: int) -> KnnDemonstrations:
-        return cls(data.texts, data.gold(), k)
-
-    def _embed(self, texts: Sequence[str], fit: bool = False) -> Any:
-        if fit:
-            words, chars = self._words.fit_transform(texts), self._chars.fit_transform(texts)
-        else:
-            words, chars = self._words.transform(texts), self._chars.transform(texts)
-        return normalize(hstack([words, chars]).tocsr())
+    def from_labeled_set(
+        cls, data: LabeledSet, k: int, encoder: Encoder | None = None
+    ) -> KnnDemonstrations:
+        return cls(data.texts, data.gold(), k, encoder)
 
     def nearest(self, text: str) -> list[Demonstration]:
         if self.k == 0:
             return []
-        query = self._embed([text])
-        scores = np.asarray((query @ self._matrix.T).todense()).ravel()
+        scores = self._matrix @ self.encoder.encode([text]).T
+        if issparse(scores):
+            scores = scores.toarray()
+        scores = np.asarray(scores).ravel()
         out: list[Demonstration] = []
         for i in np.argsort(-scores, kind="stable"):
             if self.texts[i] == text:
