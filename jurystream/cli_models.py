@@ -370,3 +370,31 @@ def _print_report(report: dict[str, Any]) -> None:
             f"{p['juror_calls_per_text']:.2f}",
         )
     out.print(policies)
+
+
+@models_app.command()
+def bench(
+    name: Annotated[str, typer.Argument(help="Transformer juror (registry name or directory).")],
+    config: ConfigOpt = None,
+    registry: RegistryOpt = None,
+    data: DataOpt = None,
+    split: Annotated[str, typer.Option(help="Split the texts come from.")] = "val",
+    texts: Annotated[int, typer.Option(help="Texts per round.")] = 256,
+    rounds: Annotated[int, typer.Option(help="Rounds per measurement (median).")] = 5,
+    threads: Annotated[int, typer.Option(help="Threads for torch and onnxruntime.")] = 1,
+    text_field: TextFieldOpt = "text",
+    label_field: LabelFieldOpt = "label",
+) -> None:
+    """Throughput of PyTorch vs ONNX fp32 vs ONNX int8 at batch 1/8/32, as a markdown table."""
+    from jurystream.bench.models import bench_juror, markdown
+    from jurystream.models.juror import ModelLoadError
+    from jurystream.models.registry import RegistryError, resolve_juror_dir
+
+    settings = _settings(config, registry)
+    sample = list(_data(settings, data, split, text_field, label_field).texts[:texts])
+    try:
+        directory = resolve_juror_dir(name, settings.registry_url)
+        results = bench_juror(directory, sample, rounds=rounds, threads=threads)
+    except (RegistryError, ModelLoadError, ValueError) as exc:
+        raise _fail(exc) from exc
+    print(markdown(name, results, len(sample), threads))

@@ -136,3 +136,16 @@ def test_export_refuses_existing_directory_and_non_checkpoints(
         )
     with pytest.raises(FileNotFoundError, match="not a HF checkpoint"):
         export_transformer(tmp_path, tmp_path / "out", name="x", version="1", check_texts=["a"])
+
+
+def test_bench_measures_every_runtime_and_batch(tiny_jurors: list[Path]) -> None:
+    from jurystream.bench.models import bench_juror, markdown
+
+    texts, _ = labeled_examples(40, seed=2)
+    results = bench_juror(tiny_jurors[0], texts, batch_sizes=(1, 8), rounds=2)
+    assert [(m.runtime, m.batch_size) for m in results] == [
+        (r, b) for b in (1, 8) for r in ("torch", "onnx-fp32", "onnx-int8")
+    ]
+    assert all(m.texts_per_s > 0 for m in results)
+    table = markdown("tiny-0", results, len(texts), 1).splitlines()
+    assert table[-2].startswith("| 1 |") and table[-1].startswith("| 8 |")

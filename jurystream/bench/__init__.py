@@ -1,0 +1,1 @@
+"""Benchmarks: throughput and labeling quality, reported in BENCHMARKS.md."""
