@@ -49,6 +49,7 @@ def _case(i: int) -> dict[str, object]:
         "reason": "jurors disagree",
         "model_versions": {"a": "v1", "b": "v1"},
         "received_ms": time.time() * 1000,
+        "meta": {"gold": _gold(i), "lang": "en"},
     }
 
 
@@ -178,6 +179,8 @@ async def test_an_outage_delays_labels_but_loses_and_duplicates_none(
     ]
     assert len(late) == n_total - n_before
     assert late and min(r.at for r in late) >= outage_ends - 0.1
+    # The gold label travels in meta for the oracle; it never reaches the LLM's prompt.
+    assert not any("gold" in json.dumps(r.body) for r in openai_server.requests)
     parked = running.metrics.registry.get_sample_value(
         "jurystream_messages_total", {"role": "reviewer", "outcome": "parked"}
     )
@@ -276,3 +279,15 @@ def test_killing_the_reviewer_mid_flight_loses_nothing(
     # At-least-once: a replayed batch may repeat a label, but every copy is the same answer.
     for rec in labels:
         assert rec.value["label"] == _gold(int(str(rec.key)[1:]))
+
+
+async def test_oracle_chain_labels_from_gold_and_says_so(
+    reviewer_role: object, openai_server: OpenAIServer
+) -> None:
+    running: Running = await reviewer_role(chain=["oracle"])  # type: ignore[operator]
+    await _produce_cases(running.settings, range(6))
+    labels = await _read(running.settings, "labels", 6)
+    assert {r.key: (r.value["label"], r.value["source"]) for r in labels} == {
+        f"m{i}": (_gold(i), "oracle") for i in range(6)
+    }
+    assert openai_server.requests == []
