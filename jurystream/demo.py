@@ -1,0 +1,255 @@
+"""`jurystream demo`: the whole pipeline on the embedded broker, watched live.
+
+It runs the real roles as child processes (as a deployment would), feeds the generated posts
+at a steady rate, follows every output topic, and accounts for every message it sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import json
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from rich.console import Console, Group
+from rich.live import Live
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from jurystream.config import Settings
+from jurystream.models.sklearn_juror import build_sklearn_juror
+from jurystream.stream.broker import EmbeddedBroker, ensure_topics
+from jurystream.stream.feed import LABELS, FeedItem, generate_posts, labeled_examples
+from jurystream.stream.processes import RoleGroup
+
+console = Console()
+
+
+@dataclass
+class Fate:
+    """Where one message ended: a label (by whom), pending review, or a dead letter."""
+
+    outcome: str = "pending"  # pending | labeled | in-review | dead-letter
+    label: str | None = None
+    source: str | None = None
+    detail: str | None = None
+    latency_ms: float | None = None
+
+
+@dataclass
+class Ledger:
+    """Every message sent and what became of it; the live view and the summary read it."""
+
+    gold: dict[str, str | None]
+    fates: dict[str, Fate] = field(default_factory=dict)
+    cost_usd: float = 0.0
+    versions: dict[str, str] = field(default_factory=dict)
+    started: float = field(default_factory=time.monotonic)
+    history: list[tuple[float, int, float | None, float]] = field(default_factory=list)
+
+    def apply(self, topic: str, value: dict[str, object]) -> None:
+        key = str(value.get("id") or "")
+        if key not in self.gold:
+            return
+        fate = self.fates.setdefault(key, Fate())
+        if topic.endswith("dead-letters"):
+            fate.outcome, fate.detail = "dead-letter", str(value.get("error"))
+        elif topic.endswith("review") and fate.outcome == "pending":
+            fate.outcome, fate.detail = "in-review", str(value.get("reason"))
+        elif topic.endswith("labels"):
+            fate.outcome = "labeled"
+            fate.label, fate.source = str(value["label"]), str(value["source"])
+            latency = value.get("latency_ms")
+            fate.latency_ms = float(latency) if isinstance(latency, int | float) else None
+            cost = value.get("cost_usd")
+            self.cost_usd += float(cost) if isinstance(cost, int | float) else 0.0
+            versions = value.get("model_versions")
+            if isinstance(versions, dict):
+                self.versions.update({str(k): str(v) for k, v in versions.items()})
+
+    @property
+    def counts(self) -> Counter[str]:
+        return Counter(f.outcome for f in self.fates.values())
+
+    def accuracy(self) -> float | None:
+        scored = [
+            f.label == self.gold[k]
+            for k, f in self.fates.items()
+            if f.outcome == "labeled" and self.gold[k] is not None
+        ]
+        return sum(scored) / len(scored) if scored else None
+
+    def settled(self) -> bool:
+        done = sum(1 for f in self.fates.values() if f.outcome in ("labeled", "dead-letter"))
+        return done == len(self.gold)
+
+    def snapshot(self) -> None:
+        labeled = self.counts["labeled"]
+        self.history.append((time.monotonic() - self.started, labeled, self.accuracy(), self.cost_usd))
+
+
+def bootstrap_demo_jurors(directory: Path, seed_size: int) -> list[Path]:
+    """Three diverse TF-IDF jurors from a small seed set of the generated feed (seconds)."""
+    texts, labels = labeled_examples(seed_size, seed=1)
+    specs = [(0, 1), (1, 2), (2, 2)]
+    with Progress(
+        TextColumn("bootstrapping jurors"), BarColumn(), MofNCompleteColumn(), console=console
+    ) as progress:
+        task = progress.add_task("jurors", total=len(specs))
+        out = []
+        for seed, ngram in specs:
+            out.append(
+                build_sklearn_juror(
+                    texts, labels, LABELS, directory / f"tfidf{seed}", name=f"tfidf{seed}",
+                    seed=seed, bootstrap=True, ngram_max=ngram,
+                )
+            )
+            progress.advance(task)
+    return out
+
+
+def _view(ledger: Ledger, sent: int) -> Group:
+    counts = ledger.counts
+    elapsed = max(time.monotonic() - ledger.started, 1e-6)
+    labeled = counts["labeled"]
+    settled = labeled + counts["dead-letter"]
+    jury = sum(1 for f in ledger.fates.values() if f.source == "jury")
+    escalated = sum(1 for f in ledger.fates.values() if f.source not in (None, "jury"))
+    escalated += counts["in-review"]
+    latencies = sorted(f.latency_ms for f in ledger.fates.values() if f.latency_ms is not None)
+    table = Table(title="jurystream demo", show_header=False, min_width=60)
+    table.add_row("sent / settled", f"{sent} / {settled}")
+    table.add_row("throughput", f"{settled / elapsed:,.0f} msg/s")
+    table.add_row("labeled by jury", str(jury))
+    table.add_row("escalated", f"{escalated} ({escalated / max(settled, 1):.1%})")
+    table.add_row("waiting in review", str(counts["in-review"]))
+    table.add_row("dead letters", str(counts["dead-letter"]))
+    acc = ledger.accuracy()
+    table.add_row("accuracy vs gold", "—" if acc is None else f"{acc:.1%}")
+    if latencies:
+        p50 = latencies[len(latencies) // 2]
+        p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+        table.add_row("latency p50 / p99", f"{p50:.0f} ms / {p99:.0f} ms")
+    table.add_row("reviewer cost", f"${ledger.cost_usd:.4f}")
+    table.add_row("model versions", ", ".join(f"{k}@{v}" for k, v in sorted(ledger.versions.items())))
+    return Group(table)
+
+
+async def _drive(
+    bootstrap: str, settings: Settings, items: list[FeedItem], ledger: Ledger, rate: float,
+    timeout_s: float,
+) -> int:
+    topics = settings.topics
+    consumer = AIOKafkaConsumer(
+        topics.name("labels"), topics.name("review"), topics.name("dead_letters"),
+        bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest",
+    )
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    await consumer.start()
+    await producer.start()
+    sent = 0
+
+    async def feed() -> None:
+        nonlocal sent
+        start = time.monotonic()
+        for item in items:
+            await producer.send(topics.name("posts"), key=item.key, value=item.value)
+            sent += 1
+            ahead = sent / rate - (time.monotonic() - start)
+            if ahead > 0:
+                await asyncio.sleep(ahead)
+        await producer.flush()
+
+    feeding = asyncio.create_task(feed())
+    deadline = time.monotonic() + timeout_s
+    last_snapshot = 0.0
+    try:
+        with Live(_view(ledger, sent), console=console, refresh_per_second=4) as live:
+            while time.monotonic() < deadline and not (feeding.done() and ledger.settled()):
+                batches = await consumer.getmany(timeout_ms=250, max_records=5000)
+                for tp, messages in batches.items():
+                    for m in messages:
+                        ledger.apply(tp.topic, json.loads(m.value or b"{}"))
+                if time.monotonic() - last_snapshot >= 1.0:
+                    ledger.snapshot()
+                    last_snapshot = time.monotonic()
+                live.update(_view(ledger, sent))
+            ledger.snapshot()
+    finally:
+        feeding.cancel()
+        await producer.stop()
+        await consumer.stop()
+    return sent
+
+
+def _summary(ledger: Ledger, workdir: Path) -> Path:
+    path = workdir / "fates.csv"
+    with path.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["id", "outcome", "label", "source", "gold", "detail"])
+        for key, gold in ledger.gold.items():
+            f = ledger.fates.get(key, Fate())
+            writer.writerow([key, f.outcome, f.label, f.source, gold, f.detail])
+    table = Table(title="what happened to every message")
+    for col in ("outcome", "source", "messages", "accuracy vs gold"):
+        table.add_column(col)
+    groups: dict[tuple[str, str], list[str]] = {}
+    for key in ledger.gold:
+        f = ledger.fates.get(key, Fate())
+        groups.setdefault((f.outcome, f.source or "—"), []).append(key)
+    for (outcome, source), keys in sorted(groups.items()):
+        golds = [(ledger.fates[k].label, ledger.gold[k]) for k in keys if k in ledger.fates]
+        scored = [label == gold for label, gold in golds if gold is not None and label]
+        acc = f"{sum(scored) / len(scored):.1%}" if scored else "—"
+        table.add_row(outcome, source, str(len(keys)), acc)
+    console.print(table)
+    return path
+
+
+def run_demo(
+    settings: Settings,
+    *,
+    count: int,
+    seed_size: int,
+    bad_every: int,
+    workdir: Path,
+    rate: float = 400.0,
+    timeout_s: float = 600.0,
+) -> int:
+    workdir.mkdir(parents=True, exist_ok=True)
+    items = list(generate_posts(count, seed=7, bad_every=bad_every, id_prefix="demo"))
+    ledger = Ledger({i.key.decode(): i.gold for i in items})
+    with EmbeddedBroker() as broker:
+        console.print(f"embedded broker at [bold]{broker.bootstrap}[/]")
+        asyncio.run(
+            ensure_topics(broker.bootstrap, settings.topics.all_names(), settings.topics.partitions)
+        )
+        jurors = bootstrap_demo_jurors(workdir / "jurors", seed_size)
+        group = RoleGroup(
+            broker.bootstrap, workdir, prefix=settings.topics.prefix,
+            env={"JURYSTREAM_APP_ID": settings.app_id},
+        )
+        try:
+            juror_args = [a for j in jurors for a in ("--juror", str(j))]
+            metrics = ["--metrics-port", str(settings.metrics.port)] if settings.metrics.port else []
+            group.start("worker", "--policy", settings.jury.policy, *juror_args, *metrics)
+            group.start("reviewer", *[a for t in settings.reviewer.chain for a in ("--tier", t)])
+            sent = asyncio.run(_drive(broker.bootstrap, settings, items, ledger, rate, timeout_s))
+        except KeyboardInterrupt:
+            console.print("[yellow]interrupted: stopping the roles and the broker[/]")
+            return 130
+        finally:
+            with console.status("stopping roles"):
+                group.stop_all()
+    path = _summary(ledger, workdir)
+    missing = [k for k in ledger.gold if k not in ledger.fates]
+    console.print(f"sent {sent}, accounted for {len(ledger.fates)}; per-message fates in {path}")
+    if missing:
+        console.print(f"[red]{len(missing)} messages unaccounted for[/], e.g. {missing[:5]}")
+        console.print(group.logs())
+        return 1
+    return 0
