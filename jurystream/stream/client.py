@@ -81,7 +81,9 @@ async def read_records(
             for tp, messages in batches.items():
                 for m in messages:
                     key = m.key.decode("utf-8", "replace") if m.key is not None else None
-                    rec = Record(tp.topic, key, json.loads(m.value or b"null"), tp.partition, m.offset)
+                    rec = Record(
+                        tp.topic, key, json.loads(m.value or b"null"), tp.partition, m.offset
+                    )
                     out.append(rec)
                     if on_record:
                         on_record(rec)

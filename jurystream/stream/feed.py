@@ -14,23 +14,93 @@ from dataclasses import dataclass
 
 LABELS = ("not-offensive", "offensive")
 
-_SUBJECTS = ["this game", "the new update", "your post", "the referee", "my coffee", "the mayor",
-             "that movie", "the concert", "this thread", "the weather", "our team", "the app"]
+_SUBJECTS = [
+    "this game",
+    "the new update",
+    "your post",
+    "the referee",
+    "my coffee",
+    "the mayor",
+    "that movie",
+    "the concert",
+    "this thread",
+    "the weather",
+    "our team",
+    "the app",
+]
 # Wide vocabularies: a small seed set sees only part of them, so unseen words leave the jury
 # unsure, and the reviewed cases teach the jurors the rest (the continual-learning loop).
-_GOOD_WORDS = ["great", "lovely", "helpful", "amazing", "underrated", "fun", "brilliant",
-               "perfect", "wonderful", "charming", "delightful", "superb", "gorgeous", "clever",
-               "inspiring", "fantastic", "kind", "cozy", "elegant", "refreshing", "solid",
-               "stellar", "sweet", "thoughtful", "uplifting", "wholesome", "excellent", "neat"]
-_BAD_WORDS = ["trash", "pathetic", "garbage", "idiotic", "disgraceful", "worthless", "moronic",
-              "disgusting", "stupid", "braindead", "pitiful", "vile", "dumb", "repulsive",
-              "clownish", "brainless", "scummy", "filthy", "loathsome", "imbecilic", "rotten",
-              "despicable", "foul", "wretched", "sleazy", "dimwitted", "slimy", "crappy"]
+_GOOD_WORDS = [
+    "great",
+    "lovely",
+    "helpful",
+    "amazing",
+    "underrated",
+    "fun",
+    "brilliant",
+    "perfect",
+    "wonderful",
+    "charming",
+    "delightful",
+    "superb",
+    "gorgeous",
+    "clever",
+    "inspiring",
+    "fantastic",
+    "kind",
+    "cozy",
+    "elegant",
+    "refreshing",
+    "solid",
+    "stellar",
+    "sweet",
+    "thoughtful",
+    "uplifting",
+    "wholesome",
+    "excellent",
+    "neat",
+]
+_BAD_WORDS = [
+    "trash",
+    "pathetic",
+    "garbage",
+    "idiotic",
+    "disgraceful",
+    "worthless",
+    "moronic",
+    "disgusting",
+    "stupid",
+    "braindead",
+    "pitiful",
+    "vile",
+    "dumb",
+    "repulsive",
+    "clownish",
+    "brainless",
+    "scummy",
+    "filthy",
+    "loathsome",
+    "imbecilic",
+    "rotten",
+    "despicable",
+    "foul",
+    "wretched",
+    "sleazy",
+    "dimwitted",
+    "slimy",
+    "crappy",
+]
 _KIND = [f"{verb} {w}" for verb in ("is", "looks", "was") for w in _GOOD_WORDS]
 _MEAN = [f"{verb} {w}" for verb in ("is", "looks", "was") for w in _BAD_WORDS]
 _INSULTS = ["you idiot", "you moron", "shut up", "loser", "you clown", "pathetic fool"]
-_FRIENDLY = ["thanks friend", "love you all", "have a nice day", "well done", "so proud",
-             "cheers mate"]
+_FRIENDLY = [
+    "thanks friend",
+    "love you all",
+    "have a nice day",
+    "well done",
+    "so proud",
+    "cheers mate",
+]
 _AMBIGUOUS = [
     "not saying {s} is trash but",
     "people calling {s} stupid are wrong,",

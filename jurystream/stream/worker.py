@@ -23,8 +23,8 @@ from faust.types import EventT
 
 from jurystream.config import Settings
 from jurystream.exporters.metrics import Metrics
-from jurystream.models.jury import Jury
 from jurystream.models.juror import Juror
+from jurystream.models.jury import Jury
 from jurystream.models.voting import Decision
 from jurystream.stream import records
 from jurystream.stream.validation import Invalid, Post, parse_post
@@ -120,11 +120,15 @@ class LabelingWorker:
             latency_ms = max(0.0, (now - event.message.timestamp) * 1000)
             self._count(decision)
             if decision.escalated:
-                case = records.review_case(post, decision, jury.versions, now * 1000, self.worker_id)
+                case = records.review_case(
+                    post, decision, jury.versions, now * 1000, self.worker_id
+                )
                 sends.append(self._send(self.outputs.review, post.id, case))
                 self.metrics.messages.labels("worker", "escalated").inc()
             else:
-                label = records.jury_label(post, decision, jury.versions, latency_ms, self.worker_id)
+                label = records.jury_label(
+                    post, decision, jury.versions, latency_ms, self.worker_id
+                )
                 sends.append(self._send(self.outputs.labels, post.id, label))
                 self.metrics.messages.labels("worker", "labeled").inc()
                 self.metrics.stage_latency.labels("end_to_end").observe(latency_ms / 1000)
@@ -170,9 +174,7 @@ class LabelingWorker:
     async def _send(self, topic: faust.types.TopicT, key: str, record: dict[str, Any]) -> Any:
         return await topic.send(key=key.encode("utf-8"), value=records.dumps(record))
 
-    async def _dead_letter(
-        self, event: EventT, error: str, stage: str, post_id: str | None
-    ) -> Any:
+    async def _dead_letter(self, event: EventT, error: str, stage: str, post_id: str | None) -> Any:
         msg = event.message
         record = records.dead_letter(
             msg.value, error, stage, msg.topic, msg.partition, msg.offset, post_id
@@ -200,7 +202,7 @@ def build_worker_app(
 
     @app.agent(raw_topic("posts"), name="label-posts")
     async def label_posts(stream: faust.StreamT[bytes]) -> None:
-        async for events in stream.take_events(
+        async for events in stream.take_events(  # type: ignore[attr-defined]
             settings.jury.batch_size, within=settings.jury.batch_timeout_s
         ):
             try:
