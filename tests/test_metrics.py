@@ -85,9 +85,13 @@ def test_consumer_lag_report_replaces_partitions_lost_in_a_rebalance() -> None:
 
 def test_training_run() -> None:
     m = Metrics("trainer")
+    m.declare_jurors(["minilm"])
+    assert sample(m, "jurystream_training_runs_total", juror="minilm", outcome="rejected") == 0
     m.observe_training_run("minilm", "promoted", 42.0)
     assert sample(m, "jurystream_training_runs_total", juror="minilm", outcome="promoted") == 1
     assert sample(m, "jurystream_training_duration_seconds_count") == 1
+    with pytest.raises(ValueError):
+        m.observe_training_run("minilm", "great", 1.0)
 
 
 def test_two_processes_have_independent_registries() -> None:

@@ -375,9 +375,8 @@ ROWS: tuple[Row, ...] = (
                         "{{juror}} {{outcome}}",
                     ),
                     Target(
-                        "sum(rate(jurystream_training_duration_seconds_sum[1h]))"
-                        " / sum(rate(jurystream_training_duration_seconds_count[1h]))",
-                        "mean duration (s)",
+                        "sum(jurystream_training_duration_seconds_sum) / 60",
+                        "minutes spent training",
                     ),
                 ),
             ),

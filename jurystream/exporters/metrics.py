@@ -17,7 +17,7 @@ needed between processes. That rule shapes what is exported:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
@@ -33,6 +33,7 @@ ROLE_OUTCOMES: dict[str, tuple[str, ...]] = {
 }
 
 REVIEWER_CALL_OUTCOMES = ("ok", "retry", "invalid", "error")
+TRAINING_OUTCOMES = ("promoted", "rejected", "failed")
 
 
 class Metrics:
@@ -258,7 +259,20 @@ class Metrics:
             self.reviewer_budget_remaining.labels(window).set(max(0.0, remaining))
         self.reviewer_budget_exhausted.set(1 if exhausted else 0)
 
+    def declare_jurors(self, jurors: Iterable[str]) -> None:
+        """Create the trainer's per-juror series at zero when it starts.
+
+        A trainer that has not finished a round yet then reads "0 rounds" on the dashboard
+        instead of "no data", and increase() counts the first round.
+        """
+        for juror in jurors:
+            for outcome in TRAINING_OUTCOMES:
+                self.training_runs.labels(juror, outcome)
+
     def observe_training_run(self, juror: str, outcome: str, duration_s: float) -> None:
+        """One fine-tuning round of ``juror``: promoted, rejected (by the gate) or failed."""
+        if outcome not in TRAINING_OUTCOMES:
+            raise ValueError(f"outcome {outcome!r} is not one of {TRAINING_OUTCOMES}")
         self.training_runs.labels(juror, outcome).inc()
         self.training_duration.observe(duration_s)
 
