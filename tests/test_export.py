@@ -10,7 +10,9 @@ import pytest
 
 from jurystream.exporters.onnx import (
     CHECKPOINT_DIR,
+    RECIPES,
     ExportVerificationError,
+    down_projections,
     export_fp32,
     export_transformer,
     quantize_int8,
@@ -68,6 +70,24 @@ def test_int8_is_smaller_than_fp32(tiny_jurors: list[Path], tmp_path: Path) -> N
     fp32 = export_fp32(checkpoint, tmp_path / "fp32")
     int8 = quantize_int8(fp32, tmp_path / "int8.onnx")
     assert int8.stat().st_size < fp32.stat().st_size
+    assert read_manifest(tiny_jurors[0]).extra["quantization_recipe"] in RECIPES
+
+
+def test_down_projections_stay_fp32_when_asked(tiny_jurors: list[Path], tmp_path: Path) -> None:
+    import onnx
+
+    fp32 = export_fp32(tiny_jurors[0] / CHECKPOINT_DIR, tmp_path / "fp32")
+    down = down_projections(fp32)
+    assert len(down) == 2  # one feed-forward down-projection (64 → 32) per layer
+    assert all("output/dense" in name and "attention" not in name for name in down)
+
+    def float_matmuls(path: Path) -> set[str]:
+        graph = onnx.load(str(path)).graph
+        return {n.name for n in graph.node if n.op_type == "MatMul"}
+
+    assert not set(down) & float_matmuls(quantize_int8(fp32, tmp_path / "all.onnx"))
+    kept = float_matmuls(quantize_int8(fp32, tmp_path / "kept.onnx", down))
+    assert set(down) <= kept
 
 
 def test_verification_catches_a_model_that_is_not_the_checkpoint(
@@ -89,7 +109,9 @@ def test_verification_catches_a_model_that_is_not_the_checkpoint(
 def test_failed_verification_publishes_nothing(tiny_jurors: list[Path], tmp_path: Path) -> None:
     texts, _ = labeled_examples(64, seed=5)
     target = tmp_path / "out" / "juror"
-    with pytest.raises(ExportVerificationError, match=r"int8 picks the fp32 label on only"):
+    with pytest.raises(
+        ExportVerificationError, match=r"all-int8: int8 picks .*; ffn-down-fp32: int8 picks"
+    ):
         export_transformer(
             tiny_jurors[0] / CHECKPOINT_DIR,
             target,
