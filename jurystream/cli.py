@@ -19,7 +19,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
 )
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # errors stay greppable in logs
 
 ConfigOpt = Annotated[
     Path | None, typer.Option("--config", "-c", help="TOML config file (else $JURYSTREAM_CONFIG).")
