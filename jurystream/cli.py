@@ -222,13 +222,29 @@ def demo(
     workdir: Annotated[Path, typer.Option(help="Where jurors and run outputs go.")] = Path(
         "var/demo"
     ),
+    data: Annotated[
+        Path | None,
+        typer.Option(help="A TweetEval-style directory (train/val) instead of the generated feed."),
+    ] = None,
+    rate: Annotated[float, typer.Option(help="Posts per second fed into the stream.")] = 400.0,
 ) -> None:
     """Everything in one command on the embedded broker, with a live view and a summary."""
     from jurystream.demo import run_demo
 
     settings = _settings(config, jury={"policy": policy}, metrics={"port": metrics_port})
+    if data is not None and not (data / "train_text.txt").is_file():
+        console.print(f"[red]error:[/] {data} has no train_text.txt; give a TweetEval-style dir")
+        raise typer.Exit(2)
     sys.exit(
-        run_demo(settings, count=count, seed_size=seed_size, bad_every=bad_every, workdir=workdir)
+        run_demo(
+            settings,
+            count=count,
+            seed_size=seed_size,
+            bad_every=bad_every,
+            workdir=workdir,
+            data=data,
+            rate=rate,
+        )
     )
 
 

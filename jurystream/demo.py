@@ -23,8 +23,15 @@ from rich.table import Table
 from jurystream.config import Settings
 from jurystream.models.sklearn_juror import build_sklearn_juror
 from jurystream.stream.broker import EmbeddedBroker, ensure_topics
-from jurystream.stream.feed import LABELS, FeedItem, generate_posts, labeled_examples
+from jurystream.stream.feed import (
+    LABELS,
+    FeedItem,
+    generate_posts,
+    labeled_examples,
+    posts_from_dataset,
+)
 from jurystream.stream.processes import RoleGroup
+from jurystream.stream.records import dumps
 
 console = Console()
 
@@ -149,6 +156,9 @@ def _view(ledger: Ledger, sent: int) -> Group:
     return Group(table)
 
 
+WARMUP_ID = "demo-warmup"
+
+
 async def _drive(
     bootstrap: str,
     settings: Settings,
@@ -157,6 +167,7 @@ async def _drive(
     rate: float,
     timeout_s: float,
 ) -> int:
+    """Feed at ``rate`` msg/s once the roles answer a probe; follow outputs until all settle."""
     topics = settings.topics
     consumer = AIOKafkaConsumer(
         topics.name("labels"),
@@ -170,12 +181,21 @@ async def _drive(
     await consumer.start()
     await producer.start()
     sent = 0
+    ready = asyncio.Event()
 
     async def feed() -> None:
         nonlocal sent
+        probe = {"id": WARMUP_ID, "text": "warming up the jury"}
+        await producer.send(topics.name("posts"), key=WARMUP_ID.encode(), value=dumps(probe))
+        await ready.wait()  # the worker has joined its group and scored the probe
+        ledger.started = time.monotonic()
+        ledger.history.clear()
         start = time.monotonic()
         for item in items:
             await producer.send(topics.name("posts"), key=item.key, value=item.value)
+            if item.gold is not None:  # gold feedback, as a moderation team would send it
+                gold = {"id": item.key.decode(), "label": item.gold}
+                await producer.send(topics.name("feedback"), key=item.key, value=dumps(gold))
             sent += 1
             ahead = sent / rate - (time.monotonic() - start)
             if ahead > 0:
@@ -188,11 +208,16 @@ async def _drive(
     try:
         with Live(_view(ledger, sent), console=console, refresh_per_second=4) as live:
             while time.monotonic() < deadline and not (feeding.done() and ledger.settled()):
+                if feeding.done() and feeding.exception():
+                    raise RuntimeError("feeding the posts topic failed") from feeding.exception()
                 batches = await consumer.getmany(timeout_ms=250, max_records=5000)
                 for tp, messages in batches.items():
                     for m in messages:
-                        ledger.apply(tp.topic, json.loads(m.value or b"{}"))
-                if time.monotonic() - last_snapshot >= 1.0:
+                        value = json.loads(m.value or b"{}")
+                        if m.key == WARMUP_ID.encode():
+                            ready.set()
+                        ledger.apply(tp.topic, value)
+                if ready.is_set() and time.monotonic() - last_snapshot >= 1.0:
                     ledger.snapshot()
                     last_snapshot = time.monotonic()
                 live.update(_view(ledger, sent))
@@ -202,6 +227,34 @@ async def _drive(
         await producer.stop()
         await consumer.stop()
     return sent
+
+
+def plot_history(ledger: Ledger, path: Path) -> Path:
+    """Accuracy against gold and reviewer spend over the run, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t = [h[0] for h in ledger.history]
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
+    acc = [(x, h[2] * 100) for x, h in zip(t, ledger.history, strict=True) if h[2] is not None]
+    top.plot([a for a, _ in acc], [b for _, b in acc], color="tab:green")
+    top.set_ylabel("accuracy vs gold (%)")
+    top.set_title("jurystream demo: labels so far")
+    top.grid(alpha=0.3)
+    twin = top.twinx()
+    twin.plot(t, [h[1] for h in ledger.history], color="tab:gray", linestyle=":")
+    twin.set_ylabel("messages labeled")
+    bottom.plot(t, [h[3] for h in ledger.history], color="tab:red", label="reviewer spend")
+    bottom.set_ylabel("USD")
+    bottom.set_xlabel("seconds since the feed started")
+    bottom.grid(alpha=0.3)
+    bottom.legend(loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def _summary(ledger: Ledger, workdir: Path) -> Path:
@@ -228,6 +281,26 @@ def _summary(ledger: Ledger, workdir: Path) -> Path:
     return path
 
 
+def _jurors_from_data(
+    data: Path, workdir: Path, seed_size: int
+) -> tuple[list[Path], list[FeedItem]]:
+    """MiniLM + TF-IDF jurors from a seed sample of ``data``'s train split; its val split feeds."""
+    from jurystream.models.bootstrap import BootstrapPlan, bootstrap_jurors
+    from jurystream.models.datasets import load_tweeteval
+    from jurystream.models.registry import Registry
+    from jurystream.models.training import TrainConfig
+
+    train = load_tweeteval(data, "train")
+    val = load_tweeteval(data, "val")
+    seed = train.sample(seed_size, seed=0)
+    registry = Registry(str(workdir / "registry"))
+    plan = BootstrapPlan(transformers=2, tfidf=True, train=TrainConfig(epochs=3, threads=2))
+    console.print(f"bootstrapping jurors from {len(seed)} seed labels of {data}")
+    made = bootstrap_jurors(seed, registry, plan, heldout=val, log=console.print)
+    dirs = [registry.serving_dir(j.name) for j in made]
+    return dirs, list(posts_from_dataset(val.texts, val.gold(), id_prefix="demo"))
+
+
 def run_demo(
     settings: Settings,
     *,
@@ -235,31 +308,44 @@ def run_demo(
     seed_size: int,
     bad_every: int,
     workdir: Path,
+    data: Path | None = None,
     rate: float = 400.0,
     timeout_s: float = 600.0,
 ) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
-    items = list(generate_posts(count, seed=7, bad_every=bad_every, id_prefix="demo"))
-    ledger = Ledger({i.key.decode(): i.gold for i in items})
     with EmbeddedBroker() as broker:
         console.print(f"embedded broker at [bold]{broker.bootstrap}[/]")
         asyncio.run(
             ensure_topics(broker.bootstrap, settings.topics.all_names(), settings.topics.partitions)
         )
-        jurors = bootstrap_demo_jurors(workdir / "jurors", seed_size)
+        if data is None:
+            jurors = bootstrap_demo_jurors(workdir / "jurors", seed_size)
+            items = list(generate_posts(count, seed=7, bad_every=bad_every, id_prefix="demo"))
+        else:
+            jurors, items = _jurors_from_data(data, workdir, seed_size)
+            items = items[:count]
+        ledger = Ledger({i.key.decode(): i.gold for i in items})
         group = RoleGroup(
             broker.bootstrap,
             workdir,
             prefix=settings.topics.prefix,
             env={"JURYSTREAM_APP_ID": settings.app_id},
         )
+        port = settings.metrics.port
+
+        def metrics(offset: int) -> list[str]:
+            return ["--metrics-port", str(port + offset)] if port else []
+
         try:
             juror_args = [a for j in jurors for a in ("--juror", str(j))]
-            metrics = (
-                ["--metrics-port", str(settings.metrics.port)] if settings.metrics.port else []
-            )
-            group.start("worker", "--policy", settings.jury.policy, *juror_args, *metrics)
-            group.start("reviewer", *[a for t in settings.reviewer.chain for a in ("--tier", t)])
+            group.start("worker", "--policy", settings.jury.policy, *juror_args, *metrics(0))
+            tiers = [a for t in settings.reviewer.chain for a in ("--tier", t)]
+            group.start("reviewer", *tiers, *metrics(1))
+            group.start("monitor", *metrics(2))
+            if port:
+                console.print(
+                    f"metrics: http://127.0.0.1:{port}/metrics (worker), +1 reviewer, +2 monitor"
+                )
             sent = asyncio.run(_drive(broker.bootstrap, settings, items, ledger, rate, timeout_s))
         except KeyboardInterrupt:
             console.print("[yellow]interrupted: stopping the roles and the broker[/]")
@@ -268,8 +354,10 @@ def run_demo(
             with console.status("stopping roles"):
                 group.stop_all()
     path = _summary(ledger, workdir)
+    chart = plot_history(ledger, workdir / "demo.png")
     missing = [k for k in ledger.gold if k not in ledger.fates]
     console.print(f"sent {sent}, accounted for {len(ledger.fates)}; per-message fates in {path}")
+    console.print(f"accuracy and cost over time: {chart}")
     if missing:
         console.print(f"[red]{len(missing)} messages unaccounted for[/], e.g. {missing[:5]}")
         console.print(group.logs())

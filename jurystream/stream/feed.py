@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 LABELS = ("not-offensive", "offensive")
@@ -164,6 +164,16 @@ def generate_posts(
         text, label = make_post(rng)
         value = json.dumps({"id": post_id, "text": text, "meta": {"gold": label}}).encode()
         yield FeedItem(post_id.encode(), value, label)
+
+
+def posts_from_dataset(
+    texts: Sequence[str], golds: Sequence[str], id_prefix: str = "post"
+) -> Iterator[FeedItem]:
+    """A user's labeled texts as posts carrying their gold label (for the oracle and accuracy)."""
+    for i, (text, gold) in enumerate(zip(texts, golds, strict=True)):
+        post_id = f"{id_prefix}-{i:06d}"
+        value = json.dumps({"id": post_id, "text": text, "meta": {"gold": gold}}).encode()
+        yield FeedItem(post_id.encode(), value, gold)
 
 
 def labeled_examples(n: int, seed: int = 0) -> tuple[list[str], list[int]]:
