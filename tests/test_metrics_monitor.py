@@ -185,3 +185,56 @@ def test_monitor_role_joins_topics_on_a_real_broker(roles: Roles) -> None:
     assert seen[acc] == pytest.approx(80 / 120)
     lags = [v for (name, _), v in seen.items() if name == "jurystream_consumer_lag"]
     assert lags and all(v == 0 for v in lags)
+
+
+def owned_partitions(port: int, topic: str) -> set[str]:
+    with contextlib.suppress(OSError):
+        return {
+            dict(labels)["partition"]
+            for (name, labels) in scrape(port)
+            if name == "jurystream_consumer_lag" and dict(labels)["topic"] == topic
+        }
+    return set()
+
+
+def test_three_monitors_split_the_partitions_and_still_join_every_pair(roles: Roles) -> None:
+    """The range assignor gives each process the same partitions of labels and feedback.
+
+    Three processes on four partitions: a round-robin assignment would split the two topics
+    differently (with two processes it happens to coincide).
+    """
+    ports = [free_port() for _ in range(3)]
+    for port in ports:
+        roles.start("monitor", "--metrics-port", str(port))
+    labels_topic, feedback_topic = roles.topic("labels"), roles.topic("feedback")
+    # Prime every partition so both processes report what they own once the group settles.
+    primer = [(f"p{i}".encode(), label(f"p{i}", "pos")) for i in range(40)]
+    asyncio.run(produce(roles.bootstrap, labels_topic, primer))
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        owned = [owned_partitions(p, labels_topic) for p in ports]
+        if all(owned) and sum(map(len, owned)) == len(set().union(*owned)) == 4:
+            break
+        time.sleep(0.5)
+    else:
+        raise AssertionError(f"the monitors never split the partitions\n{roles.logs()}")
+    for port, mine in zip(ports, owned, strict=True):
+        assert owned_partitions(port, feedback_topic) == mine  # co-partitioned
+
+    n = 200
+    labels = [(f"m{i}".encode(), label(f"m{i}", "pos")) for i in range(n)]
+    golds = [(f"m{i}".encode(), gold(f"m{i}", "pos" if i % 4 else "neg")) for i in range(n)]
+    asyncio.run(produce(roles.bootstrap, feedback_topic, golds))
+    asyncio.run(produce(roles.bootstrap, labels_topic, labels))
+
+    def judged(port: int) -> float:
+        seen = scrape(port)
+        return sum(v for (name, _), v in seen.items() if name == "jurystream_feedback_total")
+
+    deadline = time.monotonic() + 60
+    counts = [0.0] * len(ports)
+    while time.monotonic() < deadline and sum(counts) < n:
+        counts = [judged(p) for p in ports]
+        time.sleep(0.5)
+    assert sum(counts) == n, (counts, roles.logs())
+    assert all(c > 0 for c in counts), counts  # both processes did part of the join
