@@ -124,3 +124,18 @@ def test_remote_registry_over_fsspec(tiny_jurors: list[Path], tmp_path: Path) ->
     # A damaged cache copy is fetched again instead of being served.
     corrupt(local, "flipped")
     assert registry.load("j").version == "2"
+
+
+def test_concurrent_publishers_get_distinct_versions(
+    tiny_jurors: list[Path], tmp_path: Path
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    registry = Registry(tmp_path / "r")
+    with ThreadPoolExecutor(4) as pool:
+        versions = list(
+            pool.map(lambda d: registry.publish(d, name="j", promote=False), tiny_jurors * 2)
+        )
+    assert sorted(versions, key=int) == ["1", "2", "3", "4", "5", "6"]
+    for version in versions:  # every version is complete and intact
+        assert load_juror(registry.local_dir("j", version)).version == version

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import shutil
 import tempfile
 import uuid
@@ -262,16 +263,27 @@ class Registry:
                 extra={**manifest.extra, **(extra or {})},
             )
             self._upload(source, stamped, tmp)
-            if self.fs.exists(final):
-                self.fs.rm(tmp, recursive=True)
-                continue
-            self.fs.mv(tmp, final, recursive=True)
-            break
+            if self._claim(tmp, final):
+                break
+            self.fs.rm(tmp, recursive=True)
         else:
             raise RegistryError(f"could not allocate a version for {name} (too much contention)")
         if promote:
             self.promote(name, version)
         return version
+
+    def _claim(self, tmp: str, final: str) -> bool:
+        """Move a fully uploaded version into place; False if another publisher took it."""
+        if self.local:
+            try:
+                os.rename(tmp, final)  # atomic, and fails if ``final`` exists and is not empty
+            except OSError:
+                return False
+            return True
+        if self.fs.exists(final):
+            return False
+        self.fs.mv(tmp, final, recursive=True)
+        return True
 
     def _upload(self, source: Path, manifest: Manifest, target: str) -> None:
         with tempfile.TemporaryDirectory() as tmp:
