@@ -55,15 +55,18 @@ def prometheus_binary() -> str:
 class Prometheus:
     """A throwaway Prometheus server on loopback with its own TSDB directory."""
 
-    def __init__(self, binary: str, workdir: Path, jobs: dict[str, int]) -> None:
+    def __init__(self, binary: str, workdir: Path, jobs: dict[str, list[int]]) -> None:
         self.port = free_port()
         self.workdir = workdir
         config = {
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
             "rule_files": [str(ALERTS)],
             "scrape_configs": [
-                {"job_name": job, "static_configs": [{"targets": [f"127.0.0.1:{port}"]}]}
-                for job, port in jobs.items()
+                {
+                    "job_name": job,
+                    "static_configs": [{"targets": [f"127.0.0.1:{port}" for port in ports]}],
+                }
+                for job, ports in jobs.items()
             ],
         }
         config_path = workdir / "prometheus.yml"
@@ -206,7 +209,10 @@ def test_every_dashboard_query_returns_data_from_a_real_prometheus(
     has_trainer = "trainer" in set(typer.main.get_command(app).commands)  # type: ignore[attr-defined]
     if has_trainer:
         role_names.append("trainer")
-    ports = {role: free_port() for role in role_names}
+    # Two workers: each process serves its own endpoint and the dashboard sums over them.
+    ports = {
+        role: [free_port() for _ in range(2 if role == "worker" else 1)] for role in role_names
+    }
     feeder = Feeder(roles, batches=120)
     gold = feeder.gold_by_text()
     openai_server.answer = answers_by_text(gold)
@@ -214,11 +220,12 @@ def test_every_dashboard_query_returns_data_from_a_real_prometheus(
     jobs = {f"jurystream-{role}": port for role, port in ports.items()}
     with Prometheus(prometheus_bin, tmp_path, jobs) as prom:
         juror_args = [arg for j in sklearn_jurors for arg in ("--juror", str(j))]
-        roles.start("worker", *juror_args, "--metrics-port", str(ports["worker"]))
+        for port in ports["worker"]:
+            roles.start("worker", *juror_args, "--metrics-port", str(port))
         roles.start(
             "reviewer",
             "--metrics-port",
-            str(ports["reviewer"]),
+            str(ports["reviewer"][0]),
             env={
                 KEY_ENV: "sk-test",
                 "JURYSTREAM_REVIEWER__CHAIN": '["openai"]',
@@ -237,7 +244,7 @@ def test_every_dashboard_query_returns_data_from_a_real_prometheus(
         roles.start(
             "monitor",
             "--metrics-port",
-            str(ports["monitor"]),
+            str(ports["monitor"][0]),
             env={
                 "JURYSTREAM_METRICS__DRIFT_WINDOW": "50",
                 "JURYSTREAM_METRICS__DRIFT_REFERENCE": json.dumps({LABELS[0]: 70, LABELS[1]: 30}),
@@ -245,7 +252,7 @@ def test_every_dashboard_query_returns_data_from_a_real_prometheus(
             },
         )
         if has_trainer:
-            roles.start("trainer", "--metrics-port", str(ports["trainer"]))
+            roles.start("trainer", "--metrics-port", str(ports["trainer"][0]))
         else:
             warnings.warn(
                 "no `jurystream trainer` command yet: the training panel's queries "
@@ -311,8 +318,13 @@ def test_every_dashboard_query_returns_data_from_a_real_prometheus(
         saved = next(t for t in dashboard.targets() if t.legend == "saved")
         saving = value(grafana_to_promql(saved.expr))
         assert saving is not None and saving > 0  # the jury labeled most posts for free
-        up = prom.query('up{job=~"jurystream-.*"}')
-        assert {s["metric"]["job"] for s in up if s["value"][1] == "1"} == set(jobs)
+        up = prom.query('up{job=~"jurystream-.*"} == 1')
+        assert sorted(s["metric"]["job"] for s in up) == sorted(
+            job for job, job_ports in jobs.items() for _ in job_ports
+        )
+        # Both workers labeled part of the stream; the sums above add them up.
+        per_worker = prom.query('sum by (instance) (jurystream_messages_total{role="worker"})')
+        assert len(per_worker) == 2 and all(float(s["value"][1]) > 0 for s in per_worker)
         # The alert rules evaluate cleanly against the real series.
         groups = prom.api("rules")["groups"]
         rules = [r for g in groups for r in g["rules"]]
