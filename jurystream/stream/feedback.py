@@ -162,14 +162,13 @@ class QualityMonitor:
             self._judge(post_id, fact, gold)
 
     def on_model_update(self, key: bytes | None, value: bytes | None) -> None:
+        """Count an announced version; the juror is the value's ``name`` (else the key)."""
         try:
-            data = _json_object(value)
+            name = _json_object(value).get("name")
         except InvalidRecord:
-            data = {}
-        juror = (
-            data.get("name") or data.get("juror") or (key or b"unknown").decode(errors="replace")
-        )
-        self.metrics.model_updates.labels(str(juror)).inc()
+            name = None
+        juror = name if isinstance(name, str) and name else (key or b"").decode(errors="replace")
+        self.metrics.model_updates.labels(juror or "unknown").inc()
 
     # --- join ---
 
