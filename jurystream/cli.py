@@ -252,5 +252,9 @@ from jurystream.cli_models import models_app  # noqa: E402  (the `models` comman
 
 app.add_typer(models_app, name="models")
 
+from jurystream.cli_bench import bench_app  # noqa: E402  (the `bench` command group)
+
+app.add_typer(bench_app, name="bench")
+
 if __name__ == "__main__":
     app()

@@ -1,0 +1,171 @@
+"""``jurystream bench …``: the performance and labeling-quality benchmarks (BENCHMARKS.md).
+
+Kept apart from ``cli.py`` like the ``models`` group; the heavy imports (torch for the PyTorch
+baseline and for training) happen inside the commands.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from jurystream.config import Settings, load_settings
+
+bench_app = typer.Typer(
+    help="Benchmarks: throughput/latency/memory (perf) and quality against cost (quality).",
+    no_args_is_help=True,
+)
+out = Console()
+err = Console(stderr=True, soft_wrap=True)
+
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", "-c", help="TOML config file (else $JURYSTREAM_CONFIG).")
+]
+WorkdirOpt = Annotated[
+    Path, typer.Option(help="Bench jurors (reused between runs) and results go here.")
+]
+SeedSizeOpt = Annotated[int, typer.Option(help="Seed labels the jurors are bootstrapped from.")]
+
+
+def _settings(config: Path | None) -> Settings:
+    try:
+        return load_settings(config)
+    except Exception as exc:
+        err.print(f"[red]error:[/] bad configuration: {exc}")
+        raise typer.Exit(2) from exc
+
+
+@bench_app.command()
+def perf(
+    config: ConfigOpt = None,
+    juror: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--juror",
+            "-j",
+            help="Transformer juror dir with its checkpoint (repeatable). Default: three int8 "
+            "MiniLM jurors bootstrapped from --seed-size offensive labels (cached in --workdir).",
+        ),
+    ] = None,
+    data: Annotated[
+        Path | None,
+        typer.Option(help="TweetEval task dir (default <data_root>/tweeteval/offensive)."),
+    ] = None,
+    split: Annotated[str, typer.Option(help="Split the posts come from.")] = "val",
+    seed_size: SeedSizeOpt = 400,
+    texts: Annotated[int, typer.Option(help="Texts per in-process measurement.")] = 256,
+    messages: Annotated[int, typer.Option(help="Posts per end-to-end repeat.")] = 1000,
+    repeats: Annotated[int, typer.Option(help="Repeats (medians are reported).")] = 3,
+    cascade_threshold: Annotated[
+        float, typer.Option(help="Confidence at which a cascade tier answers alone.")
+    ] = 0.9,
+    latency_seconds: Annotated[float, typer.Option(help="Paced sending per load level.")] = 8.0,
+    workdir: WorkdirOpt = Path("var/bench"),
+    output: Annotated[Path | None, typer.Option("--out", help="JSON results file.")] = None,
+) -> None:
+    """Ceiling vs end-to-end vs PyTorch vs cascade throughput, latency under load, worker RSS."""
+    from jurystream.bench.jurors import bench_plan, ensure_jurors
+    from jurystream.bench.perf import PerfConfig, run_perf, tables, write_json
+    from jurystream.models.bootstrap import TFIDF_NAME
+    from jurystream.models.datasets import DatasetError, load_tweeteval, tweeteval_dir
+
+    settings = _settings(config)
+    directory = data or tweeteval_dir(settings.data_root, "offensive")
+    try:
+        posts = load_tweeteval(directory, split)
+        if juror:
+            juror_dirs = list(juror)
+        else:
+            # The quality bench's jury of the same task and seed size, MiniLM members only.
+            seed = load_tweeteval(directory, "train").sample(seed_size, seed=0)
+            cached = ensure_jurors(
+                workdir / "jurors" / f"{directory.name}-s{seed_size}-k3",
+                seed,
+                posts,
+                bench_plan(settings, 3),
+                log=err.print,
+            )
+            juror_dirs = [d for name, d in cached.items() if name != TFIDF_NAME]
+    except DatasetError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from exc
+    jury = settings.jury
+    cfg = PerfConfig(
+        texts=texts,
+        messages=messages,
+        repeats=repeats,
+        batch_size=jury.batch_size,
+        threads=jury.threads,
+        policy=jury.policy,
+        threshold=jury.threshold,
+        cascade_threshold=cascade_threshold,
+        latency_seconds=latency_seconds,
+    )
+    try:
+        result = run_perf(juror_dirs, posts, settings, cfg, workdir / "perf-run", err)
+    except (ValueError, RuntimeError, TimeoutError) as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(1) from exc
+    path = write_json(result, output or workdir / "perf.json")
+    for t in tables(result):
+        out.print(t)
+    out.print(f"results: {path} ({result.seconds:.0f} s)")
+
+
+@bench_app.command()
+def quality(
+    config: ConfigOpt = None,
+    task: Annotated[
+        list[str] | None,
+        typer.Option("--task", "-t", help="TweetEval task (repeatable; default offensive, hate)."),
+    ] = None,
+    quick: Annotated[
+        bool, typer.Option(help="One MiniLM juror and smaller sets (minutes on 2 cores).")
+    ] = False,
+    seed_size: Annotated[int | None, typer.Option(help="Seed labels for the jurors.")] = None,
+    jurors: Annotated[int | None, typer.Option(help="MiniLM jurors (plus TF-IDF).")] = None,
+    policy: Annotated[str, typer.Option(help="Policy calibrated to the budgets.")] = "threshold",
+    simulated_accuracy: Annotated[
+        float, typer.Option(help="Accuracy of the simulated reviewer.")
+    ] = 0.9,
+    workdir: WorkdirOpt = Path("var/bench"),
+    output: Annotated[Path | None, typer.Option("--out", help="JSON results file.")] = None,
+    png: Annotated[Path | None, typer.Option(help="Accuracy-vs-cost chart.")] = None,
+) -> None:
+    """Each juror, majority vote, jury + reviewer at 10/20/30% budgets, reviewer alone, and a
+    continual-learning round, with reviewer calls and cost: one table, a JSON file and a PNG."""
+    from jurystream.bench.quality import (
+        QualityConfig,
+        markdown,
+        plot,
+        run_quality,
+        table,
+        write_json,
+    )
+
+    settings = _settings(config)
+    cfg = QualityConfig.quick() if quick else QualityConfig()
+    changes: dict[str, object] = {"policy": policy, "simulated_accuracy": simulated_accuracy}
+    if task:
+        changes["tasks"] = tuple(task)
+    if seed_size is not None:
+        changes["seed_size"] = seed_size
+    if jurors is not None:
+        changes["transformers"] = jurors
+    cfg = dataclasses.replace(cfg, **changes)  # type: ignore[arg-type]
+    try:
+        result = run_quality(settings, cfg, workdir, log=err.print)
+    except ValueError as exc:  # DatasetError, PriceError, bad policy
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from exc
+    path = write_json(result, output or workdir / "quality.json")
+    chart = plot(result, png or workdir / "quality.png")
+    (path.with_suffix(".md")).write_text(markdown(result) + "\n")
+    out.print(table(result))
+    out.print(
+        f"results: {path}, {path.with_suffix('.md')}, chart: {chart} ({result.seconds:.0f} s)"
+    )
