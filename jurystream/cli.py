@@ -193,6 +193,51 @@ def monitor(
 
 
 @app.command()
+def trainer(
+    config: ConfigOpt = None,
+    bootstrap: BootstrapOpt = None,
+    registry: Annotated[
+        str | None, typer.Option(help="Registry path or fsspec URL (shared with the workers).")
+    ] = None,
+    every_samples: Annotated[
+        int | None, typer.Option(help="β: a round every this many new hard samples.")
+    ] = None,
+    every_minutes: Annotated[
+        float | None, typer.Option(help="T: or every this many minutes (if anything is new).")
+    ] = None,
+    seed_data: Annotated[
+        str | None, typer.Option(help="Seed set for replay (dataset as for `models bootstrap`).")
+    ] = None,
+    gold_data: Annotated[
+        str | None, typer.Option(help="Held-out gold set the gate judges candidates on.")
+    ] = None,
+    metrics_port: MetricsPortOpt = None,
+) -> None:
+    """Continual learning: hard samples + feedback → fine-tune, gate, publish, announce."""
+    from jurystream.stream.trainer import run_trainer
+
+    settings = _settings(
+        config,
+        broker={"bootstrap": bootstrap},
+        registry=registry,
+        trainer={
+            "every_samples": every_samples,
+            "every_minutes": every_minutes,
+            "seed_data": seed_data,
+            "gold_data": gold_data,
+        },
+        metrics={"port": metrics_port},
+    )
+    _require_bootstrap(settings)
+    try:
+        code = run_trainer(settings)
+    except ValueError as exc:  # DatasetError, bad registry
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from exc
+    sys.exit(code)
+
+
+@app.command()
 def produce(
     config: ConfigOpt = None,
     bootstrap: BootstrapOpt = None,

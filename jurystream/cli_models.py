@@ -72,6 +72,26 @@ def _data(
         raise typer.Exit(2) from exc
 
 
+def _announce(settings: Settings, reg: Any, name: str, version: str) -> None:
+    """Tell running workers to swap to ``version`` (model-updates), if a broker is configured.
+
+    Without one the registry still changed: workers serve it from their next start.
+    """
+    import asyncio
+
+    from jurystream.stream.updates import announce, model_update
+
+    bootstrap = settings.broker.bootstrap
+    if not bootstrap:
+        err.print(
+            "no broker configured (JURYSTREAM_BROKER__BOOTSTRAP): not announced; running "
+            "workers keep their version until they restart"
+        )
+        return
+    asyncio.run(announce(settings, bootstrap, [model_update(reg, name, version)]))
+    err.print(f"announced {name} v{version} on {settings.topics.name('model_updates')}")
+
+
 def _fail(exc: Exception) -> typer.Exit:
     err.print(f"[red]error:[/] {exc}")
     return typer.Exit(1)
@@ -244,16 +264,18 @@ def promote(
     config: ConfigOpt = None,
     registry: RegistryOpt = None,
 ) -> None:
-    """Serve ``version`` (after verifying it); the current one can be rolled back to."""
+    """Serve ``version`` (after verifying it) and announce it; the old one can be rolled back to."""
     from jurystream.models.juror import ModelLoadError
     from jurystream.models.registry import RegistryError
 
-    reg = _registry(_settings(config, registry))
+    settings = _settings(config, registry)
+    reg = _registry(settings)
     try:
         reg.promote(name, version)
     except (RegistryError, ModelLoadError) as exc:
         raise _fail(exc) from exc
     err.print(f"[green]{name} v{version} is serving[/]")
+    _announce(settings, reg, name, version)
 
 
 @models_app.command()
@@ -262,16 +284,18 @@ def rollback(
     config: ConfigOpt = None,
     registry: RegistryOpt = None,
 ) -> None:
-    """Serve the previously promoted version again."""
+    """Serve the previously promoted version again; running workers swap back between batches."""
     from jurystream.models.juror import ModelLoadError
     from jurystream.models.registry import RegistryError
 
-    reg = _registry(_settings(config, registry))
+    settings = _settings(config, registry)
+    reg = _registry(settings)
     try:
         version = reg.rollback(name)
     except (RegistryError, ModelLoadError) as exc:
         raise _fail(exc) from exc
     err.print(f"[green]{name} rolled back to v{version}[/]")
+    _announce(settings, reg, name, version)
 
 
 @models_app.command("eval")

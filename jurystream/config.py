@@ -127,6 +127,24 @@ class TrainerSettings(BaseModel):
     gate_tolerance: float = Field(0.005, ge=0.0)
     threads: int = Field(1, ge=1)
     nice: int = Field(10, ge=0, le=19)
+    # Jurors to refine (registry names); empty: every juror in the registry.
+    jurors: list[str] = Field(default_factory=list)
+    # Replay pool: the seed set the jurors were bootstrapped from (same source, size and
+    # sample seed as `models bootstrap`, so it is the very same sample). None: no seed replay.
+    seed_data: str | None = None
+    seed_split: str = "train"
+    seed_size: int = Field(400, ge=1)
+    seed_sample: int = 0
+    # Held-out gold set for the gate (never trained on): a dataset, plus the share of gold
+    # feedback records that carry text which is held out (chosen by a hash of the id).
+    gold_data: str | None = None
+    gold_split: str = "val"
+    gold_size: int = Field(1000, ge=1)
+    feedback_holdout: float = Field(0.3, ge=0.0, le=1.0)
+    gate_metric: Literal["accuracy", "macro_f1"] = "accuracy"
+    # Prior belief in a reviewer's accuracy before gold feedback measures it (Beta prior).
+    reliability_prior: float = Field(0.8, gt=0.0, lt=1.0)
+    reliability_prior_strength: float = Field(10.0, gt=0.0)
 
 
 class MetricsSettings(BaseModel):

@@ -204,6 +204,12 @@ class Metrics:
             ["juror"],
             registry=r,
         )
+        self.model_swaps = Counter(
+            "jurystream_model_swaps_total",
+            "Announced juror versions a worker swapped in or refused (corrupt, unloadable)",
+            ["juror", "outcome"],
+            registry=r,
+        )
         self.training_runs = Counter(
             "jurystream_training_runs_total",
             "Fine-tuning rounds by juror and outcome (promoted, rejected, failed)",

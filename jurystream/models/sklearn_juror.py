@@ -34,8 +34,12 @@ def train_pipeline(
     ngram_max: int = 2,
     max_features: int = 20_000,
     c: float = 4.0,
+    weights: Sequence[float] | None = None,
 ) -> Pipeline:
-    """Fit TF-IDF + LR; ``bootstrap`` resamples the seed set so jurors differ (diversity)."""
+    """Fit TF-IDF + LR; ``bootstrap`` resamples the seed set so jurors differ (diversity).
+
+    ``weights`` scale each example's loss (the trainer down-weights less reliable labels).
+    """
     rng = np.random.default_rng(seed)
     idx = np.arange(len(texts))
     if bootstrap:
@@ -121,9 +125,16 @@ def build_sklearn_juror(
     bootstrap: bool = False,
     ngram_max: int = 2,
     tolerance: float = 1e-3,
+    weights: Sequence[float] | None = None,
 ) -> Path:
-    """Train, export and verify in one step; an export that disagrees with sklearn is refused."""
-    pipeline = train_pipeline(texts, labels, seed=seed, bootstrap=bootstrap, ngram_max=ngram_max)
+    """Train, export and verify in one step; an export that disagrees with sklearn is refused.
+
+    The manifest records the hyper-parameters (seed, bootstrap, ngram_max), so the trainer can
+    refit the same juror on more data without losing its diversity from the others.
+    """
+    pipeline = train_pipeline(
+        texts, labels, seed=seed, bootstrap=bootstrap, ngram_max=ngram_max, weights=weights
+    )
     with tempfile.TemporaryDirectory(
         dir=directory.parent if directory.parent.exists() else None
     ) as tmp:
@@ -134,7 +145,15 @@ def build_sklearn_juror(
             name=name,
             version=version,
             labels=label_names,
-            extra={"training": {"examples": len(texts), "seed": seed, "bootstrap": bootstrap}},
+            extra={
+                "training": {
+                    "examples": len(texts),
+                    "seed": seed,
+                    "bootstrap": bootstrap,
+                    "ngram_max": ngram_max,
+                    "weighted": weights is not None,
+                }
+            },
         )
         diff = verify_export(pipeline, staging, list(texts[:200]))
         if diff > tolerance:

@@ -12,21 +12,29 @@ from jurystream.config import Settings
 from jurystream.exporters.metrics import Metrics
 from jurystream.models.juror import Juror, ModelLoadError, load_juror
 from jurystream.models.jury import Jury
+from jurystream.models.registry import Registry, RegistryError
 from jurystream.stream.broker import ensure_topics
 from jurystream.stream.worker import build_worker_app
 
 log = logging.getLogger(__name__)
 
 
-def resolve_juror_dir(ref: str, settings: Settings) -> Path:
-    """A juror reference is a directory, or a name served by the registry."""
+def load_juror_ref(ref: str, settings: Settings) -> Juror:
+    """A juror reference is a directory, or a name whose serving version the registry holds.
+
+    A registry name loads through ``Registry.load``: if the serving version went bad on disk,
+    the newest earlier version that verifies serves instead of the worker refusing to start.
+    """
     path = Path(ref)
     if path.is_dir():
-        return path
-    raise ModelLoadError(
-        f"juror {ref!r} is not a directory; give the path of an exported juror "
-        "(see `jurystream models list`)"
-    )
+        return load_juror(path, threads=settings.jury.threads)
+    try:
+        return Registry(settings.registry_url).load(ref, threads=settings.jury.threads)
+    except RegistryError as exc:
+        raise ModelLoadError(
+            f"juror {ref!r} is neither a juror directory nor a juror of the registry "
+            f"{settings.registry_url} ({exc}); see `jurystream models list`"
+        ) from exc
 
 
 def load_jury(settings: Settings) -> Jury:
@@ -34,10 +42,7 @@ def load_jury(settings: Settings) -> Jury:
         raise ModelLoadError(
             "no jurors configured: pass --juror DIR (repeatable) or set JURYSTREAM_JURY__JURORS"
         )
-    jurors: list[Juror] = [
-        load_juror(resolve_juror_dir(ref, settings), threads=settings.jury.threads)
-        for ref in settings.jury.jurors
-    ]
+    jurors: list[Juror] = [load_juror_ref(ref, settings) for ref in settings.jury.jurors]
     return Jury(
         tuple(jurors),
         policy=settings.jury.policy,

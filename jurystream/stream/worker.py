@@ -27,6 +27,7 @@ from jurystream.models.juror import Juror
 from jurystream.models.jury import Jury
 from jurystream.models.voting import Decision
 from jurystream.stream import records
+from jurystream.stream.updates import ModelUpdateFollower
 from jurystream.stream.validation import Invalid, Post, parse_post
 
 log = logging.getLogger(__name__)
@@ -199,6 +200,15 @@ def build_worker_app(
 
     outputs = _Outputs(raw_topic("labels"), raw_topic("review"), raw_topic("dead_letters"))
     worker = LabelingWorker(settings, jury, metrics, outputs)
+
+    follower = ModelUpdateFollower(
+        settings, bootstrap, jury.versions, jury.labels, worker.swap, metrics
+    )
+
+    @app.task
+    async def follow_model_updates() -> None:
+        """Hot-swap: announced versions load in the background and take over between batches."""
+        await follower.run()
 
     @app.agent(raw_topic("posts"), name="label-posts")
     async def label_posts(stream: faust.StreamT[bytes]) -> None:

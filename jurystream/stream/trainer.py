@@ -1,0 +1,273 @@
+"""The trainer role: hard-samples + feedback → training store → rounds → registry → model-updates.
+
+Like the reviewer, a plain aiokafka consumer with manual commits: a batch's offsets are
+committed only after its records are in the SQLite store, so a crash replays them (the store's
+inserts are idempotent). Rounds run in a worker thread while the consumer keeps storing new
+samples; a sample that arrives during a round is trained on in the next one.
+
+Not starving serving on a small machine is a matter of process boundaries, not scheduling:
+the trainer is its own process (a worker never imports torch), it lowers its own priority with
+``os.nice(trainer.nice)`` so the kernel prefers the workers whenever both want a core, and it
+caps its threads (torch ``set_num_threads`` and onnxruntime sessions at ``trainer.threads``,
+1 by default). On a GPU box the same command runs unchanged; only the registry (a shared path
+or an fsspec URL) and the topics connect it to the workers.
+
+On start the trainer re-announces the serving version of each of its jurors: a round that
+promoted a version but died before announcing it still reaches the workers (workers ignore an
+announcement of what they already serve).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import time
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.errors import CommitFailedError
+
+from jurystream.config import Settings
+from jurystream.exporters.metrics import Metrics
+from jurystream.models.continual import Example, round_due
+from jurystream.models.datasets import load_dataset
+from jurystream.models.registry import Registry
+from jurystream.models.rounds import RoundResult, RoundRunner
+from jurystream.models.store import TrainingStore
+from jurystream.stream.broker import ensure_topics
+from jurystream.stream.updates import model_update, send_updates
+
+log = logging.getLogger(__name__)
+
+STORE_FILE = "trainer.sqlite"
+POLL_MS = 500
+RETRY_AFTER_CRASH_S = 60.0  # a round that crashed as a whole is not retried in a hot loop
+
+
+def parse_hard_sample(value: bytes | None) -> Example:
+    """A hard-samples record as a training example; raises ValueError if it is not one."""
+    data = json.loads(value or b"")
+    if not isinstance(data, dict):
+        raise ValueError("not a JSON object")
+    for key in ("id", "text", "label"):
+        if not isinstance(data.get(key), str) or not data[key].strip():
+            raise ValueError(f"hard sample needs a non-empty string {key!r}")
+    weight = data.get("weight", 1.0)
+    if isinstance(weight, bool) or not isinstance(weight, int | float):
+        raise ValueError("hard sample 'weight' must be a number")
+    source = data.get("label_source")
+    return Example(
+        data["id"],
+        data["text"],
+        data["label"],
+        "hard",
+        source if isinstance(source, str) and source else "reviewer",
+        float(weight),
+    )
+
+
+def parse_feedback(value: bytes | None) -> tuple[str, str, str | None]:
+    """(id, gold label, text or None) of a feedback record; raises ValueError if malformed."""
+    data = json.loads(value or b"")
+    if not isinstance(data, dict):
+        raise ValueError("not a JSON object")
+    for key in ("id", "label"):
+        if not isinstance(data.get(key), str) or not data[key]:
+            raise ValueError(f"feedback needs a non-empty string {key!r}")
+    text = data.get("text")
+    return data["id"], data["label"], text if isinstance(text, str) and text.strip() else None
+
+
+class TrainerRole:
+    def __init__(
+        self,
+        settings: Settings,
+        bootstrap: str,
+        store: TrainingStore,
+        runner: RoundRunner,
+        metrics: Metrics,
+    ) -> None:
+        self.settings = settings
+        self.bootstrap = bootstrap
+        self.store = store
+        self.runner = runner
+        self.metrics = metrics
+        topics = settings.topics
+        self.hard_topic = topics.name("hard_samples")
+        self.feedback_topic = topics.name("feedback")
+        self.updates_topic = topics.name("model_updates")
+        self.group_id = f"{settings.app_id}-trainer"
+        self.started = time.time()
+        self._not_before = 0.0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Store samples, start rounds when due, announce what they promote, until ``stop``."""
+        broker = self.settings.broker
+        consumer = AIOKafkaConsumer(
+            self.hard_topic,
+            self.feedback_topic,
+            bootstrap_servers=self.bootstrap,
+            group_id=self.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=int(broker.session_timeout_s * 1000),
+            heartbeat_interval_ms=int(broker.heartbeat_interval_s * 1000),
+            rebalance_timeout_ms=int(max(broker.session_timeout_s, 10.0) * 1000),
+            request_timeout_ms=int(broker.request_timeout_s * 1000),
+        )
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=False
+        )
+        await producer.start()
+        await consumer.start()
+        round_task: asyncio.Task[RoundResult | None] | None = None
+        try:
+            await self._announce(producer, await asyncio.to_thread(self._serving_updates))
+            while not stop.is_set():
+                batches = await consumer.getmany(timeout_ms=POLL_MS, max_records=2000)
+                if batches:
+                    await asyncio.to_thread(self._store, batches)
+                    offsets = {tp: msgs[-1].offset + 1 for tp, msgs in batches.items()}
+                    try:
+                        await consumer.commit(offsets)
+                    except CommitFailedError as exc:
+                        log.warning("commit failed after a rebalance (%s); batch replays", exc)
+                if round_task is not None and round_task.done():
+                    await self._finish(producer, round_task)
+                    round_task = None
+                if round_task is None:
+                    trigger = self._due()
+                    if trigger is not None:
+                        round_task = asyncio.create_task(
+                            asyncio.to_thread(self.runner.run, trigger)
+                        )
+            if round_task is not None:
+                log.warning("stopping: waiting for the round in hand to finish")
+                await self._finish(producer, round_task)
+        finally:
+            if round_task is not None and not round_task.done():
+                round_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await round_task
+            await consumer.stop()
+            await producer.stop()
+
+    def _due(self) -> str | None:
+        if time.time() < self._not_before:
+            return None
+        trainer = self.settings.trainer
+        last = self.store.last_round_started() or self.started
+        return round_due(
+            self.store.pending_hard_samples(),
+            trainer.every_samples,
+            time.time() - last,
+            trainer.every_minutes,
+        )
+
+    def _store(self, batches: dict[TopicPartition, list[ConsumerRecord[Any, Any]]]) -> None:
+        """Write a polled batch to the store (in a thread: SQLite blocks)."""
+        hard: list[Example] = []
+        share = self.settings.trainer.feedback_holdout
+        for tp, messages in batches.items():
+            for msg in messages:
+                try:
+                    if tp.topic == self.hard_topic:
+                        hard.append(parse_hard_sample(msg.value))
+                    else:
+                        self.store.add_gold(*parse_feedback(msg.value), holdout_share=share)
+                except (ValueError, UnicodeDecodeError) as exc:
+                    log.warning("skipping %s@%d:%d: %s", tp.topic, tp.partition, msg.offset, exc)
+        if hard:
+            self.store.add_hard_samples(hard)
+
+    def _serving_updates(self) -> list[dict[str, Any]]:
+        registry = self.runner.registry
+        return [
+            model_update(registry, name, version)
+            for name in self.runner.jurors()
+            if (version := registry.serving_version(name)) is not None
+        ]
+
+    async def _announce(self, producer: AIOKafkaProducer, updates: list[dict[str, Any]]) -> None:
+        if updates:
+            await send_updates(producer, self.updates_topic, updates)
+            log.warning("announced %s", {u["name"]: u["version"] for u in updates})
+
+    async def _finish(
+        self, producer: AIOKafkaProducer, task: asyncio.Task[RoundResult | None]
+    ) -> None:
+        try:
+            result = await task
+        except Exception:
+            log.exception("training round crashed; its samples stay new for the next round")
+            self._not_before = time.time() + RETRY_AFTER_CRASH_S
+            return
+        if result is None:
+            return
+        for candidate in result.candidates:
+            self.metrics.observe_training_run(candidate.juror, candidate.outcome, candidate.seconds)
+        registry = self.runner.registry
+        updates = await asyncio.to_thread(
+            lambda: [model_update(registry, c.juror, str(c.version)) for c in result.promoted]
+        )
+        await self._announce(producer, updates)
+
+
+def build_runner(settings: Settings) -> tuple[TrainingStore, RoundRunner]:
+    """The store (seed set imported once) and the round runner with its held-out gold set."""
+    trainer = settings.trainer
+    store = TrainingStore(settings.data_dir / STORE_FILE)
+    if trainer.seed_data:
+        seed = load_dataset(trainer.seed_data, trainer.seed_split)
+        added = store.add_seed(seed.sample(trainer.seed_size, seed=trainer.seed_sample))
+        if added:
+            log.warning("imported %d seed examples for replay", added)
+    gold: list[tuple[str, str]] = []
+    if trainer.gold_data:
+        held = load_dataset(trainer.gold_data, trainer.gold_split).sample(trainer.gold_size)
+        gold = list(zip(held.texts, held.gold(), strict=True))
+    registry = Registry(settings.registry_url)
+    return store, RoundRunner(store, registry, trainer, gold, settings.data_dir / "trainer-work")
+
+
+async def serve(settings: Settings, bootstrap: str, stop: asyncio.Event) -> None:
+    await ensure_topics(
+        bootstrap,
+        settings.topics.all_names(),
+        settings.topics.partitions,
+        settings.topics.replication_factor,
+    )
+    store, runner = await asyncio.to_thread(build_runner, settings)
+    metrics = Metrics("trainer")
+    metrics.serve(settings.metrics.port, settings.metrics.host)
+    metrics.declare_jurors(runner.jurors())
+    log.warning(
+        "trainer: jurors %s, a round every %d hard samples or %.0f min, registry %s",
+        runner.jurors(),
+        settings.trainer.every_samples,
+        settings.trainer.every_minutes,
+        settings.registry_url,
+    )
+    await TrainerRole(settings, bootstrap, store, runner, metrics).run(stop)
+
+
+def run_trainer(settings: Settings) -> int:
+    """The ``trainer`` command: lower priority, capped threads, run until SIGTERM/SIGINT."""
+    bootstrap = settings.broker.bootstrap
+    if not bootstrap:
+        raise ValueError("no broker bootstrap address configured")
+    os.nice(settings.trainer.nice)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await serve(settings, bootstrap, stop)
+
+    asyncio.run(main())
+    return 0

@@ -1,0 +1,230 @@
+"""The ``model-updates`` topic: announcing a juror version, and following the announcements.
+
+An announcement says "serve this version of this juror now", keyed by the juror's name::
+
+    {"name": "minilm-0", "version": "4", "parent": "3", "kind": "onnx-transformer",
+     "registry": "s3://bucket/registry", "location": "s3://bucket/registry/minilm-0/4",
+     "sha256": "<sha256 of the version's manifest.json>", "metrics": {...}, "announced_at": ...}
+
+The manifest lists the sha256 of every file of the version, so the manifest's own checksum
+pins the whole version: a worker that fetched something else (a half-copied object store
+upload, a version rewritten in place) refuses it. The trainer announces what it promoted, and
+``jurystream models promote/rollback`` announce too, so a rollback reaches the workers the same
+way a new version does.
+
+Workers follow the topic with a consumer *without* a group: every worker must see every
+announcement, not a share of them. At start a follower reads the topic's history and applies
+only the last announcement per juror (what should serve now), then follows live. Loading runs
+in a thread (the event loop keeps heartbeating), and only a fully loaded, verified juror is
+handed to ``LabelingWorker.swap``, which installs it between batches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from jurystream.config import Settings
+from jurystream.exporters.metrics import Metrics
+from jurystream.models.juror import MANIFEST, Juror, ModelLoadError, load_juror, sha256_file
+from jurystream.models.registry import Registry, RegistryError
+from jurystream.stream import records
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ModelUpdate:
+    """A parsed announcement: which version of which juror, where, and its manifest checksum."""
+
+    name: str
+    version: str
+    registry: str
+    sha256: str
+    metrics: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, value: bytes | None) -> ModelUpdate:
+        """Validate a model-updates record; raises ValueError saying what is wrong."""
+        try:
+            data = json.loads(value or b"")
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ValueError(f"not JSON: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        fields = {}
+        for key in ("name", "version", "registry", "sha256"):
+            if not isinstance(data.get(key), str) or not data[key]:
+                raise ValueError(f"model update needs a non-empty string {key!r}")
+            fields[key] = data[key]
+        metrics = data.get("metrics")
+        return cls(**fields, metrics=metrics if isinstance(metrics, dict) else {})
+
+
+def model_update(registry: Registry, name: str, version: str) -> dict[str, Any]:
+    """The announcement of ``name`` v``version`` as it is in the registry now."""
+    manifest = registry.manifest(name, version)
+    location = f"{registry.root}/{name}/{version}"
+    digest = hashlib.sha256(registry.fs.cat_file(f"{location}/{MANIFEST}")).hexdigest()
+    return {
+        "name": name,
+        "version": version,
+        "parent": manifest.parent,
+        "kind": manifest.kind,
+        "registry": registry.url,
+        "location": f"{registry.url.rstrip('/')}/{name}/{version}",
+        "sha256": digest,
+        "metrics": manifest.extra.get("metrics", {}),
+        "announced_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+async def send_updates(
+    producer: AIOKafkaProducer, topic: str, updates: Sequence[Mapping[str, Any]]
+) -> None:
+    """Send announcements and wait until the broker acknowledged every one."""
+    sent = [
+        await producer.send(topic, records.dumps(u), key=str(u["name"]).encode("utf-8"))
+        for u in updates
+    ]
+    await asyncio.gather(*sent)
+
+
+async def announce(
+    settings: Settings, bootstrap: str, updates: Sequence[Mapping[str, Any]]
+) -> None:
+    """Announce with a producer of its own (the CLI's promote/rollback)."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=False)
+    await producer.start()
+    try:
+        await send_updates(producer, settings.topics.name("model_updates"), updates)
+    finally:
+        await producer.stop()
+
+
+def load_update(update: ModelUpdate, threads: int = 1) -> Juror:
+    """Fetch (if remote), check against the announced checksum, load and probe; blocking.
+
+    Raises ModelLoadError for anything that must not serve: a missing version, a manifest
+    that is not the announced one, a file that does not match the manifest, a model
+    onnxruntime refuses, or a juror that is not the announced name and version.
+    """
+    try:
+        directory = Registry(update.registry).local_dir(update.name, update.version)
+    except (RegistryError, OSError) as exc:
+        raise ModelLoadError(f"{update.name} v{update.version}: cannot fetch: {exc}") from exc
+    actual = sha256_file(directory / MANIFEST) if (directory / MANIFEST).is_file() else "missing"
+    if actual != update.sha256:
+        raise ModelLoadError(
+            f"{update.name} v{update.version}: manifest sha256 {actual[:12]}… is not the "
+            f"announced {update.sha256[:12]}…"
+        )
+    juror = load_juror(directory, threads=threads)
+    if (juror.name, juror.version) != (update.name, update.version):
+        raise ModelLoadError(
+            f"{directory} holds {juror.name} v{juror.version}, not {update.name} v{update.version}"
+        )
+    return juror
+
+
+def latest_per_juror(updates: Sequence[ModelUpdate]) -> list[ModelUpdate]:
+    """The last announcement of each juror, in the order of those last announcements."""
+    last = {u.name: u for u in updates}
+    return list(last.values())
+
+
+class ModelUpdateFollower:
+    """Swaps announced versions into one worker's jury; a refused version changes nothing."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        bootstrap: str,
+        versions: Mapping[str, str],
+        labels: Sequence[str],
+        swap: Callable[[Juror], None],
+        metrics: Metrics,
+    ) -> None:
+        self.topic = settings.topics.name("model_updates")
+        self.bootstrap = bootstrap
+        self.threads = settings.jury.threads
+        self.serving = dict(versions)  # what this worker serves or has queued for the next batch
+        self.labels = tuple(labels)
+        self._swap = swap
+        self.metrics = metrics
+
+    async def run(self) -> None:
+        """Catch up on the topic's history, then follow it until cancelled."""
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False
+        )
+        await consumer.start()
+        try:
+            await consumer.topics()  # loads the metadata partitions_for_topic reads
+            parts = [
+                TopicPartition(self.topic, p)
+                for p in consumer.partitions_for_topic(self.topic) or ()
+            ]
+            consumer.assign(parts)
+            await consumer.seek_to_beginning(*parts)
+            end = await consumer.end_offsets(parts)
+            history: list[ModelUpdate] = []
+            idle = 0  # empty polls in a row: an end offset the broker overstates must not hang us
+            while idle < 5 and [tp for tp in parts if await consumer.position(tp) < end[tp]]:
+                batch = await consumer.getmany(timeout_ms=200)
+                idle = 0 if batch else idle + 1
+                for messages in batch.values():
+                    history.extend(u for m in messages if (u := self._parse(m.value)) is not None)
+            for update in latest_per_juror(history):
+                await self.apply(update)
+            while True:
+                for messages in (await consumer.getmany(timeout_ms=500)).values():
+                    for m in messages:
+                        if (live := self._parse(m.value)) is not None:
+                            await self.apply(live)
+        finally:
+            await consumer.stop()
+
+    def _parse(self, value: bytes | None) -> ModelUpdate | None:
+        try:
+            return ModelUpdate.parse(value)
+        except ValueError as exc:
+            log.error("ignoring a malformed model update: %s", exc)
+            return None
+
+    async def apply(self, update: ModelUpdate) -> bool:
+        """Load and queue ``update`` if it is for one of our jurors and not what we serve."""
+        current = self.serving.get(update.name)
+        if current is None or current == update.version:
+            return False
+        try:
+            juror = await asyncio.to_thread(load_update, update, self.threads)
+            if tuple(juror.labels) != self.labels:
+                raise ModelLoadError(
+                    f"{update.name} v{update.version} labels {list(juror.labels)} differ from "
+                    f"the jury's {list(self.labels)}"
+                )
+        except Exception as exc:
+            # The old version keeps serving: a bad announcement must never stop labeling.
+            log.error(
+                "juror %s v%s refused, v%s keeps serving: %s",
+                update.name,
+                update.version,
+                current,
+                exc,
+            )
+            self.metrics.model_swaps.labels(update.name, "refused").inc()
+            return False
+        self._swap(juror)
+        self.serving[update.name] = update.version
+        self.metrics.model_swaps.labels(update.name, "swapped").inc()
+        log.warning("juror %s v%s loaded; serving from the next batch", update.name, update.version)
+        return True
