@@ -117,7 +117,9 @@ def bootstrap(
         Path | None, typer.Option(help="HF checkpoint to start from (default: offline MiniLM).")
     ] = None,
     prefix: Annotated[str, typer.Option(help="Name prefix of the transformer jurors.")] = "minilm",
-    epochs: Annotated[int | None, typer.Option(help="Epochs (default: trainer settings).")] = None,
+    epochs: Annotated[
+        int | None, typer.Option(help="Epochs (default 4: enough for a few hundred labels).")
+    ] = None,
     batch_size: Annotated[int | None, typer.Option(help="Batch size.")] = None,
     learning_rate: Annotated[float | None, typer.Option(help="Learning rate.")] = None,
     threads: Annotated[int | None, typer.Option(help="torch threads.")] = None,
@@ -145,7 +147,7 @@ def bootstrap(
         base=base,
         prefix=prefix,
         train=TrainConfig(
-            epochs=epochs or trainer.epochs,
+            epochs=epochs or TrainConfig().epochs,
             batch_size=batch_size or trainer.batch_size,
             learning_rate=learning_rate or TrainConfig().learning_rate,
             threads=threads or trainer.threads,
