@@ -83,7 +83,7 @@ def perf(
             # The quality bench's jury of the same task and seed size, MiniLM members only.
             seed = load_tweeteval(directory, "train").sample(seed_size, seed=0)
             cached = ensure_jurors(
-                workdir / "jurors" / f"{directory.name}-s{seed_size}-k3",
+                workdir / "jurors" / f"{directory.name}-s{seed_size}",
                 seed,
                 posts,
                 bench_plan(settings, 3),
@@ -127,7 +127,9 @@ def quality(
         bool, typer.Option(help="One MiniLM juror and smaller sets (minutes on 2 cores).")
     ] = False,
     seed_size: Annotated[int | None, typer.Option(help="Seed labels for the jurors.")] = None,
-    jurors: Annotated[int | None, typer.Option(help="MiniLM jurors (plus TF-IDF).")] = None,
+    jurors: Annotated[
+        int | None, typer.Option(help="MiniLM jurors (plus TF-IDF; default 2).")
+    ] = None,
     policy: Annotated[str, typer.Option(help="Policy calibrated to the budgets.")] = "threshold",
     simulated_accuracy: Annotated[
         float, typer.Option(help="Accuracy of the simulated reviewer.")

@@ -133,7 +133,7 @@ def test_quality_bench_rows_costs_and_chart(
     assert markdown(result).count("\n") == len(result.rows) + 1
     assert table(result).row_count == len(result.rows)
     # Jurors are cached: a second run reuses them instead of training again.
-    registry = tmp_path / "bench" / "jurors" / f"offensive-s80-k1-{tiny_base.name}"
+    registry = tmp_path / "bench" / "jurors" / f"offensive-s80-{tiny_base.name}"
     assert (registry / "minilm-0" / "serving.json").is_file()
 
 

@@ -1,7 +1,9 @@
 """The jurors both benchmarks run on: bootstrapped once per (task, seed size, K), then reused.
 
-Training three MiniLM jurors costs minutes on 2 cores, so the bench keeps them in a registry
-under ``<workdir>/jurors/<task>-s<seed>-k<K>`` and bootstraps only when one is missing.
+Training a MiniLM juror costs minutes on 2 cores, so the bench keeps the jurors in a registry
+under ``<workdir>/jurors/<task>-s<seed>`` and bootstraps only when one it needs is missing. Juror
+``minilm-i`` is trained the same way whatever K is (seed i, resample i), so the quality bench's
+two MiniLM jurors are the first two of the perf bench's three.
 """
 
 from __future__ import annotations

@@ -64,7 +64,7 @@ class QualityConfig:
 
     tasks: tuple[str, ...] = ("offensive", "hate")
     seed_size: int = 400  # labeled seed set the jurors are bootstrapped from
-    transformers: int = 3  # MiniLM jurors (plus one TF-IDF juror)
+    transformers: int = 2  # MiniLM jurors, plus one TF-IDF juror: an odd jury, no tied votes
     calibration_size: int = 400  # labeled train posts (outside the seed) for thresholds
     pool_size: int = 1000  # unlabeled train posts the continual-learning round streams
     test_size: int = 0  # 0: the whole val split
@@ -216,7 +216,7 @@ class TaskBench:
         self.test = test.sample(config.test_size, seed=0) if config.test_size else test
         plan = bench_plan(settings, config.transformers, config.base, config.learning_rate)
         suffix = "" if config.base is None else f"-{config.base.name}"
-        registry = jurors_root / f"{task}-s{config.seed_size}-k{config.transformers}{suffix}"
+        registry = jurors_root / f"{task}-s{config.seed_size}{suffix}"
         self.juror_dirs = ensure_jurors(
             registry, self.seed, self.test, plan, progress=progress, log=log
         )
@@ -364,8 +364,10 @@ class TaskBench:
     def _retrain(self, texts: Sequence[str], labels: Sequence[int], tag: str) -> list[Juror]:
         """Fine-tune every juror on hard samples + seed replay; export to int8 like the trainer.
 
-        The trainer role's round function (issue 5) did not exist when this bench was written,
-        so the round is done here with ``training.py``/``sklearn_juror.py`` directly.
+        Done here with ``training.py``/``sklearn_juror.py`` directly rather than through the
+        trainer's round runner (issue 5, written in parallel): the bench measures one round on a
+        fixed pool, without the runner's store and gate, so "after" is always the refined jury
+        (a gate that keeps the old version would make before and after the same row).
         """
         from jurystream.exporters.onnx import export_transformer
         from jurystream.models.registry import CHECKPOINT_DIR
