@@ -249,6 +249,10 @@ def test_compose_has_kafka_kraft_prometheus_grafana_and_every_role() -> None:
     scrape = load_yaml(DEPLOY / "prometheus/prometheus.yml")[0]["scrape_configs"]
     scraped = {n for job in scrape for sd in job["dns_sd_configs"] for n in sd["names"]}
     assert scraped == set(roles)
+    # JurystreamProcessDown watches up{job=~"jurystream-.*"}.
+    assert all(
+        job["job_name"] == f"jurystream-{job['dns_sd_configs'][0]['names'][0]}" for job in scrape
+    )
 
 
 def setting_exists(variable: str) -> bool:
