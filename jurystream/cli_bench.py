@@ -69,7 +69,7 @@ def perf(
 ) -> None:
     """Ceiling vs end-to-end vs PyTorch vs cascade throughput, latency under load, worker RSS."""
     from jurystream.bench.jurors import bench_plan, ensure_jurors
-    from jurystream.bench.perf import PerfConfig, run_perf, tables, write_json
+    from jurystream.bench.perf import PerfConfig, markdown, run_perf, tables, write_json
     from jurystream.models.bootstrap import TFIDF_NAME
     from jurystream.models.datasets import DatasetError, load_tweeteval, tweeteval_dir
 
@@ -111,9 +111,10 @@ def perf(
         err.print(f"[red]error:[/] {exc}")
         raise typer.Exit(1) from exc
     path = write_json(result, output or workdir / "perf.json")
+    path.with_suffix(".md").write_text(markdown(result) + "\n")
     for t in tables(result):
         out.print(t)
-    out.print(f"results: {path} ({result.seconds:.0f} s)")
+    out.print(f"results: {path}, {path.with_suffix('.md')} ({result.seconds:.0f} s)")
 
 
 @bench_app.command()

@@ -14,6 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from jurystream.bench.perf import PerfConfig, run_perf, tables, write_json
+from jurystream.bench.perf import markdown as perf_markdown
 from jurystream.bench.quality import QualityConfig, markdown, plot, run_quality, table
 from jurystream.cli import app
 from jurystream.config import Settings
@@ -79,6 +80,8 @@ def test_perf_bench_reports_every_measurement_and_target(
     assert saved["throughput"] == result.throughput
     assert isinstance(saved["targets"][0]["met"], bool)
     assert len(tables(result)) == 3
+    report = perf_markdown(result)
+    assert report.count("| 25% |") == 1 and "worker peak RSS" in report
 
 
 def test_quality_bench_rows_costs_and_chart(

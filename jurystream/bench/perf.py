@@ -643,3 +643,51 @@ def tables(result: PerfResult) -> list[Table]:
         mark = "[green]yes[/]" if g.met else "[red]no[/]"
         goals.add_row(g.name, g.goal, f"{g.value:.2f}", mark)
     return [speed, lat, goals]
+
+
+def markdown(result: PerfResult) -> str:
+    """The BENCHMARKS.md tables: throughput and ratios, latency, targets, memory."""
+    t, r, acc = result.throughput, result.ratios, result.accuracy
+    m = result.machine
+    lines = [
+        f"{m['cpu']}, {m['usable_cores']} cores, load average {m['load_average_start'][0]} at "
+        f"start / {m['load_average_end'][0]} at end; jurors "
+        + ", ".join(f"{j['name']} ({j['kind']})" for j in result.jurors)
+        + f"; batch {result.config['batch_size']}, {result.config['threads']} thread(s) per "
+        f"juror; medians of {len(result.repeats)} repeats.",
+        "",
+        "| measurement | texts/s | ratio |",
+        "|---|---:|---:|",
+        f"| ceiling: ONNX jury in process | {t['ceiling']:.0f} | 1.00× |",
+        f"| end-to-end through Kafka (worker subprocess) | {t['end_to_end']:.0f} "
+        f"| {r['e2e_over_ceiling']:.2f}× ceiling |",
+        f"| PyTorch `transformers` pipelines, same jurors | {t['torch']:.0f} "
+        f"| ONNX = {r['onnx_over_torch']:.2f}× PyTorch |",
+        f"| cascade (threshold {result.config['cascade_threshold']}) | {t['cascade']:.0f} "
+        f"| {r['cascade_over_full']:.2f}× full jury |",
+        "",
+        f"Accuracy on {acc['texts']} texts: full jury {acc['full_jury']:.2%}, cascade "
+        f"{acc['cascade']:.2%} ({acc['cascade_loss_points']:+.2f} points lost), "
+        f"{acc['cascade_juror_calls_per_text']:.2f} juror calls per text in the cascade.",
+        "",
+        "| load | rate/s | messages | achieved/s | p50 ms | p99 ms |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {x.load:.0%} | {x.rate_per_s:.0f} | {x.messages} | {x.achieved_per_s:.0f} "
+        f"| {x.p50_ms:.0f} | {x.p99_ms:.0f} |"
+        for x in result.latency
+    ]
+    lines += [
+        "",
+        f"Worker RSS: {result.rss_mb['idle_after_load']:.0f} MB after loading, "
+        f"{result.rss_mb['peak']:.0f} MB peak.",
+        "",
+        "| target | goal | measured | met |",
+        "|---|---|---:|---|",
+    ]
+    lines += [
+        f"| {g.name} | {g.goal} | {g.value:.2f} | {'yes' if g.met else '**no**'} |"
+        for g in result.targets
+    ]
+    return "\n".join(lines)
