@@ -7,7 +7,7 @@ first tier of a cascade. It is served by ``OnnxSklearnJuror`` like any other ONN
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,8 +21,11 @@ from sklearn.pipeline import Pipeline
 
 from jurystream.models.juror import Manifest, load_juror, sha256_file, write_manifest
 
-# skl2onnx tokenizes with ONNX's Tokenizer op, which needs an explicit regex.
-TOKEN_PATTERN = r"\b\w\w+\b"
+# skl2onnx tokenizes with ONNX's Tokenizer op, which needs an explicit regex. ASCII classes,
+# no \w or \b: onnxruntime's RE2 reads those as ASCII while Python's re reads them as Unicode,
+# so a tweet with Hangul or accented words scored differently in ONNX than in sklearn and
+# failed export verification.
+TOKEN_PATTERN = r"[A-Za-z0-9_]{2,}"
 
 
 def train_pipeline(
@@ -44,22 +47,42 @@ def train_pipeline(
     idx = np.arange(len(texts))
     if bootstrap:
         idx = rng.choice(idx, size=len(idx), replace=True)
+    train_texts = [texts[int(i)] for i in idx]
+    options: dict[str, Any] = {
+        "lowercase": True,
+        "token_pattern": TOKEN_PATTERN,
+        "ngram_range": (1, ngram_max),
+    }
+    tfidf = TfidfVectorizer(**options, max_features=max_features).fit(train_texts)
+    vocabulary = onnx_safe_vocabulary(tfidf.vocabulary_)
+    if len(vocabulary) < len(tfidf.vocabulary_):
+        tfidf = TfidfVectorizer(**options, vocabulary=vocabulary)
     pipeline = Pipeline(
-        [
-            (
-                "tfidf",
-                TfidfVectorizer(
-                    lowercase=True,
-                    token_pattern=TOKEN_PATTERN,
-                    ngram_range=(1, ngram_max),
-                    max_features=max_features,
-                ),
-            ),
-            ("lr", LogisticRegression(C=c, max_iter=2000, random_state=seed)),
-        ]
+        [("tfidf", tfidf), ("lr", LogisticRegression(C=c, max_iter=2000, random_state=seed))]
     )
-    pipeline.fit([texts[int(i)] for i in idx], [labels[int(i)] for i in idx])
+    fit_params = {} if weights is None else {"lr__sample_weight": [weights[int(i)] for i in idx]}
+    pipeline.fit(train_texts, [labels[int(i)] for i in idx], **fit_params)
     return pipeline
+
+
+def onnx_safe_vocabulary(vocabulary: Mapping[str, int]) -> list[str]:
+    """The vocabulary without n-grams whose shorter parts were cut by ``max_features``.
+
+    ONNX's TfIdfVectorizer finds an n-gram only through its parts, so an n-gram whose
+    unigram fell below the cut (ties at the boundary) counts in sklearn but never in ONNX,
+    and the export then disagrees with sklearn. Dropping those n-grams keeps both the same.
+    """
+    kept = set(vocabulary)
+    for term in sorted(vocabulary, key=lambda t: t.count(" ")):
+        words = term.split(" ")
+        parts = {
+            " ".join(words[i : i + n])
+            for n in range(1, len(words))
+            for i in range(len(words) - n + 1)
+        }
+        if not parts <= kept:
+            kept.discard(term)
+    return sorted(kept)
 
 
 def export_pipeline(

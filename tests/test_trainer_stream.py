@@ -1,0 +1,145 @@
+"""The whole continual-learning loop as users run it: worker, oracle reviewer and trainer roles.
+
+TweetEval offensive, TF-IDF jurors (MiniLM rounds take minutes each on 2 cores; the
+transformer path of a round is covered by tests/test_rounds.py with tiny BERTs): the jurors
+start from 200 seed labels, the stream's escalations are answered by the oracle reviewer,
+the trainer refines the jurors on those hard samples, the gate compares them on held-out
+gold, the new versions are announced and the worker swaps them in. Then a deliberately bad
+candidate (shuffled labels) must be rejected by the same gate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from pathlib import Path
+
+import pytest
+
+from jurystream.config import TrainerSettings
+from jurystream.models.continual import Example
+from jurystream.models.datasets import LabeledSet, load_tweeteval, tweeteval_dir
+from jurystream.models.registry import Registry
+from jurystream.models.rounds import RoundRunner, evaluate_on
+from jurystream.models.sklearn_juror import build_sklearn_juror
+from jurystream.models.store import TrainingStore
+from jurystream.stream.client import Record, produce, read_records
+from tests.fixtures.processes import Roles
+from tests.test_bootstrap import data_root
+
+JURORS = {"tfidf0": 1, "tfidf1": 2, "tfidf2": 2}  # name → ngram_max (diverse jurors)
+SEED_SIZE = 200
+BETA = 400
+
+
+def posts(data: LabeledSet, indices: range, prefix: str) -> list[tuple[bytes, bytes]]:
+    """Posts carrying their gold label in meta.gold, which only the oracle reviewer reads."""
+    out = []
+    for i in indices:
+        post_id = f"{prefix}-{i}"
+        value = {"id": post_id, "text": data.texts[i], "meta": {"gold": data.gold()[i]}}
+        out.append((post_id.encode(), json.dumps(value).encode()))
+    return out
+
+
+def every_juror_refined(records: list[Record]) -> bool:
+    """Every juror has had a version after its bootstrap one announced."""
+    return set(JURORS) <= {r.value["name"] for r in records if r.value["version"] != "1"}
+
+
+@pytest.mark.slow
+def test_stream_review_train_swap_beats_bootstrap_and_gate_rejects_shuffled(
+    roles: Roles, tmp_path: Path
+) -> None:
+    directory = tweeteval_dir(data_root(), "offensive")
+    train = load_tweeteval(directory, "train")
+    val = load_tweeteval(directory, "val")
+    seed = train.sample(SEED_SIZE, seed=0)
+    seed_texts = set(seed.texts)
+    stream = train.subset([i for i in range(len(train)) if train.texts[i] not in seed_texts])
+
+    registry = Registry(tmp_path / "registry")
+    holdout = list(zip(val.texts, val.gold(), strict=True))
+    bootstrap_accuracy = {}
+    for k, (name, ngram) in enumerate(JURORS.items()):
+        built = build_sklearn_juror(
+            seed.texts, seed.labels, seed.label_names, tmp_path / "built" / name,
+            name=name, seed=k, bootstrap=True, ngram_max=ngram,
+        )  # fmt: skip
+        registry.publish(built, name=name)
+        bootstrap_accuracy[name] = evaluate_on(registry.load(name), holdout)["accuracy"]
+
+    env = {
+        "JURYSTREAM_REGISTRY": registry.url,
+        "JURYSTREAM_TRAINER__SEED_SIZE": str(SEED_SIZE),
+        "JURYSTREAM_TRAINER__GOLD_SIZE": "600",  # the gate sees a sample of val; we test on all
+    }
+    juror_args = [a for name in JURORS for a in ("--juror", name)]
+    roles.start("worker", *juror_args, "--threshold", "0.8", env=env)
+    roles.start("reviewer", "--tier", "oracle", env=env)
+    trainer = roles.start(
+        "trainer", "--every-samples", str(BETA), "--seed-data", str(directory),
+        "--gold-data", str(directory), env=env,
+    )  # fmt: skip
+
+    first = posts(stream, range(0, 1500), "wave1")
+    asyncio.run(produce(roles.bootstrap, roles.topic("posts"), first))
+    updates = asyncio.run(
+        read_records(
+            roles.bootstrap, [roles.topic("model-updates")], until=every_juror_refined,
+            timeout_s=240,
+        )
+    )  # fmt: skip
+    assert every_juror_refined(updates), roles.logs()
+    # Rounds keep coming while hard samples arrive; stopping the trainer settles the versions
+    # (it finishes and announces the round in hand first).
+    assert trainer.stop() == 0, roles.logs()
+    serving = {name: registry.serving_version(name) for name in JURORS}
+    store = TrainingStore(tmp_path / "var" / "trainer.sqlite")
+    rounds = store.candidates()
+    assert {c.juror for c in rounds if c.outcome == "promoted"} == set(JURORS)
+    assert not [c for c in rounds if c.outcome == "failed"], [c.reason for c in rounds]
+
+    # The refined jurors beat their bootstrap versions on the whole val split.
+    for name, version in serving.items():
+        assert version != "1"
+        refined = evaluate_on(registry.load(name), holdout)["accuracy"]
+        assert refined > bootstrap_accuracy[name], (name, refined, bootstrap_accuracy)
+        (update,) = [r.value for r in updates if r.value["name"] == name][-1:]
+        assert update["sha256"] and update["location"].endswith(f"/{name}/{update['version']}")
+        assert update["metrics"]["accuracy"] > 0
+
+    # The worker swapped: what it scores from now on names the serving version of every juror.
+    time.sleep(3)
+    second = posts(stream, range(1500, 1800), "wave2")
+    asyncio.run(produce(roles.bootstrap, roles.topic("posts"), second))
+    expected = {k.decode() for k, _ in second}
+    outputs = asyncio.run(
+        read_records(
+            roles.bootstrap,
+            [roles.topic("labels"), roles.topic("review")],
+            until=lambda rs: expected <= {r.key for r in rs},
+            timeout_s=120,
+        )
+    )
+    later = [r for r in outputs if r.key in expected]
+    assert {r.key for r in later} == expected, roles.logs()
+    assert all(r.value["model_versions"] == serving for r in later), serving
+
+    # A deliberately bad candidate: the store flooded with shuffled labels is rejected.
+    published = {name: registry.versions(name) for name in JURORS}
+    labels = list(stream.gold()[2000:6000])
+    random.Random(0).shuffle(labels)
+    store.add_hard_samples(
+        Example(f"bad-{i}", stream.texts[2000 + i], label, "hard", "oracle", 1.0)
+        for i, label in enumerate(labels)
+    )
+    gate_set = holdout[:600]
+    result = RoundRunner(store, registry, TrainerSettings(), gate_set).run("samples")
+    assert result is not None
+    for candidate in result.candidates:
+        assert candidate.outcome == "rejected", (candidate.juror, candidate.reason)
+        assert candidate.metrics["accuracy"] < candidate.serving_metrics["accuracy"]
+        assert registry.versions(candidate.juror) == published[candidate.juror]
