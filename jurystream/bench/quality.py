@@ -495,40 +495,65 @@ def markdown(result: QualityResult) -> str:
     return "\n".join(lines)
 
 
+def short_name(system: str) -> str:
+    """A chart label for a row's system: "10%", "majority", "R alone", "round: 20%", …"""
+    stage = "round: " if system.startswith("after round: ") else ""
+    system = system.removeprefix("after round: ")
+    if system.startswith("juror ") and system.endswith(" alone"):
+        name = system.removeprefix("juror ").removesuffix(" alone")
+    elif system.startswith("unanimous jury"):
+        name = "unanimous+R"
+    elif "@" in system:
+        name = system.split("@")[1].split()[0]
+    elif system == "reviewer alone":
+        name = "R alone"
+    else:
+        name = system.replace(" vote", "")
+    return stage + name
+
+
 def plot(result: QualityResult, path: Path) -> Path:
-    """Accuracy against reviewer cost, one panel per task, one marker per reviewer."""
+    """Accuracy against reviewer cost, one panel per task, one marker per reviewer.
+
+    Points are labeled with short names (``short_name``): budgets as "10%", "R" for reviewer.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     tasks = list(dict.fromkeys(r.task for r in result.rows))
-    fig, axes = plt.subplots(1, len(tasks), figsize=(6.5 * len(tasks), 5), squeeze=False)
+    fig, axes = plt.subplots(1, len(tasks), figsize=(6.5 * len(tasks), 5.5), squeeze=False)
     markers = {"—": "s", "oracle": "o"}
     for ax, task in zip(axes[0], tasks, strict=True):
         for reviewer in dict.fromkeys(r.reviewer for r in result.rows if r.task == task):
             rows = [r for r in result.rows if r.task == task and r.reviewer == reviewer]
-            ax.scatter(
+            points = ax.scatter(
                 [r.cost_usd for r in rows],
                 [100 * r.accuracy for r in rows],
                 marker=markers.get(reviewer, "^"),
-                label="no reviewer" if reviewer == "—" else reviewer,
+                label="no reviewer" if reviewer == "—" else f"reviewer: {reviewer}",
                 alpha=0.8,
             )
             for r in rows:
-                if "juror" not in r.system:
-                    ax.annotate(
-                        r.system.replace("reviewer", "rev."),
-                        (r.cost_usd, 100 * r.accuracy),
-                        fontsize=6,
-                        alpha=0.7,
-                    )
-        ax.set_xscale("symlog", linthresh=1e-3)
-        ax.set_xlabel(f"reviewer cost, USD ({result.price['model']} prices, estimated tokens)")
+                ax.annotate(
+                    short_name(r.system),
+                    (r.cost_usd, 100 * r.accuracy),
+                    xytext=(4, 3),
+                    textcoords="offset points",
+                    fontsize=7,
+                    color=points.get_facecolor()[0],
+                )
+        ax.set_xlabel(f"reviewer cost on the val split, USD ({result.price['model']} prices)")
         ax.set_ylabel("accuracy on val, %")
         ax.set_title(f"TweetEval {task}")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="lower right")
+    fig.suptitle(
+        "jury + reviewer: accuracy against cost (R = reviewer, round = after one "
+        "continual-learning round)",
+        fontsize=9,
+    )
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
