@@ -77,6 +77,7 @@ class LabelingWorker:
         # fetches, produces) keeps running while a batch is scored.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="jury")
         self._pending: list[Juror] = []
+        self._lags: dict[tuple[str, int], int] = {}
         self._publish_versions()
 
     def swap(self, juror: Juror) -> None:
@@ -95,6 +96,21 @@ class LabelingWorker:
         self.metrics.model_version.clear()
         for name, version in self.jury.versions.items():
             self.metrics.model_version.labels(juror=name, version=version).set(1)
+
+    def report_lag(self, consumer: Any, events: Sequence[EventT]) -> None:
+        """Messages behind the high watermark on the partitions this process owns.
+
+        Read from the consumer's own fetch state: on Tansu the admin API's end offsets are
+        wrong, and this costs no request.
+        """
+        for event in events:
+            tp = event.message.tp
+            high = consumer.highwater(tp)
+            if high is not None:
+                self._lags[(tp.topic, tp.partition)] = max(0, high - event.message.offset - 1)
+        owned = {(tp.topic, tp.partition) for tp in consumer.assignment()}
+        self._lags = {k: v for k, v in self._lags.items() if k in owned}
+        self.metrics.set_consumer_lags(self.settings.app_id, self._lags)
 
     async def process(self, events: Sequence[EventT]) -> None:
         self._apply_swaps()
@@ -132,6 +148,7 @@ class LabelingWorker:
                 )
                 sends.append(self._send(self.outputs.labels, post.id, label))
                 self.metrics.messages.labels("worker", "labeled").inc()
+                self.metrics.labels_out.labels("jury", decision.label).inc()
                 self.metrics.stage_latency.labels("end_to_end").observe(latency_ms / 1000)
         started = time.perf_counter()
         # Wait for the broker to acknowledge every output before faust may commit the batch.
@@ -217,6 +234,7 @@ def build_worker_app(
         ):
             try:
                 await worker.process(events)
+                worker.report_lag(app.consumer, events)
             except Exception:
                 # Fail fast without committing: the batch is replayed after a restart. Staying
                 # up with a crashed agent would silently stop labeling.
