@@ -144,20 +144,29 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return np.asarray(exp / exp.sum(axis=1, keepdims=True), dtype=np.float32)
 
 
-class OnnxTransformerJuror:
-    """A transformer sequence classifier exported to ONNX (fp32 or int8), with its tokenizer."""
+class _OnnxJuror:
+    """What every ONNX juror shares: its manifest identity and one onnxruntime session."""
+
+    model_file = "model.onnx"
 
     def __init__(self, directory: Path, manifest: Manifest, threads: int = 1) -> None:
-        from tokenizers import Tokenizer
-
         self.directory = directory
         self.manifest = manifest
         self.name = manifest.name
         self.version = manifest.version
         self.labels = manifest.labels
         self.cost = manifest.cost
-        model_file = str(manifest.extra.get("model_file", "model.onnx"))
+        model_file = str(manifest.extra.get("model_file", self.model_file))
         self._session = _session(directory / model_file, threads)
+
+
+class OnnxTransformerJuror(_OnnxJuror):
+    """A transformer sequence classifier exported to ONNX (fp32 or int8), with its tokenizer."""
+
+    def __init__(self, directory: Path, manifest: Manifest, threads: int = 1) -> None:
+        from tokenizers import Tokenizer
+
+        super().__init__(directory, manifest, threads)
         self._inputs = {i.name for i in self._session.get_inputs()}
         try:
             tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
@@ -182,17 +191,11 @@ class OnnxTransformerJuror:
         return _softmax(np.asarray(logits, dtype=np.float32))
 
 
-class OnnxSklearnJuror:
+class OnnxSklearnJuror(_OnnxJuror):
     """A scikit-learn text pipeline (e.g. TF-IDF + logistic regression) exported by skl2onnx."""
 
     def __init__(self, directory: Path, manifest: Manifest, threads: int = 1) -> None:
-        self.directory = directory
-        self.manifest = manifest
-        self.name = manifest.name
-        self.version = manifest.version
-        self.labels = manifest.labels
-        self.cost = manifest.cost
-        self._session = _session(directory / "model.onnx", threads)
+        super().__init__(directory, manifest, threads)
         self._input = self._session.get_inputs()[0].name
         outputs = [o.name for o in self._session.get_outputs()]
         self._output = "probabilities" if "probabilities" in outputs else outputs[-1]
