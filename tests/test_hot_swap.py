@@ -12,15 +12,18 @@ import json
 import shutil
 import time
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 from aiokafka import AIOKafkaProducer
+from typer.testing import CliRunner
 
+from jurystream.cli import app
 from jurystream.config import Settings, TopicSettings
 from jurystream.models.juror import load_juror
 from jurystream.models.registry import Registry
 from jurystream.models.sklearn_juror import build_sklearn_juror
-from jurystream.stream.client import Record, read_records
+from jurystream.stream.client import Record, produce, read_records
 from jurystream.stream.feed import LABELS, generate_posts, labeled_examples
 from jurystream.stream.updates import announce, model_update
 from tests.fixtures.processes import Roles
@@ -28,6 +31,7 @@ from tests.test_registry import corrupt
 
 JURORS = ("tfidf0", "tfidf1", "tfidf2")
 OUTPUTS = ("labels", "review", "dead-letters")
+Action = Callable[[], None]  # a swap done by hand or by the CLI, in a thread
 
 
 def registry_with_jurors(tmp_path: Path, sklearn_jurors: list[Path]) -> Registry:
@@ -49,20 +53,38 @@ def inverted_juror(tmp_path: Path, name: str) -> Path:
 def start_worker(roles: Roles, registry: Registry) -> None:
     args = [a for name in JURORS for a in ("--juror", name)]
     roles.start("worker", "--batch-size", "8", *args, env={"JURYSTREAM_REGISTRY": registry.url})
+    # Wait until it labels, so the timed stream below is not swallowed as one startup backlog.
+    (probe,) = generate_posts(1, seed=9, id_prefix="probe")
+    asyncio.run(produce(roles.bootstrap, roles.topic("posts"), [(probe.key, probe.value)]))
+    arrived = asyncio.run(
+        read_records(
+            roles.bootstrap,
+            [roles.topic(t) for t in OUTPUTS],
+            until=lambda out: any(r.key == probe.key.decode() for r in out),
+            timeout_s=60,
+        )
+    )
+    assert arrived, roles.logs()
 
 
-async def stream_and_announce(
-    roles: Roles,
-    n: int,
-    rate: float,
-    announce_after: int,
-    announcements: list[tuple[Registry, str, str]],
+def promote_and_announce(roles: Roles, registry: Registry, name: str, version: str) -> Action:
+    """What the trainer does with an accepted candidate: promote it, then announce it."""
+    settings = Settings(topics=TopicSettings(prefix=roles.prefix))
+
+    def action() -> None:
+        registry.promote(name, version)
+        asyncio.run(announce(settings, roles.bootstrap, [model_update(registry, name, version)]))
+
+    return action
+
+
+async def stream_and_swap(
+    roles: Roles, n: int, rate: float, swap_after: int, actions: list[Action]
 ) -> tuple[dict[str, tuple[int, int]], list[Record]]:
-    """Feed ``n`` posts at ``rate``/s; promote and announce once ``announce_after`` outputs came.
+    """Feed ``n`` posts at ``rate``/s; run ``actions`` once ``swap_after`` outputs came.
 
     Returns where each post went in the posts topic (partition, offset) and every output.
     """
-    settings = Settings(topics=TopicSettings(prefix=roles.prefix))
     items = list(generate_posts(n, seed=5, id_prefix="swap"))
     placed: dict[str, tuple[int, int]] = {}
     seen: list[Record] = []
@@ -82,11 +104,10 @@ async def stream_and_announce(
             await producer.stop()
 
     async def swap_midway() -> None:
-        while len(seen) < announce_after:
+        while len(seen) < swap_after:
             await asyncio.sleep(0.05)
-        for registry, name, version in announcements:
-            registry.promote(name, version)  # what the trainer and `models promote` do
-            await announce(settings, roles.bootstrap, [model_update(registry, name, version)])
+        for action in actions:
+            await asyncio.to_thread(action)
             await asyncio.sleep(1.0)
 
     feeding = asyncio.create_task(feed())
@@ -101,7 +122,55 @@ async def stream_and_announce(
     )
     await feeding
     await swapping
-    return placed, records
+    return placed, [r for r in records if r.key in placed]
+
+
+def assert_every_output_once(placed: dict[str, tuple[int, int]], records: list[Record]) -> None:
+    by_id = Counter(r.key for r in records)
+    assert set(by_id) == set(placed)
+    assert all(n == 1 for n in by_id.values()), [k for k, n in by_id.items() if n > 1]
+    assert not [r for r in records if r.topic.endswith("dead-letters")]
+
+
+def assert_votes_come_from_named_version(
+    records: list[Record], registry: Registry, juror: str
+) -> Counter[str]:
+    """Each output's vote of ``juror`` is what the version it names answers on that post."""
+    texts = {
+        i.key.decode(): json.loads(i.value)["text"]
+        for i in generate_posts(5000, seed=5, id_prefix="swap")
+    }
+    named = {r.value["model_versions"][juror] for r in records}
+    models = {v: load_juror(registry.local_dir(juror, v)) for v in named}
+    ids = sorted(r.key for r in records if r.key is not None)
+    answers = {
+        v: dict(
+            zip(
+                ids,
+                (LABELS[k] for k in m.predict_proba([texts[i] for i in ids]).argmax(1)),
+                strict=True,
+            )
+        )
+        for v, m in models.items()
+    }
+    if len(answers) == 2:
+        first, second = answers.values()
+        assert sum(first[i] != second[i] for i in ids) > len(ids) // 2  # told apart on most
+    for r in records:
+        version = r.value["model_versions"][juror]
+        assert votes_of(r, juror) == answers[version][r.key], (r.key, version)
+    return Counter(r.value["model_versions"][juror] for r in records)
+
+
+def versions_in_input_order(
+    placed: dict[str, tuple[int, int]], records: list[Record], juror: str
+) -> dict[int, list[str]]:
+    """Per posts partition, the version that scored each post, in the order posts were read."""
+    sequence: dict[int, list[tuple[int, str]]] = defaultdict(list)
+    for r in records:
+        partition, offset = placed[r.key]
+        sequence[partition].append((offset, r.value["model_versions"][juror]))
+    return {p: [v for _, v in sorted(items)] for p, items in sequence.items()}
 
 
 def votes_of(record: Record, juror: str) -> str:
@@ -115,46 +184,44 @@ def test_hot_swap_mid_stream_loses_nothing_and_labels_name_their_version(
     registry = registry_with_jurors(tmp_path, sklearn_jurors)
     start_worker(roles, registry)
     v2 = registry.publish(inverted_juror(tmp_path, "tfidf0"), name="tfidf0", promote=False)
-    assert v2 == "2"
-    placed, records = asyncio.run(
-        stream_and_announce(
-            roles, 2400, rate=300, announce_after=400, announcements=[(registry, "tfidf0", v2)]
-        )
-    )
+    swap = promote_and_announce(roles, registry, "tfidf0", v2)
+    placed, records = asyncio.run(stream_and_swap(roles, 2400, 300, 400, [swap]))
 
-    by_id = Counter(r.key for r in records)
-    assert set(by_id) == set(placed), roles.logs()
-    assert all(n == 1 for n in by_id.values()), [k for k, n in by_id.items() if n > 1]
-    assert not [r for r in records if r.topic.endswith("dead-letters")]
-
-    # Every output names the version that scored it: its tfidf0 vote is that version's answer.
-    texts = {i.key.decode(): i.value for i in generate_posts(2400, seed=5, id_prefix="swap")}
-    models = {v: load_juror(registry.local_dir("tfidf0", v)) for v in ("1", "2")}
-    ids = sorted(placed)
-    post_texts = [json.loads(texts[i])["text"] for i in ids]
-    answers = {
-        v: dict(zip(ids, (LABELS[k] for k in m.predict_proba(post_texts).argmax(1)), strict=True))
-        for v, m in models.items()
-    }
-    disagree = sum(answers["1"][i] != answers["2"][i] for i in ids)
-    assert disagree > len(ids) // 2  # the two versions are told apart on most posts
-    versions: Counter[str] = Counter()
-    for r in records:
-        served = r.value["model_versions"]
-        assert served["tfidf1"] == served["tfidf2"] == "1"
-        versions[served["tfidf0"]] += 1
-        assert votes_of(r, "tfidf0") == answers[served["tfidf0"]][r.key], (r.key, served)
+    assert_every_output_once(placed, records)
+    versions = assert_votes_come_from_named_version(records, registry, "tfidf0")
     assert versions["1"] >= 400 and versions["2"] >= 400, versions
-
-    # Per partition, in input order: v1 up to the swap, v2 after it, never back.
-    sequence: dict[int, list[tuple[int, str]]] = defaultdict(list)
     for r in records:
-        partition, offset = placed[r.key]
-        sequence[partition].append((offset, r.value["model_versions"]["tfidf0"]))
-    for partition, items in sequence.items():
-        order = [v for _, v in sorted(items)]
+        assert r.value["model_versions"]["tfidf1"] == r.value["model_versions"]["tfidf2"] == "1"
+    # Per partition, in input order: v1 up to the swap, v2 after it, never back.
+    for partition, order in versions_in_input_order(placed, records, "tfidf0").items():
         assert order == sorted(order), f"partition {partition} went back to v1 after v2"
     assert "tfidf0 v2 loaded" in roles.logs(tail=100_000)
+
+
+def test_models_rollback_swaps_running_workers_back(
+    roles: Roles, sklearn_jurors: list[Path], tmp_path: Path
+) -> None:
+    registry = registry_with_jurors(tmp_path, sklearn_jurors)
+    registry.publish(inverted_juror(tmp_path, "tfidf0"), name="tfidf0")  # v2 serves at start
+    start_worker(roles, registry)
+    env = {
+        "JURYSTREAM_BROKER__BOOTSTRAP": roles.bootstrap,
+        "JURYSTREAM_TOPICS__PREFIX": roles.prefix,
+        "JURYSTREAM_REGISTRY": registry.url,
+    }
+
+    def rollback() -> None:
+        result = CliRunner().invoke(app, ["models", "rollback", "tfidf0"], env=env)
+        assert result.exit_code == 0, result.output
+        assert "announced tfidf0 v1" in result.output
+
+    placed, records = asyncio.run(stream_and_swap(roles, 1500, 300, 400, [rollback]))
+    assert_every_output_once(placed, records)
+    versions = assert_votes_come_from_named_version(records, registry, "tfidf0")
+    assert versions["2"] >= 300 and versions["1"] >= 300, versions
+    for partition, order in versions_in_input_order(placed, records, "tfidf0").items():
+        assert order == sorted(order, reverse=True), f"partition {partition}: {order}"
+    assert registry.serving_version("tfidf0") == "1"
 
 
 def test_corrupt_announced_version_is_refused_and_old_keeps_serving(
@@ -169,15 +236,11 @@ def test_corrupt_announced_version_is_refused_and_old_keeps_serving(
     update_bad = model_update(registry, "tfidf1", bad)  # checksums taken before the damage
     corrupt(registry.local_dir("tfidf1", bad), "flipped")
 
-    async def run() -> tuple[dict[str, tuple[int, int]], list[Record]]:
-        settings = Settings(topics=TopicSettings(prefix=roles.prefix))
-        await announce(settings, roles.bootstrap, [update_bad])
-        return await stream_and_announce(
-            roles, 1200, rate=300, announce_after=600, announcements=[(registry, "tfidf1", good)]
-        )
-
-    placed, records = asyncio.run(run())
-    assert {r.key for r in records} == set(placed), roles.logs()
+    settings = Settings(topics=TopicSettings(prefix=roles.prefix))
+    asyncio.run(announce(settings, roles.bootstrap, [update_bad]))
+    swap = promote_and_announce(roles, registry, "tfidf1", good)
+    placed, records = asyncio.run(stream_and_swap(roles, 1200, 300, 600, [swap]))
+    assert_every_output_once(placed, records)
     served = Counter(r.value["model_versions"]["tfidf1"] for r in records)
     # The corrupt version never served; the worker kept labeling with v1 and then took the
     # next good announcement, so the follower survived the refusal.

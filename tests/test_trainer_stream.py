@@ -65,9 +65,15 @@ def test_stream_review_train_swap_beats_bootstrap_and_gate_rejects_shuffled(
     bootstrap_accuracy = {}
     for k, (name, ngram) in enumerate(JURORS.items()):
         built = build_sklearn_juror(
-            seed.texts, seed.labels, seed.label_names, tmp_path / "built" / name,
-            name=name, seed=k, bootstrap=True, ngram_max=ngram,
-        )  # fmt: skip
+            seed.texts,
+            seed.labels,
+            seed.label_names,
+            tmp_path / "built" / name,
+            name=name,
+            seed=k,
+            bootstrap=True,
+            ngram_max=ngram,
+        )
         registry.publish(built, name=name)
         bootstrap_accuracy[name] = evaluate_on(registry.load(name), holdout)["accuracy"]
 
@@ -80,18 +86,26 @@ def test_stream_review_train_swap_beats_bootstrap_and_gate_rejects_shuffled(
     roles.start("worker", *juror_args, "--threshold", "0.8", env=env)
     roles.start("reviewer", "--tier", "oracle", env=env)
     trainer = roles.start(
-        "trainer", "--every-samples", str(BETA), "--seed-data", str(directory),
-        "--gold-data", str(directory), env=env,
-    )  # fmt: skip
+        "trainer",
+        "--every-samples",
+        str(BETA),
+        "--seed-data",
+        str(directory),
+        "--gold-data",
+        str(directory),
+        env=env,
+    )
 
     first = posts(stream, range(0, 1500), "wave1")
     asyncio.run(produce(roles.bootstrap, roles.topic("posts"), first))
     updates = asyncio.run(
         read_records(
-            roles.bootstrap, [roles.topic("model-updates")], until=every_juror_refined,
+            roles.bootstrap,
+            [roles.topic("model-updates")],
+            until=every_juror_refined,
             timeout_s=240,
         )
-    )  # fmt: skip
+    )
     assert every_juror_refined(updates), roles.logs()
     # Rounds keep coming while hard samples arrive; stopping the trainer settles the versions
     # (it finishes and announces the round in hand first).

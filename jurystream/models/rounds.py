@@ -167,19 +167,26 @@ class RoundRunner:
         if not data.texts:
             raise ValueError("no usable training examples (labels outside the juror's label set)")
         serving_metrics = evaluate_on(serving, holdout)
-        if not serving_metrics["examples"]:
+
+        def outcome(
+            result: str, reason: str, metrics: dict[str, Any], version: str | None = None
+        ) -> CandidateRecord:
             return CandidateRecord(
                 round_id,
                 name,
                 manifest.version,
-                "rejected",
-                None,
-                "no held-out gold set to judge a candidate on (trainer.gold_data or feedback)",
-                {},
+                result,
+                version,
+                reason,
+                metrics,
                 serving_metrics,
                 data.summary,
                 0.0,
             )
+
+        if not serving_metrics["examples"]:
+            reason = "no held-out gold set to judge a candidate on (trainer.gold_data or feedback)"
+            return outcome("rejected", reason, {})
         check = [t for t, _ in holdout[:CHECK_TEXTS]]
         directory = self._candidate(name, manifest, data, round_id, check, work)
         metrics = evaluate_on(load_juror(directory, threads=s.threads), holdout)
@@ -193,18 +200,7 @@ class RoundRunner:
         )
         if not decision.accepted:
             shutil.rmtree(directory, ignore_errors=True)
-            return CandidateRecord(
-                round_id,
-                name,
-                manifest.version,
-                "rejected",
-                None,
-                decision.reason,
-                metrics,
-                serving_metrics,
-                data.summary,
-                0.0,
-            )
+            return outcome("rejected", decision.reason, metrics)
         version = self.registry.publish(
             directory,
             name=name,
@@ -214,18 +210,7 @@ class RoundRunner:
                 "round": {"id": round_id, "gate": decision.to_dict(), "data": data.summary},
             },
         )
-        return CandidateRecord(
-            round_id,
-            name,
-            manifest.version,
-            "promoted",
-            version,
-            decision.reason,
-            metrics,
-            serving_metrics,
-            data.summary,
-            0.0,
-        )
+        return outcome("promoted", decision.reason, metrics, version)
 
     def _candidate(
         self,

@@ -22,10 +22,8 @@ Feedback records: key = message id, value ``{"id": ..., "label": <gold label>}``
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
-import signal
 import time
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -39,6 +37,7 @@ from jurystream.config import Settings
 from jurystream.exporters.metrics import Metrics
 from jurystream.models.quality import LabelWindow, RollingQuality, psi
 from jurystream.stream.broker import ensure_topics
+from jurystream.stream.lifecycle import run_until_signalled
 
 log = logging.getLogger(__name__)
 
@@ -280,14 +279,4 @@ def run_monitor(settings: Settings) -> int:
     """The `jurystream monitor` role: serve /metrics and consume until SIGTERM/SIGINT."""
     metrics = Metrics("monitor")
     metrics.serve(settings.metrics.port, settings.metrics.host)
-
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            with contextlib.suppress(NotImplementedError):
-                loop.add_signal_handler(sig, stop.set)
-        await monitor(settings, metrics, stop)
-
-    asyncio.run(main())
-    return 0
+    return run_until_signalled(lambda stop: monitor(settings, metrics, stop))

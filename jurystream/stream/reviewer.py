@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import signal
 import time
 from collections.abc import Awaitable
 from typing import Any
@@ -33,6 +32,7 @@ from jurystream.models.reviewer.base import Case, CaseError, Failure, Verdict
 from jurystream.models.reviewer.chain import Chain, build_chain
 from jurystream.stream import records
 from jurystream.stream.broker import ensure_topics
+from jurystream.stream.lifecycle import run_until_signalled
 
 log = logging.getLogger(__name__)
 
@@ -231,13 +231,4 @@ def run_reviewer(settings: Settings) -> int:
     bootstrap = settings.broker.bootstrap
     if not bootstrap:
         raise ValueError("no broker bootstrap address configured")
-
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        await serve(settings, bootstrap, stop)
-
-    asyncio.run(main())
-    return 0
+    return run_until_signalled(lambda stop: serve(settings, bootstrap, stop))

@@ -24,7 +24,6 @@ import contextlib
 import json
 import logging
 import os
-import signal
 import time
 from typing import Any
 
@@ -39,6 +38,7 @@ from jurystream.models.registry import Registry
 from jurystream.models.rounds import RoundResult, RoundRunner
 from jurystream.models.store import TrainingStore
 from jurystream.stream.broker import ensure_topics
+from jurystream.stream.lifecycle import run_until_signalled
 from jurystream.stream.updates import model_update, send_updates
 
 log = logging.getLogger(__name__)
@@ -261,13 +261,4 @@ def run_trainer(settings: Settings) -> int:
     if not bootstrap:
         raise ValueError("no broker bootstrap address configured")
     os.nice(settings.trainer.nice)
-
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        await serve(settings, bootstrap, stop)
-
-    asyncio.run(main())
-    return 0
+    return run_until_signalled(lambda stop: serve(settings, bootstrap, stop))

@@ -1,0 +1,27 @@
+"""Running an asyncio role in the foreground until the operator (or Kubernetes) stops it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Awaitable, Callable
+
+
+def run_until_signalled(role: Callable[[asyncio.Event], Awaitable[None]]) -> int:
+    """Run ``role(stop)``; SIGTERM/SIGINT set ``stop`` so the role finishes its batch in hand.
+
+    One place for what every plain-aiokafka role (reviewer, monitor, trainer) needs: a clean
+    stop lets it commit what it finished instead of replaying it after a kill.
+    """
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError):  # no signal handlers on Windows
+                loop.add_signal_handler(sig, stop.set)
+        await role(stop)
+
+    asyncio.run(main())
+    return 0
