@@ -76,12 +76,12 @@ def perf(
     settings = _settings(config)
     directory = data or tweeteval_dir(settings.data_root, "offensive")
     try:
-        posts = load_tweeteval(directory, split)
+        posts = load_tweeteval(directory, split, drop_empty=True)
         if juror:
             juror_dirs = list(juror)
         else:
             # The quality bench's jury of the same task and seed size, MiniLM members only.
-            seed = load_tweeteval(directory, "train").sample(seed_size, seed=0)
+            seed = load_tweeteval(directory, "train", drop_empty=True).sample(seed_size, seed=0)
             cached = ensure_jurors(
                 workdir / "jurors" / f"{directory.name}-s{seed_size}",
                 seed,

@@ -60,6 +60,19 @@ def test_tweeteval_last_line_without_newline(tmp_path: Path) -> None:
     assert data.gold() == ["pos", "neg"]
 
 
+def test_tweeteval_empty_text_is_refused_or_dropped_with_its_label(tmp_path: Path) -> None:
+    d = write_tweeteval(tmp_path / "t", ["a", "  ", "c"], ["0", "1", "1"], "0\tx\n1\ty\n")
+    with pytest.raises(DatasetError, match=r"train_text\.txt:2: empty text"):
+        load_tweeteval(d)
+    data = load_tweeteval(d, drop_empty=True)
+    assert data.texts == ("a", "c") and data.labels == (0, 1)
+
+
+def test_real_tweeteval_hate_train_has_seven_empty_tweets() -> None:
+    hate = load_tweeteval(tweeteval_dir(data_root(), "hate"), "train", drop_empty=True)
+    assert len(hate) == 9000 - 7
+
+
 def test_tweeteval_label_not_in_mapping_names_file_and_line(tmp_path: Path) -> None:
     d = write_tweeteval(tmp_path / "t", ["a", "b", "c"], ["0", "1", "7"], "0\tx\n1\ty\n")
     with pytest.raises(DatasetError, match=r"train_labels\.txt:3: label '7'"):

@@ -448,7 +448,8 @@ def run_quality(
     )
     for task in config.tasks:
         directory = tweeteval_dir(root, task)
-        train, test = load_tweeteval(directory, "train"), load_tweeteval(directory, "val")
+        train = load_tweeteval(directory, "train", drop_empty=True)
+        test = load_tweeteval(directory, "val", drop_empty=True)
         log(f"{task}: {len(train)} train / {len(test)} val posts")
         bench = TaskBench(task, train, test, settings, config, workdir / "jurors", log, progress)
         result.rows.extend(bench.rows())

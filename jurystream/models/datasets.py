@@ -127,8 +127,14 @@ def _read_mapping(path: Path) -> tuple[str, ...]:
     return tuple(names[i] for i in range(len(names)))
 
 
-def load_tweeteval(directory: Path | str, split: str = "train") -> LabeledSet:
-    """A TweetEval task dir: ``<split>_text.txt``, ``<split>_labels.txt``, ``mapping.txt``."""
+def load_tweeteval(
+    directory: Path | str, split: str = "train", drop_empty: bool = False
+) -> LabeledSet:
+    """A TweetEval task dir: ``<split>_text.txt``, ``<split>_labels.txt``, ``mapping.txt``.
+
+    An empty text is an error unless ``drop_empty``: TweetEval's own hate train split has seven
+    (the first on line 1468); the benchmarks drop such rows with their labels.
+    """
     directory = Path(directory)
     label_names = _read_mapping(directory / "mapping.txt")
     text_path = directory / f"{split}_text.txt"
@@ -147,10 +153,17 @@ def load_tweeteval(directory: Path | str, split: str = "train") -> LabeledSet:
                 f"{label_path}:{number}: label {value!r} is not an id in mapping.txt"
             )
         labels.append(int(value))
-    for number, text in enumerate(texts, start=1):
-        if not text.strip():
-            raise DatasetError(f"{text_path}:{number}: empty text")
-    return LabeledSet(tuple(texts), tuple(labels), label_names, f"tweeteval:{directory}:{split}")
+    empty = [i for i, text in enumerate(texts) if not text.strip()]
+    if empty and not drop_empty:
+        raise DatasetError(f"{text_path}:{empty[0] + 1}: empty text")
+    dropped = set(empty)
+    keep = [i for i in range(len(texts)) if i not in dropped]
+    return LabeledSet(
+        tuple(texts[i] for i in keep),
+        tuple(labels[i] for i in keep),
+        label_names,
+        f"tweeteval:{directory}:{split}",
+    )
 
 
 def _index(
