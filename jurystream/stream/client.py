@@ -15,6 +15,8 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from jurystream.config import Settings
+
 
 async def produce(
     bootstrap: str,
@@ -90,3 +92,26 @@ async def read_records(
     finally:
         await consumer.stop()
     return out
+
+
+def group_consumer(
+    settings: Settings, bootstrap: str, group_id: str, *topics: str, **options: Any
+) -> AIOKafkaConsumer:
+    """A consumer-group member with manual commits and the broker timeouts from settings.
+
+    Session and rebalance timeouts matter on Tansu (group joins take about half the session
+    timeout), so every role's group consumer takes them from one place. ``options`` add to or
+    override the defaults (e.g. ``max_poll_interval_ms`` for a role that may block).
+    """
+    broker = settings.broker
+    defaults: dict[str, Any] = {
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        "session_timeout_ms": int(broker.session_timeout_s * 1000),
+        "heartbeat_interval_ms": int(broker.heartbeat_interval_s * 1000),
+        "rebalance_timeout_ms": int(max(broker.session_timeout_s, 10.0) * 1000),
+        "request_timeout_ms": int(broker.request_timeout_s * 1000),
+    }
+    return AIOKafkaConsumer(
+        *topics, bootstrap_servers=bootstrap, group_id=group_id, **{**defaults, **options}
+    )

@@ -32,6 +32,7 @@ from jurystream.models.reviewer.base import Case, CaseError, Failure, Verdict
 from jurystream.models.reviewer.chain import Chain, build_chain
 from jurystream.stream import records
 from jurystream.stream.broker import ensure_topics
+from jurystream.stream.client import group_consumer
 from jurystream.stream.lifecycle import run_until_signalled
 
 log = logging.getLogger(__name__)
@@ -73,19 +74,13 @@ class ReviewerRole:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop`` is set; commits only batches whose outputs are acknowledged."""
-        broker = self.settings.broker
-        consumer = AIOKafkaConsumer(
+        consumer = group_consumer(
+            self.settings,
+            self.bootstrap,
+            self.group_id,
             self.review_topic,
-            bootstrap_servers=self.bootstrap,
-            group_id=self.group_id,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            session_timeout_ms=int(broker.session_timeout_s * 1000),
-            heartbeat_interval_ms=int(broker.heartbeat_interval_s * 1000),
-            rebalance_timeout_ms=int(max(broker.session_timeout_s, 10.0) * 1000),
             # A parked batch blocks by design; an outage must not make us leave the group.
             max_poll_interval_ms=24 * 3600 * 1000,
-            request_timeout_ms=int(broker.request_timeout_s * 1000),
         )
         producer = AIOKafkaProducer(
             bootstrap_servers=self.bootstrap, acks="all", linger_ms=2, enable_idempotence=False

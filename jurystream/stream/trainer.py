@@ -27,7 +27,7 @@ import os
 import time
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError
 
 from jurystream.config import Settings
@@ -38,6 +38,7 @@ from jurystream.models.registry import Registry
 from jurystream.models.rounds import RoundResult, RoundRunner
 from jurystream.models.store import TrainingStore
 from jurystream.stream.broker import ensure_topics
+from jurystream.stream.client import group_consumer
 from jurystream.stream.lifecycle import run_until_signalled
 from jurystream.stream.updates import model_update, send_updates
 
@@ -106,18 +107,8 @@ class TrainerRole:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Store samples, start rounds when due, announce what they promote, until ``stop``."""
-        broker = self.settings.broker
-        consumer = AIOKafkaConsumer(
-            self.hard_topic,
-            self.feedback_topic,
-            bootstrap_servers=self.bootstrap,
-            group_id=self.group_id,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            session_timeout_ms=int(broker.session_timeout_s * 1000),
-            heartbeat_interval_ms=int(broker.heartbeat_interval_s * 1000),
-            rebalance_timeout_ms=int(max(broker.session_timeout_s, 10.0) * 1000),
-            request_timeout_ms=int(broker.request_timeout_s * 1000),
+        consumer = group_consumer(
+            self.settings, self.bootstrap, self.group_id, self.hard_topic, self.feedback_topic
         )
         producer = AIOKafkaProducer(
             bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=False
