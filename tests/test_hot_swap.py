@@ -13,19 +13,23 @@ import shutil
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
+import pytest
 from aiokafka import AIOKafkaProducer
 from typer.testing import CliRunner
 
 from jurystream.cli import app
 from jurystream.config import Settings, TopicSettings
+from jurystream.exporters.metrics import Metrics
 from jurystream.models.juror import load_juror
 from jurystream.models.registry import Registry
 from jurystream.models.sklearn_juror import build_sklearn_juror
+from jurystream.stream import records
 from jurystream.stream.client import Record, produce, read_records
 from jurystream.stream.feed import LABELS, generate_posts, labeled_examples
-from jurystream.stream.updates import announce, model_update
+from jurystream.stream.updates import ModelUpdate, ModelUpdateFollower, announce, model_update
 from tests.fixtures.processes import Roles
 from tests.test_registry import corrupt
 
@@ -249,3 +253,45 @@ def test_corrupt_announced_version_is_refused_and_old_keeps_serving(
     logs = roles.logs(tail=100_000)
     assert f"juror tfidf1 v{bad} refused, v1 keeps serving" in logs, logs
     assert "sha256" in logs.split("refused", 1)[1].splitlines()[0]
+
+
+def test_follower_counts_swaps_and_refusals_and_ignores_what_it_serves(
+    sklearn_jurors: list[Path], tmp_path: Path
+) -> None:
+    """The follower's decisions without a broker: what it loads, refuses and counts."""
+    registry = registry_with_jurors(tmp_path, sklearn_jurors)
+    good = registry.publish(sklearn_jurors[0], name="tfidf0", promote=False)
+    wrong_labels = tmp_path / "wrong"
+    texts, labels = labeled_examples(40, seed=2)
+    build_sklearn_juror(texts, labels, ("ok", "not-ok"), wrong_labels, name="tfidf1")
+    bad = registry.publish(wrong_labels, name="tfidf1", promote=False)
+    metrics = Metrics("worker")
+    swapped: list[tuple[str, str]] = []
+    follower = ModelUpdateFollower(
+        Settings(),
+        "unused:9092",
+        dict.fromkeys(JURORS, "1"),
+        LABELS,
+        lambda juror: swapped.append((juror.name, juror.version)),
+        metrics,
+    )
+
+    def update(name: str, version: str) -> ModelUpdate:
+        return ModelUpdate.parse(records.dumps(model_update(registry, name, version)))
+
+    async def scenario() -> list[bool]:
+        return [
+            await follower.apply(update("tfidf0", "1")),  # already serving: nothing to do
+            await follower.apply(update("tfidf0", good)),
+            await follower.apply(update("tfidf1", bad)),  # another label set: refused
+            await follower.apply(replace(update("tfidf2", "1"), name="ghost")),  # not ours
+        ]
+
+    assert asyncio.run(scenario()) == [False, True, False, False]
+    assert swapped == [("tfidf0", good)]
+    assert follower.serving == {"tfidf0": good, "tfidf1": "1", "tfidf2": "1"}
+    sample = metrics.registry.get_sample_value
+    assert sample("jurystream_model_swaps_total", {"juror": "tfidf0", "outcome": "swapped"}) == 1
+    assert sample("jurystream_model_swaps_total", {"juror": "tfidf1", "outcome": "refused"}) == 1
+    with pytest.raises(ValueError, match="sha256"):
+        ModelUpdate.parse(b'{"name": "a", "version": "1", "registry": "r"}')

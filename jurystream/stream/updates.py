@@ -173,6 +173,8 @@ class ModelUpdateFollower:
                 TopicPartition(self.topic, p)
                 for p in consumer.partitions_for_topic(self.topic) or ()
             ]
+            if not parts:
+                raise RuntimeError(f"topic {self.topic} does not exist; cannot follow updates")
             consumer.assign(parts)
             await consumer.seek_to_beginning(*parts)
             end = await consumer.end_offsets(parts)
