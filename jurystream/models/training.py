@@ -39,6 +39,7 @@ class TrainConfig:
     bootstrap: bool = False  # resample the training set with replacement (bagging)
     threads: int = 1  # torch intra-op threads: the machine is shared with the stream
     max_steps: int | None = None  # stop early after this many optimizer steps
+    device: str | None = None  # torch device; None: CUDA when available (a GPU trainer box)
 
 
 @dataclass(frozen=True)
@@ -119,6 +120,8 @@ def train_transformer(
         label2id={name: i for i, name in id2label.items()},
         ignore_mismatched_sizes=True,
     )
+    device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model.to(device)
     model.train()
 
     index = np.arange(len(texts))
@@ -164,8 +167,11 @@ def train_transformer(
                     max_length=cfg.max_length,
                     return_tensors="pt",
                 )
-                target = torch.tensor([int(labels[i]) for i in chunk], dtype=torch.long)
-                weight = torch.tensor(example_weights[chunk], dtype=torch.float32)
+                enc = enc.to(device)
+                target = torch.tensor(
+                    [int(labels[i]) for i in chunk], dtype=torch.long, device=device
+                )
+                weight = torch.tensor(example_weights[chunk], dtype=torch.float32, device=device)
                 logits = model(**enc).logits
                 per_example = torch.nn.functional.cross_entropy(logits, target, reduction="none")
                 # A batch of only zero-weight examples gives a zero loss, not a division by 0.
@@ -180,6 +186,7 @@ def train_transformer(
                 bar.update(task, advance=1, loss=float(np.mean(recent)))
 
     model.eval()
+    model.to("cpu")  # the checkpoint is exported and verified on CPU, where it will serve
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(output_dir))
