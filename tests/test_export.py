@@ -168,6 +168,6 @@ def test_bench_measures_every_runtime_and_batch(tiny_jurors: list[Path]) -> None
     assert [(m.runtime, m.batch_size) for m in results] == [
         (r, b) for b in (1, 8) for r in ("torch", "onnx-fp32", "onnx-int8")
     ]
-    assert all(m.texts_per_s > 0 for m in results)
+    assert all(m.texts_per_s > 0 and m.texts_per_cpu_s > 0 for m in results)
     table = markdown("tiny-0", results, len(texts), 1).splitlines()
     assert table[-2].startswith("| 1 |") and table[-1].startswith("| 8 |")
