@@ -259,7 +259,7 @@ def produce(
 @app.command()
 def demo(
     config: ConfigOpt = None,
-    count: Annotated[int, typer.Option(help="Messages in the generated feed.")] = 2000,
+    count: Annotated[int, typer.Option(help="Messages in the feed.")] = 3000,
     seed_size: Annotated[int, typer.Option(help="Seed labels for bootstrapping jurors.")] = 80,
     bad_every: Annotated[int, typer.Option(help="Every Nth message malformed.")] = 50,
     policy: Annotated[PolicyName, typer.Option(help="Voting policy.")] = "unanimous",
@@ -271,7 +271,7 @@ def demo(
         Path | None,
         typer.Option(help="A TweetEval-style directory (train/val) instead of the generated feed."),
     ] = None,
-    rate: Annotated[float, typer.Option(help="Posts per second fed into the stream.")] = 400.0,
+    rate: Annotated[float, typer.Option(help="Posts per second fed into the stream.")] = 100.0,
 ) -> None:
     """Everything in one command on the embedded broker, with a live view and a summary."""
     from jurystream.demo import run_demo

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import itertools
 import json
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +23,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
 from jurystream.config import Settings
+from jurystream.models.juror import read_manifest
+from jurystream.models.registry import Registry
 from jurystream.models.sklearn_juror import build_sklearn_juror
 from jurystream.stream.broker import EmbeddedBroker, ensure_topics
 from jurystream.stream.feed import (
@@ -47,6 +51,15 @@ class Fate:
     latency_ms: float | None = None
 
 
+@dataclass(frozen=True)
+class Snapshot:
+    seconds: float
+    labeled: int
+    by_jury: int
+    accuracy: float | None
+    cost_usd: float
+
+
 @dataclass
 class Ledger:
     """Every message sent and what became of it; the live view and the summary read it."""
@@ -56,7 +69,7 @@ class Ledger:
     cost_usd: float = 0.0
     versions: dict[str, str] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
-    history: list[tuple[float, int, float | None, float]] = field(default_factory=list)
+    history: list[Snapshot] = field(default_factory=list)
 
     def apply(self, topic: str, value: dict[str, object]) -> None:
         key = str(value.get("id") or "")
@@ -95,9 +108,15 @@ class Ledger:
         return done == len(self.gold)
 
     def snapshot(self) -> None:
-        labeled = self.counts["labeled"]
+        by_jury = sum(1 for f in self.fates.values() if f.source == "jury")
         self.history.append(
-            (time.monotonic() - self.started, labeled, self.accuracy(), self.cost_usd)
+            Snapshot(
+                time.monotonic() - self.started,
+                self.counts["labeled"],
+                by_jury,
+                self.accuracy(),
+                self.cost_usd,
+            )
         )
 
 
@@ -230,27 +249,34 @@ async def _drive(
 
 
 def plot_history(ledger: Ledger, path: Path) -> Path:
-    """Accuracy against gold and reviewer spend over the run, as a PNG."""
+    """Accuracy, escalation rate and reviewer spend over the run, as a PNG.
+
+    The escalation rate is per interval, so the effect of each training round (fewer cases
+    sent to the reviewer) shows as a step down.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    t = [h[0] for h in ledger.history]
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
-    acc = [(x, h[2] * 100) for x, h in zip(t, ledger.history, strict=True) if h[2] is not None]
+    h = ledger.history
+    fig, (top, mid, bottom) = plt.subplots(3, 1, figsize=(8, 8), sharex=True)
+    acc = [(s.seconds, s.accuracy * 100) for s in h if s.accuracy is not None]
     top.plot([a for a, _ in acc], [b for _, b in acc], color="tab:green")
     top.set_ylabel("accuracy vs gold (%)")
-    top.set_title("jurystream demo: labels so far")
-    top.grid(alpha=0.3)
-    twin = top.twinx()
-    twin.plot(t, [h[1] for h in ledger.history], color="tab:gray", linestyle=":")
-    twin.set_ylabel("messages labeled")
-    bottom.plot(t, [h[3] for h in ledger.history], color="tab:red", label="reviewer spend")
-    bottom.set_ylabel("USD")
+    top.set_title("jurystream demo")
+    esc = [
+        (b.seconds, 100 * (1 - (b.by_jury - a.by_jury) / (b.labeled - a.labeled)))
+        for a, b in itertools.pairwise(h)
+        if b.labeled > a.labeled
+    ]
+    mid.plot([x for x, _ in esc], [y for _, y in esc], color="tab:orange", marker=".")
+    mid.set_ylabel("sent to reviewer (%)")
+    bottom.plot([s.seconds for s in h], [s.cost_usd for s in h], color="tab:red")
+    bottom.set_ylabel("reviewer spend (USD)")
     bottom.set_xlabel("seconds since the feed started")
-    bottom.grid(alpha=0.3)
-    bottom.legend(loc="upper left")
+    for ax in (top, mid, bottom):
+        ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -281,24 +307,70 @@ def _summary(ledger: Ledger, workdir: Path) -> Path:
     return path
 
 
-def _jurors_from_data(
-    data: Path, workdir: Path, seed_size: int
-) -> tuple[list[Path], list[FeedItem]]:
-    """MiniLM + TF-IDF jurors from a seed sample of ``data``'s train split; its val split feeds."""
+@dataclass(frozen=True)
+class DemoSetup:
+    """What the roles need: jurors in a registry, the feed, and the trainer's data."""
+
+    jurors: list[str]
+    items: list[FeedItem]
+    trainer_args: list[str]
+    trainer_env: dict[str, str]
+
+
+def _write_jsonl(path: Path, texts: Sequence[str], labels: Sequence[str]) -> str:
+    with path.open("w") as fh:
+        for text, label in zip(texts, labels, strict=True):
+            fh.write(json.dumps({"text": text, "label": label}) + "\n")
+    return str(path)
+
+
+def _generated_setup(
+    workdir: Path, registry: Registry, count: int, seed_size: int, bad_every: int
+) -> DemoSetup:
+    """TF-IDF jurors from a small seed set of the generated feed; rounds take seconds."""
+    dirs = bootstrap_demo_jurors(workdir / "jurors", seed_size)
+    names = []
+    for directory in dirs:
+        registry.publish(directory)
+        names.append(read_manifest(directory).name)
+    seed_texts, seed_labels = labeled_examples(seed_size, seed=1)
+    gold_texts, gold_labels = labeled_examples(400, seed=99)
+    seed = _write_jsonl(workdir / "seed.jsonl", seed_texts, [LABELS[y] for y in seed_labels])
+    gold = _write_jsonl(workdir / "gold.jsonl", gold_texts, [LABELS[y] for y in gold_labels])
+    items = list(generate_posts(count, seed=7, bad_every=bad_every, id_prefix="demo"))
+    return DemoSetup(
+        names,
+        items,
+        ["--every-samples", "100", "--seed-data", seed, "--gold-data", gold],
+        {"JURYSTREAM_TRAINER__SEED_SIZE": str(seed_size), "JURYSTREAM_TRAINER__GOLD_SIZE": "400"},
+    )
+
+
+def _dataset_setup(data: Path, registry: Registry, count: int, seed_size: int) -> DemoSetup:
+    """MiniLM + TF-IDF jurors from a seed sample of ``data``'s train split.
+
+    The stream is the rest of the train split (texts no juror has seen); the gate judges on
+    the val split, which is never streamed, so nothing the jurors learn from leaks into it.
+    """
     from jurystream.models.bootstrap import BootstrapPlan, bootstrap_jurors
     from jurystream.models.datasets import load_tweeteval
-    from jurystream.models.registry import Registry
     from jurystream.models.training import TrainConfig
 
-    train = load_tweeteval(data, "train")
-    val = load_tweeteval(data, "val")
+    train = load_tweeteval(data, "train", drop_empty=True)
+    val = load_tweeteval(data, "val", drop_empty=True)
     seed = train.sample(seed_size, seed=0)
-    registry = Registry(str(workdir / "registry"))
+    seen = set(seed.texts)
+    unseen = [i for i, t in enumerate(train.texts) if t not in seen][:count]
+    stream = train.subset(unseen)
     plan = BootstrapPlan(transformers=2, tfidf=True, train=TrainConfig(epochs=3, threads=2))
     console.print(f"bootstrapping jurors from {len(seed)} seed labels of {data}")
     made = bootstrap_jurors(seed, registry, plan, heldout=val, log=console.print)
-    dirs = [registry.serving_dir(j.name) for j in made]
-    return dirs, list(posts_from_dataset(val.texts, val.gold(), id_prefix="demo"))
+    return DemoSetup(
+        [j.name for j in made],
+        list(posts_from_dataset(stream.texts, stream.gold(), id_prefix="demo")),
+        ["--every-samples", "200", "--seed-data", str(data), "--gold-data", str(data)],
+        {"JURYSTREAM_TRAINER__SEED_SIZE": str(seed_size), "JURYSTREAM_TRAINER__GOLD_SIZE": "500"},
+    )
 
 
 def run_demo(
@@ -318,18 +390,17 @@ def run_demo(
         asyncio.run(
             ensure_topics(broker.bootstrap, settings.topics.all_names(), settings.topics.partitions)
         )
+        registry = Registry(str(workdir / "registry"))
         if data is None:
-            jurors = bootstrap_demo_jurors(workdir / "jurors", seed_size)
-            items = list(generate_posts(count, seed=7, bad_every=bad_every, id_prefix="demo"))
+            setup = _generated_setup(workdir, registry, count, seed_size, bad_every)
         else:
-            jurors, items = _jurors_from_data(data, workdir, seed_size)
-            items = items[:count]
-        ledger = Ledger({i.key.decode(): i.gold for i in items})
+            setup = _dataset_setup(data, registry, count, seed_size)
+        ledger = Ledger({i.key.decode(): i.gold for i in setup.items})
         group = RoleGroup(
             broker.bootstrap,
             workdir,
             prefix=settings.topics.prefix,
-            env={"JURYSTREAM_APP_ID": settings.app_id},
+            env={"JURYSTREAM_APP_ID": settings.app_id, "JURYSTREAM_REGISTRY": registry.url},
         )
         port = settings.metrics.port
 
@@ -337,16 +408,19 @@ def run_demo(
             return ["--metrics-port", str(port + offset)] if port else []
 
         try:
-            juror_args = [a for j in jurors for a in ("--juror", str(j))]
+            juror_args = [a for j in setup.jurors for a in ("--juror", j)]
             group.start("worker", "--policy", settings.jury.policy, *juror_args, *metrics(0))
             tiers = [a for t in settings.reviewer.chain for a in ("--tier", t)]
             group.start("reviewer", *tiers, *metrics(1))
             group.start("monitor", *metrics(2))
+            group.start("trainer", *setup.trainer_args, *metrics(3), env=setup.trainer_env)
             if port:
                 console.print(
                     f"metrics: http://127.0.0.1:{port}/metrics (worker), +1 reviewer, +2 monitor"
                 )
-            sent = asyncio.run(_drive(broker.bootstrap, settings, items, ledger, rate, timeout_s))
+            sent = asyncio.run(
+                _drive(broker.bootstrap, settings, setup.items, ledger, rate, timeout_s)
+            )
         except KeyboardInterrupt:
             console.print("[yellow]interrupted: stopping the roles and the broker[/]")
             return 130
