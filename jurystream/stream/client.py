@@ -16,6 +16,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from jurystream.config import Settings
+from jurystream.stream.transport import FETCH_MAX_WAIT_MS
 
 
 async def produce(
@@ -73,6 +74,7 @@ async def read_records(
         group_id=None,
         auto_offset_reset="earliest",
         enable_auto_commit=False,
+        fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
     )
     await consumer.start()
     out: list[Record] = []
@@ -111,6 +113,7 @@ def group_consumer(
         "heartbeat_interval_ms": int(broker.heartbeat_interval_s * 1000),
         "rebalance_timeout_ms": int(max(broker.session_timeout_s, 10.0) * 1000),
         "request_timeout_ms": int(broker.request_timeout_s * 1000),
+        "fetch_max_wait_ms": FETCH_MAX_WAIT_MS,  # Tansu holds fetches this long: see transport
     }
     return AIOKafkaConsumer(
         *topics, bootstrap_servers=bootstrap, group_id=group_id, **{**defaults, **options}

@@ -37,7 +37,7 @@ def create_faust_app(settings: Settings, bootstrap: str, name: str | None = None
     """A faust app tuned for at-least-once on any Kafka, Tansu included."""
     return faust.App(
         name or settings.app_id,
-        broker=f"kafka://{bootstrap}",
+        broker=f"jurykafka://{bootstrap}",  # aiokafka with a short fetch wait: transport.py
         processing_guarantee="at_least_once",
         key_serializer="raw",
         value_serializer="raw",
