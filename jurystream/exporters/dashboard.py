@@ -347,6 +347,18 @@ ROWS: tuple[Row, ...] = (
                 "per juror while a hot swap rolls out).",
             ),
             Panel(
+                "Hot swaps in workers",
+                "timeseries",
+                (
+                    Target(
+                        "sum by (juror, outcome) (jurystream_model_swaps_total)",
+                        "{{juror}} {{outcome}}",
+                    ),
+                ),
+                description="Announced versions workers swapped in, or refused (corrupt or "
+                "unloadable: the previous version keeps serving).",
+            ),
+            Panel(
                 "Processes per role",
                 "stat",
                 (Target("sum by (role) (jurystream_role_info)", "{{role}}", instant=True),),

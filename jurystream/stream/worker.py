@@ -96,6 +96,8 @@ class LabelingWorker:
         self.metrics.model_version.clear()
         for name, version in self.jury.versions.items():
             self.metrics.model_version.labels(juror=name, version=version).set(1)
+            for outcome in ("swapped", "refused"):  # series exist (at 0) before any swap
+                self.metrics.model_swaps.labels(name, outcome)
 
     def report_lag(self, consumer: Any, events: Sequence[EventT]) -> None:
         """Messages behind the high watermark on the partitions this process owns.
