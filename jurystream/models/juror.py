@@ -168,6 +168,12 @@ class OnnxTransformerJuror(_OnnxJuror):
 
         super().__init__(directory, manifest, threads)
         self._inputs = {i.name for i in self._session.get_inputs()}
+        # Give the CPU arena back after every batch. Batches are padded to their longest text,
+        # so shapes change all the time and a growing arena kept ~220 MB per MiniLM juror:
+        # three int8 jurors peaked at 834 MB resident, 292 MB with shrinkage, for about 6% of
+        # throughput (measured with the bench's jurors; see BENCHMARKS.md).
+        self._run_options = ort.RunOptions()
+        self._run_options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
         try:
             tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
         except Exception as exc:
@@ -187,7 +193,8 @@ class OnnxTransformerJuror(_OnnxJuror):
             "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
             "token_type_ids": np.array([e.type_ids for e in encodings], dtype=np.int64),
         }
-        logits = self._session.run(None, {k: v for k, v in feeds.items() if k in self._inputs})[0]
+        inputs = {k: v for k, v in feeds.items() if k in self._inputs}
+        logits = self._session.run(None, inputs, self._run_options)[0]
         return _softmax(np.asarray(logits, dtype=np.float32))
 
 
