@@ -35,7 +35,12 @@ from typing import Any
 import numpy as np
 from rich.table import Table
 
-from jurystream.bench.jurors import BENCH_LEARNING_RATE, bench_plan, ensure_jurors
+from jurystream.bench.jurors import (
+    BENCH_LEARNING_RATE,
+    BENCH_MIN_INT8_AGREEMENT,
+    bench_plan,
+    ensure_jurors,
+)
 from jurystream.config import Settings
 from jurystream.models.bootstrap import TFIDF_NAME
 from jurystream.models.datasets import LabeledSet, load_tweeteval, tweeteval_dir
@@ -418,6 +423,7 @@ class TaskBench:
                         check_texts=list(self.test.texts[:256]),
                         labels=self.labels,
                         keep_checkpoint=False,
+                        min_agreement=BENCH_MIN_INT8_AGREEMENT,
                         threads=trainer.threads,
                     )
                 out.append(load_juror(target))
