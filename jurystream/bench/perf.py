@@ -415,7 +415,9 @@ def run_perf(
         [j.name for j in jurors], checkpoints_of(juror_dirs), labels, config.policy, config.threads
     )
     texts = _cycle(data.texts, config.texts)
-    posts = _cycle(data.texts, config.messages)
+    # The stream gets the very texts the ceiling is measured on (cycled): batches are padded to
+    # their longest text, so other texts would mean another workload, not another pipeline.
+    posts = _cycle(texts, config.messages)
 
     full_decisions = batched_decide(full, data.texts, config.batch_size)
     cascade_decisions = batched_decide(cascade, data.texts, config.batch_size)
