@@ -272,6 +272,13 @@ def demo(
         typer.Option(help="A TweetEval-style directory (train/val) instead of the generated feed."),
     ] = None,
     rate: Annotated[float, typer.Option(help="Posts per second fed into the stream.")] = 100.0,
+    scripted_llm: Annotated[
+        bool,
+        typer.Option(
+            help="Review through the OpenAI API against the project's local test server "
+            "(scripted with the feed's gold labels) to see real token and USD accounting."
+        ),
+    ] = False,
 ) -> None:
     """Everything in one command on the embedded broker, with a live view and a summary."""
     from jurystream.demo import run_demo
@@ -289,6 +296,7 @@ def demo(
             workdir=workdir,
             data=data,
             rate=rate,
+            scripted_llm=scripted_llm,
         )
     )
 

@@ -36,6 +36,7 @@ from jurystream.stream.feed import (
 )
 from jurystream.stream.processes import RoleGroup
 from jurystream.stream.records import dumps
+from jurystream.testing.openai_server import OpenAIServer, answers_by_text
 
 console = Console()
 
@@ -169,6 +170,13 @@ def _view(ledger: Ledger, sent: int) -> Group:
         p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
         table.add_row("latency p50 / p99", f"{p50:.0f} ms / {p99:.0f} ms")
     table.add_row("reviewer cost", f"${ledger.cost_usd:.4f}")
+    reviewed = labeled - jury
+    if reviewed and ledger.cost_usd:
+        # What sending every labeled message to the reviewer would have cost, at the measured
+        # cost per reviewed case.
+        everything = ledger.cost_usd / reviewed * labeled
+        saved = 1 - ledger.cost_usd / everything
+        table.add_row("cost if all reviewed", f"${everything:.4f} (saved {saved:.0%})")
     table.add_row(
         "model versions", ", ".join(f"{k}@{v}" for k, v in sorted(ledger.versions.items()))
     )
@@ -176,6 +184,7 @@ def _view(ledger: Ledger, sent: int) -> Group:
 
 
 WARMUP_ID = "demo-warmup"
+WARMUP_TEXT = "warming up the jury"
 
 
 async def _drive(
@@ -204,7 +213,7 @@ async def _drive(
 
     async def feed() -> None:
         nonlocal sent
-        probe = {"id": WARMUP_ID, "text": "warming up the jury"}
+        probe = {"id": WARMUP_ID, "text": WARMUP_TEXT}
         await producer.send(topics.name("posts"), key=WARMUP_ID.encode(), value=dumps(probe))
         await ready.wait()  # the worker has joined its group and scored the probe
         ledger.started = time.monotonic()
@@ -373,6 +382,29 @@ def _dataset_setup(data: Path, registry: Registry, count: int, seed_size: int) -
     )
 
 
+def _scripted_llm(items: list[FeedItem]) -> OpenAIServer:
+    """The project's OpenAI-compatible test server answering each post's gold label.
+
+    It lets the demo run the real `openai` reviewer tier (prompts, retries, token usage, USD
+    from the price table) with no network; its answers are as good as the gold labels.
+    """
+    answers = {json.loads(i.value)["text"]: i.gold for i in items if i.gold is not None}
+    answers[WARMUP_TEXT] = sorted(answers.values())[0]  # the probe may be escalated too
+    server = OpenAIServer(answers_by_text(answers))
+    server.start()
+    console.print(f"scripted LLM reviewer (OpenAI API, priced as gpt-4o-mini) at {server.base_url}")
+    return server
+
+
+def _scripted_llm_env(items: list[FeedItem]) -> dict[str, str]:
+    labels = sorted({i.gold for i in items if i.gold is not None})
+    descriptions = {label: f"the post is {label}" for label in labels}
+    return {
+        "OPENAI_API_KEY": "demo-key-for-the-local-test-server",
+        "JURYSTREAM_REVIEWER__LABEL_DESCRIPTIONS": json.dumps(descriptions),
+    }
+
+
 def run_demo(
     settings: Settings,
     *,
@@ -383,6 +415,7 @@ def run_demo(
     data: Path | None = None,
     rate: float = 400.0,
     timeout_s: float = 600.0,
+    scripted_llm: bool = False,
 ) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     with EmbeddedBroker() as broker:
@@ -407,11 +440,16 @@ def run_demo(
         def metrics(offset: int) -> list[str]:
             return ["--metrics-port", str(port + offset)] if port else []
 
+        llm = _scripted_llm(setup.items) if scripted_llm else None
         try:
             juror_args = [a for j in setup.jurors for a in ("--juror", j)]
             group.start("worker", "--policy", settings.jury.policy, *juror_args, *metrics(0))
-            tiers = [a for t in settings.reviewer.chain for a in ("--tier", t)]
-            group.start("reviewer", *tiers, *metrics(1))
+            if llm is None:
+                tiers = [a for t in settings.reviewer.chain for a in ("--tier", t)]
+                group.start("reviewer", *tiers, *metrics(1))
+            else:
+                tiers = ["--tier", "openai", "--base-url", llm.base_url]
+                group.start("reviewer", *tiers, *metrics(1), env=_scripted_llm_env(setup.items))
             group.start("monitor", *metrics(2))
             group.start("trainer", *setup.trainer_args, *metrics(3), env=setup.trainer_env)
             if port:
@@ -427,6 +465,8 @@ def run_demo(
         finally:
             with console.status("stopping roles"):
                 group.stop_all()
+                if llm is not None:
+                    llm.stop()
     path = _summary(ledger, workdir)
     chart = plot_history(ledger, workdir / "demo.png")
     missing = [k for k in ledger.gold if k not in ledger.fates]

@@ -9,8 +9,14 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import pytest
 
-def test_demo_accounts_for_every_message(tmp_path: Path) -> None:
+
+@pytest.mark.parametrize(
+    ("extra", "reviewer"),
+    [([], "oracle"), (["--scripted-llm"], "reviewer:openai:gpt-4o-mini")],
+)
+def test_demo_accounts_for_every_message(tmp_path: Path, extra: list[str], reviewer: str) -> None:
     workdir = tmp_path / "demo"
     result = subprocess.run(
         [
@@ -26,6 +32,7 @@ def test_demo_accounts_for_every_message(tmp_path: Path) -> None:
             str(workdir),
             "--rate",
             "300",
+            *extra,
         ],
         capture_output=True,
         text=True,
@@ -41,6 +48,8 @@ def test_demo_accounts_for_every_message(tmp_path: Path) -> None:
     assert outcomes["dead-letter"] == 10
     assert outcomes["labeled"] == 290, outcomes
     sources = Counter(r["source"] for r in rows if r["outcome"] == "labeled")
-    assert sources["jury"] > 0 and sources["oracle"] > 0, sources
+    assert sources["jury"] > 0 and sources[reviewer] > 0, sources
+    if reviewer != "oracle":  # a priced reviewer: the demo reports spend and the saving
+        assert "cost if all reviewed" in result.stdout
     png = (workdir / "demo.png").read_bytes()
     assert png.startswith(b"\x89PNG")

@@ -176,6 +176,7 @@ class ReviewerRole:
             case.model_versions,
             latency_ms,
             jury_label=case.jury_label,
+            cost_usd=round(verdict.cost_usd, 8),
         )
         key = case.id.encode("utf-8")
         assert self._producer is not None
