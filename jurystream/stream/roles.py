@@ -10,6 +10,7 @@ from faust.worker import Worker
 
 from jurystream.config import Settings
 from jurystream.exporters.metrics import Metrics
+from jurystream.models.evaluation import policy_threshold
 from jurystream.models.juror import Juror, ModelLoadError, load_juror
 from jurystream.models.jury import Jury
 from jurystream.models.registry import Registry, RegistryError
@@ -43,10 +44,21 @@ def load_jury(settings: Settings) -> Jury:
             "no jurors configured: pass --juror DIR (repeatable) or set JURYSTREAM_JURY__JURORS"
         )
     jurors: list[Juror] = [load_juror_ref(ref, settings) for ref in settings.jury.jurors]
+    threshold = settings.jury.threshold
+    if settings.jury.thresholds_file is not None:
+        # Calibrated by `jurystream models eval --calibrate`: the policy's threshold for the
+        # target escalation rate; a policy the file does not cover keeps jury.threshold.
+        threshold = policy_threshold(settings.jury.thresholds_file, settings.jury.policy, threshold)
+        log.warning(
+            "%s threshold %.3f from %s",
+            settings.jury.policy,
+            threshold,
+            settings.jury.thresholds_file,
+        )
     return Jury(
         tuple(jurors),
         policy=settings.jury.policy,
-        threshold=settings.jury.threshold,
+        threshold=threshold,
         weights=settings.jury.weights,
     )
 
