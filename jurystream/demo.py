@@ -10,6 +10,7 @@ import asyncio
 import csv
 import itertools
 import json
+import signal
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -405,6 +406,10 @@ def _scripted_llm_env(items: list[FeedItem]) -> dict[str, str]:
     }
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def run_demo(
     settings: Settings,
     *,
@@ -418,6 +423,9 @@ def run_demo(
     scripted_llm: bool = False,
 ) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
+    # SIGTERM (a supervisor, `timeout`, docker stop) stops everything like Ctrl-C does: the
+    # roles run in their own sessions and would otherwise outlive the demo.
+    signal.signal(signal.SIGTERM, _interrupt)
     with EmbeddedBroker() as broker:
         console.print(f"embedded broker at [bold]{broker.bootstrap}[/]")
         asyncio.run(
