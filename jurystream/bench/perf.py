@@ -329,7 +329,7 @@ class StreamDriver:
                     raise TimeoutError(
                         f"worker produced {len(done_at)}/{len(ids)} outputs in {timeout_s:.0f}s"
                     )
-                if not self.worker.is_running():
+                if not self.worker.is_running() or self.worker.status() == psutil.STATUS_ZOMBIE:
                     raise RuntimeError("the worker process exited during the run")
                 batches = await self._consumer.getmany(timeout_ms=50, max_records=10_000)
                 now = time.monotonic()
