@@ -144,8 +144,10 @@ def test_stream_review_train_swap_beats_bootstrap_and_gate_rejects_shuffled(
 
     # A deliberately bad candidate: the store flooded with shuffled labels is rejected.
     published = {name: registry.versions(name) for name in JURORS}
+    # A store holding nothing but shuffled labels: the candidate is trained on noise alone.
     labels = list(stream.gold()[2000:6000])
     random.Random(0).shuffle(labels)
+    store = TrainingStore(tmp_path / "shuffled.sqlite")
     store.add_hard_samples(
         Example(f"bad-{i}", stream.texts[2000 + i], label, "hard", "oracle", 1.0)
         for i, label in enumerate(labels)
