@@ -74,8 +74,7 @@ def test_knn_picks_similar_gold_examples_and_never_the_case_itself() -> None:
 
 def test_knn_over_a_tweeteval_gold_pool() -> None:
     directory = tweeteval_dir(DATA, "offensive")
-    if not directory.is_dir():
-        pytest.skip(f"no TweetEval data at {directory}")
+    assert directory.is_dir(), f"no TweetEval data at {directory}: set JURYSTREAM_DATA_ROOT"
     pool = load_dataset(directory, split="val").sample(200, seed=0)
     knn = KnnDemonstrations.from_labeled_set(pool, k=4)
     demos = knn.nearest(pool.texts[0] + " !!")
@@ -143,8 +142,7 @@ def test_build_chain_takes_labels_and_demonstrations_from_the_gold_pool(
     openai_server: OpenAIServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     directory = tweeteval_dir(DATA, "offensive")
-    if not directory.is_dir():
-        pytest.skip(f"no TweetEval data at {directory}")
+    assert directory.is_dir(), f"no TweetEval data at {directory}: set JURYSTREAM_DATA_ROOT"
     monkeypatch.setenv("TEST_KEY", "k")
     openai_server.answer = lambda body: label_reply("offensive")
     settings = ReviewerSettings(
