@@ -8,6 +8,8 @@ torch is never imported here.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import hashlib
 import json
 from collections.abc import Sequence
@@ -19,8 +21,32 @@ import numpy as np
 import onnxruntime as ort
 
 MANIFEST = "manifest.json"
-# Texts per inference call within a batch, after sorting by length (OnnxTransformerJuror).
+# One inference call scores at most this many texts, of lengths within LENGTH_SLACK of each
+# other (OnnxTransformerJuror): padding costs more than the calls it saves.
 LENGTH_CHUNK = 8
+LENGTH_SLACK = 1.1
+
+
+def length_chunks(
+    lengths: Sequence[int], max_texts: int = LENGTH_CHUNK, slack: float = LENGTH_SLACK
+) -> list[list[int]]:
+    """Indices of ``lengths`` in inference calls: sorted by length, cut where a chunk is full
+    or the next text is over ``slack`` × the chunk's shortest.
+
+    Each call is padded to its longest text, and tweet lengths vary a lot: fixed chunks of 8
+    sorted texts ran a MiniLM juror at 275 texts/s, chunks bounded by length at 425, one text
+    per call at 400 (TweetEval offensive val, batch 32, int8, one thread; BENCHMARKS.md).
+    """
+    chunks: list[list[int]] = []
+    current: list[int] = []
+    for index in sorted(range(len(lengths)), key=lengths.__getitem__):
+        if current and (len(current) >= max_texts or lengths[index] > slack * lengths[current[0]]):
+            chunks.append(current)
+            current = []
+        current.append(index)
+    if current:
+        chunks.append(current)
+    return chunks
 
 
 class ModelLoadError(RuntimeError):
@@ -127,11 +153,36 @@ def write_manifest(directory: Path, manifest: Manifest) -> None:
     (directory / MANIFEST).write_text(json.dumps(manifest.to_dict(), indent=2) + "\n")
 
 
+def _load_libc_trim() -> Any:
+    libc_name = ctypes.util.find_library("c")
+    libc = ctypes.CDLL(libc_name) if libc_name else None
+    return getattr(libc, "malloc_trim", None)
+
+
+_MALLOC_TRIM = _load_libc_trim()  # glibc only; None on musl and macOS
+
+
+def trim_heap() -> None:
+    """Hand the C heap's free pages back to the operating system (a no-op without glibc).
+
+    Every batch has new shapes, so onnxruntime and tokenizers free different-sized buffers each
+    time and glibc keeps the holes: three int8 MiniLM jurors scoring TweetEval grew from 194 MB
+    loaded to ~350 MB resident. Trimming after each batch (~2 ms against ~300 ms of scoring)
+    holds the peak near 250 MB (measured in one process, side by side; see BENCHMARKS.md).
+    """
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
+
+
 def _session(path: Path, threads: int) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    # No CPU arena: batches are padded to their own longest text, so shapes change all the time
+    # and each session's arena kept the largest it had seen. Plain malloc, trimmed after every
+    # batch (``trim_heap``), gives the memory back; throughput is the same within noise.
+    options.enable_cpu_mem_arena = False
     try:
         return ort.InferenceSession(
             str(path), sess_options=options, providers=["CPUExecutionProvider"]
@@ -170,12 +221,6 @@ class OnnxTransformerJuror(_OnnxJuror):
 
         super().__init__(directory, manifest, threads)
         self._inputs = {i.name for i in self._session.get_inputs()}
-        # Give the CPU arena back after every batch. Batches are padded to their longest text,
-        # so shapes change all the time and a growing arena kept ~220 MB per MiniLM juror:
-        # three int8 jurors peaked at 834 MB resident, 292 MB with shrinkage, for about 6% of
-        # throughput (measured with the bench's jurors; see BENCHMARKS.md).
-        self._run_options = ort.RunOptions()
-        self._run_options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
         try:
             tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
         except Exception as exc:
@@ -197,17 +242,12 @@ class OnnxTransformerJuror(_OnnxJuror):
             "token_type_ids": np.array([e.type_ids for e in encodings], dtype=np.int64),
         }
         feeds = {k: v for k, v in encoded.items() if k in self._inputs}
-        # Post lengths vary widely and a batch is padded (on the right) to its longest post:
-        # score it in length-sorted chunks, each cut to its own longest. On TweetEval at batch
-        # 32 this tripled a MiniLM juror's throughput (BENCHMARKS.md).
         lengths = mask.sum(axis=1)
-        order = np.argsort(lengths, kind="stable")
         out = np.empty((len(texts), len(self.labels)), dtype=np.float32)
-        for start in range(0, len(order), LENGTH_CHUNK):
-            chunk = order[start : start + LENGTH_CHUNK]
+        for chunk in length_chunks(lengths.tolist()):
             width = int(lengths[chunk].max())
             inputs = {k: v[chunk, :width] for k, v in feeds.items()}
-            logits = self._session.run(None, inputs, self._run_options)[0]
+            logits = self._session.run(None, inputs)[0]
             out[chunk] = _softmax(np.asarray(logits, dtype=np.float32))
         return out
 

@@ -23,7 +23,7 @@ from faust.types import EventT
 
 from jurystream.config import Settings
 from jurystream.exporters.metrics import Metrics
-from jurystream.models.juror import Juror
+from jurystream.models.juror import Juror, trim_heap
 from jurystream.models.jury import Jury
 from jurystream.models.voting import Decision
 from jurystream.stream import records
@@ -170,7 +170,7 @@ class LabelingWorker:
         texts = [p.text for p, _ in posts]
         started = time.perf_counter()
         try:
-            decisions = await loop.run_in_executor(self._executor, jury.decide, texts)
+            decisions = await loop.run_in_executor(self._executor, _decide_and_trim, jury, texts)
         except Exception:
             log.exception("batch of %d failed in the jury; retrying one by one", len(posts))
             out = []
@@ -205,6 +205,15 @@ class LabelingWorker:
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)
+
+
+def _decide_and_trim(jury: Jury, texts: list[str]) -> list[Decision]:
+    """A batch's decisions, then its freed buffers back to the OS: a worker lives for weeks and
+    its resident memory is what a deployment sizes for (``trim_heap``)."""
+    try:
+        return jury.decide(texts)
+    finally:
+        trim_heap()
 
 
 def build_worker_app(
