@@ -74,6 +74,30 @@ def test_trainer_keeps_samples_across_restarts_weighs_reviewers_and_announces(
     first = roles.start(*args, env=env)
     asyncio.run(produce(roles.bootstrap, roles.topic("hard-samples"), hard_samples(0, 100)))
     asyncio.run(produce(roles.bootstrap, roles.topic("feedback"), feedback()))
+    # Records the trainer cannot use are dead-lettered with the reason, not trained on or lost.
+    bad_hard = [
+        (b"x1", b"\xff not utf-8"),
+        (b"x2", json.dumps({"id": "x2", "label": "a"}).encode()),
+    ]
+    bad_feedback = [(b"x3", b"[1, 2]")]
+    asyncio.run(produce(roles.bootstrap, roles.topic("hard-samples"), bad_hard))
+    asyncio.run(produce(roles.bootstrap, roles.topic("feedback"), bad_feedback))
+    dead = asyncio.run(
+        read_records(
+            roles.bootstrap,
+            [roles.topic("dead-letters")],
+            until=lambda records: len(records) >= 3,
+            timeout_s=60,
+        )
+    )
+    assert sorted(r.value["error"].split(":")[0] for r in dead) == [
+        "not a feedback record",
+        "not a hard sample",
+        "not a hard sample",
+    ], roles.logs()
+    assert {r.value["stage"] for r in dead} == {"trainer"}
+    errors = " | ".join(r.value["error"] for r in dead)
+    assert "needs a non-empty string 'text'" in errors, errors  # says what to fix
     wait_for(lambda: store.pending_hard_samples() == 100 and len(store.gold_labels()) == 160)
     assert first.stop() == 0, roles.logs()  # below β: no round yet
     assert store.candidates() == []

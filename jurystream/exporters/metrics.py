@@ -29,7 +29,8 @@ TRAINING_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 3600)
 # not as a missing series.
 ROLE_OUTCOMES: dict[str, tuple[str, ...]] = {
     "worker": ("labeled", "escalated", "dead_lettered"),
-    "reviewer": ("reviewed", "parked"),
+    "reviewer": ("reviewed", "parked", "dead_lettered"),
+    "trainer": ("dead_lettered",),
 }
 
 REVIEWER_CALL_OUTCOMES = ("ok", "retry", "invalid", "error")

@@ -2,8 +2,10 @@
 
 Like the reviewer, a plain aiokafka consumer with manual commits: a batch's offsets are
 committed only after its records are in the SQLite store, so a crash replays them (the store's
-inserts are idempotent). Rounds run in a worker thread while the consumer keeps storing new
-samples; a sample that arrives during a round is trained on in the next one.
+inserts are idempotent). A record that is not a hard sample or a feedback record goes to
+dead-letters with the reason, acknowledged before the commit, like every other role's bad
+input. Rounds run in a worker thread while the consumer keeps storing new samples; a sample that
+arrives during a round is trained on in the next one.
 
 Not starving serving on a small machine is a matter of process boundaries, not scheduling:
 the trainer is its own process (a worker never imports torch), it lowers its own priority with
@@ -37,6 +39,7 @@ from jurystream.models.datasets import load_dataset
 from jurystream.models.registry import Registry
 from jurystream.models.rounds import RoundResult, RoundRunner
 from jurystream.models.store import TrainingStore
+from jurystream.stream import records
 from jurystream.stream.broker import ensure_topics
 from jurystream.stream.client import group_consumer
 from jurystream.stream.lifecycle import run_until_signalled
@@ -101,6 +104,7 @@ class TrainerRole:
         self.hard_topic = topics.name("hard_samples")
         self.feedback_topic = topics.name("feedback")
         self.updates_topic = topics.name("model_updates")
+        self.dead_topic = topics.name("dead_letters")
         self.group_id = f"{settings.app_id}-trainer"
         self.started = time.time()
         self._not_before = 0.0
@@ -121,7 +125,8 @@ class TrainerRole:
             while not stop.is_set():
                 batches = await consumer.getmany(timeout_ms=POLL_MS, max_records=2000)
                 if batches:
-                    await asyncio.to_thread(self._store, batches)
+                    rejected = await asyncio.to_thread(self._store, batches)
+                    await self._dead_letter(producer, rejected)
                     offsets = {tp: msgs[-1].offset + 1 for tp, msgs in batches.items()}
                     try:
                         await consumer.commit(offsets)
@@ -159,9 +164,13 @@ class TrainerRole:
             trainer.every_minutes,
         )
 
-    def _store(self, batches: dict[TopicPartition, list[ConsumerRecord[Any, Any]]]) -> None:
-        """Write a polled batch to the store (in a thread: SQLite blocks)."""
+    def _store(
+        self, batches: dict[TopicPartition, list[ConsumerRecord[Any, Any]]]
+    ) -> list[tuple[ConsumerRecord[Any, Any], str]]:
+        """Write a polled batch to the store (in a thread: SQLite blocks); returns the records
+        that are not usable, each with the reason."""
         hard: list[Example] = []
+        rejected = []
         share = self.settings.trainer.feedback_holdout
         for tp, messages in batches.items():
             for msg in messages:
@@ -170,10 +179,29 @@ class TrainerRole:
                         hard.append(parse_hard_sample(msg.value))
                     else:
                         self.store.add_gold(*parse_feedback(msg.value), holdout_share=share)
-                except (ValueError, UnicodeDecodeError) as exc:
-                    log.warning("skipping %s@%d:%d: %s", tp.topic, tp.partition, msg.offset, exc)
+                except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
+                    kind = "hard sample" if tp.topic == self.hard_topic else "feedback record"
+                    rejected.append((msg, f"not a {kind}: {exc}"))
         if hard:
             self.store.add_hard_samples(hard)
+        return rejected
+
+    async def _dead_letter(
+        self, producer: AIOKafkaProducer, rejected: list[tuple[ConsumerRecord[Any, Any], str]]
+    ) -> None:
+        """Dead-letter unusable records and wait for the broker's acks (before the commit)."""
+        sends = []
+        for msg, error in rejected:
+            key = records.dead_letter_key(None, msg.topic, msg.partition, msg.offset)
+            record = records.dead_letter(
+                msg.value, error, "trainer", msg.topic, msg.partition, msg.offset, None
+            )
+            log.warning("dead letter %s: %s", key, error)
+            sends.append(
+                await producer.send(self.dead_topic, records.dumps(record), key=key.encode())
+            )
+            self.metrics.messages.labels("trainer", "dead_lettered").inc()
+        await asyncio.gather(*sends)
 
     def _serving_updates(self) -> list[dict[str, Any]]:
         registry = self.runner.registry
