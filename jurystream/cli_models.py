@@ -40,6 +40,9 @@ DataOpt = Annotated[
 ]
 TextFieldOpt = Annotated[str, typer.Option(help="Text field/column of JSONL/CSV data.")]
 LabelFieldOpt = Annotated[str, typer.Option(help="Label field/column of JSONL/CSV data.")]
+DropEmptyOpt = Annotated[
+    bool, typer.Option(help="Skip examples with an empty text instead of refusing the data.")
+]
 
 
 def _settings(config: Path | None, registry: str | None = None) -> Settings:
@@ -60,13 +63,18 @@ def _registry(settings: Settings) -> Any:
 
 
 def _data(
-    settings: Settings, source: str | None, split: str, text_field: str, label_field: str
+    settings: Settings,
+    source: str | None,
+    split: str,
+    text_field: str,
+    label_field: str,
+    drop_empty: bool = False,
 ) -> Any:
     from jurystream.models.datasets import DatasetError, load_dataset, tweeteval_dir
 
     path = source or str(tweeteval_dir(settings.data_root, "offensive"))
     try:
-        return load_dataset(path, split, text_field, label_field)
+        return load_dataset(path, split, text_field, label_field, drop_empty)
     except DatasetError as exc:
         err.print(f"[red]error:[/] {exc}")
         raise typer.Exit(2) from exc
@@ -125,6 +133,7 @@ def bootstrap(
     threads: Annotated[int | None, typer.Option(help="torch threads.")] = None,
     text_field: TextFieldOpt = "text",
     label_field: LabelFieldOpt = "label",
+    drop_empty: DropEmptyOpt = False,
 ) -> None:
     """Train K diverse jurors from a few hundred labels, export, verify, register as serving."""
     from jurystream.exporters.onnx import ExportVerificationError
@@ -134,10 +143,10 @@ def bootstrap(
 
     settings = _settings(config, registry)
     trainer = settings.trainer
-    full = _data(settings, data, split, text_field, label_field)
+    full = _data(settings, data, split, text_field, label_field, drop_empty)
     seed = full.sample(seed_size, seed=sample_seed)
     heldout = (
-        _data(settings, eval_data or data, eval_split, text_field, label_field)
+        _data(settings, eval_data or data, eval_split, text_field, label_field, drop_empty)
         if eval_split
         else None
     )
@@ -187,6 +196,7 @@ def export_checkpoint(
     max_length: Annotated[int, typer.Option(help="Token limit per text.")] = 128,
     text_field: TextFieldOpt = "text",
     label_field: LabelFieldOpt = "label",
+    drop_empty: DropEmptyOpt = False,
 ) -> None:
     """Bring your own juror: export + quantize + verify a checkpoint, then register it."""
     import tempfile
@@ -195,7 +205,7 @@ def export_checkpoint(
     from jurystream.models.juror import ModelLoadError
 
     settings = _settings(config, registry)
-    check = _data(settings, check_data, check_split, text_field, label_field)
+    check = _data(settings, check_data, check_split, text_field, label_field, drop_empty)
     reg = _registry(settings)
     try:
         with tempfile.TemporaryDirectory() as tmp:
@@ -322,6 +332,7 @@ def evaluate_models(
     as_json: Annotated[bool, typer.Option("--json", help="Print the full report as JSON.")] = False,
     text_field: TextFieldOpt = "text",
     label_field: LabelFieldOpt = "label",
+    drop_empty: DropEmptyOpt = False,
 ) -> None:
     """Accuracy, macro-F1, recall, confusion, ECE per juror and per policy; calibration."""
     from jurystream.models.evaluation import calibrate as run_calibration
@@ -334,7 +345,7 @@ def evaluate_models(
     if not specs:
         err.print("[red]error:[/] no jurors: pass --juror or bootstrap some first")
         raise typer.Exit(2)
-    labeled = _data(settings, data, split, text_field, label_field)
+    labeled = _data(settings, data, split, text_field, label_field, drop_empty)
     try:
         jurors = [
             load_juror(resolve_juror_dir(s, settings.registry_url), settings.jury.threads)
@@ -410,6 +421,7 @@ def bench(
     threads: Annotated[int, typer.Option(help="Threads for torch and onnxruntime.")] = 1,
     text_field: TextFieldOpt = "text",
     label_field: LabelFieldOpt = "label",
+    drop_empty: DropEmptyOpt = False,
 ) -> None:
     """Throughput of PyTorch vs ONNX fp32 vs ONNX int8 at batch 1/8/32, as a markdown table."""
     from jurystream.bench.models import bench_juror, markdown
@@ -417,7 +429,7 @@ def bench(
     from jurystream.models.registry import RegistryError, resolve_juror_dir
 
     settings = _settings(config, registry)
-    sample = list(_data(settings, data, split, text_field, label_field).texts[:texts])
+    sample = list(_data(settings, data, split, text_field, label_field, drop_empty).texts[:texts])
     try:
         directory = resolve_juror_dir(name, settings.registry_url)
         results = bench_juror(directory, sample, rounds=rounds, threads=threads)

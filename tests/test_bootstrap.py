@@ -143,6 +143,22 @@ def test_models_cli_errors_are_clear(tiny_jurors: list[Path], tmp_path: Path) ->
     assert result.exit_code == 2 and "bad.jsonl:2: not JSON" in result.output
 
 
+def test_models_eval_refuses_empty_texts_and_names_the_flag_that_drops_them(
+    tiny_jurors: list[Path], tmp_path: Path
+) -> None:
+    data = tmp_path / "val.jsonl"
+    texts = [("a fine day", LABELS[0]), (" ", LABELS[0]), ("awful", LABELS[1])]
+    rows = [{"text": t, "label": y} for t, y in texts]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    jurors = [a for d in tiny_jurors for a in ("--juror", str(d))]
+    args = ["models", "eval", *jurors, "--data", str(data), "--json"]
+    refused = CliRunner().invoke(app, args)
+    assert refused.exit_code == 2
+    assert "val.jsonl:2: 'text' is empty" in refused.output and "--drop-empty" in refused.output
+    report = json.loads(run(*args, "--drop-empty"))
+    assert {j["examples"] for j in report["jurors"].values()} == {2}, report
+
+
 def test_registry_jurors_serve_through_a_worker(
     roles: Roles, tiny_base: Path, tmp_path: Path
 ) -> None:

@@ -68,6 +68,24 @@ def test_tweeteval_empty_text_is_refused_or_dropped_with_its_label(tmp_path: Pat
     assert data.texts == ("a", "c") and data.labels == (0, 1)
 
 
+def test_every_format_drops_empty_texts_only_when_asked(tmp_path: Path) -> None:
+    tweeteval = write_tweeteval(tmp_path / "t", ["a", " ", "c"], ["0", "1", "1"], "0\tx\n1\ty\n")
+    jsonl = tmp_path / "d.jsonl"
+    jsonl.write_text(
+        "".join(
+            json.dumps({"text": t, "label": y}) + "\n"
+            for t, y in [("a", "x"), ("", "y"), ("c", "y")]
+        )
+    )
+    csv = tmp_path / "d.csv"
+    csv.write_text("text,label\na,x\n  ,y\nc,y\n")
+    for source in (tweeteval, jsonl, csv):
+        with pytest.raises(DatasetError, match=r":[23]: .*empty.*--drop-empty"):
+            load_dataset(source)
+        data = load_dataset(source, drop_empty=True)
+        assert data.texts == ("a", "c") and data.gold() == ["x", "y"], source
+
+
 def test_real_tweeteval_hate_train_has_seven_empty_tweets() -> None:
     hate = load_tweeteval(tweeteval_dir(data_root(), "hate"), "train", drop_empty=True)
     assert len(hate) == 9000 - 7

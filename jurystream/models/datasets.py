@@ -155,7 +155,10 @@ def load_tweeteval(
         labels.append(int(value))
     empty = [i for i, text in enumerate(texts) if not text.strip()]
     if empty and not drop_empty:
-        raise DatasetError(f"{text_path}:{empty[0] + 1}: empty text")
+        raise DatasetError(
+            f"{text_path}:{empty[0] + 1}: empty text ({len(empty)} in all); "
+            "to skip such rows with their labels: --drop-empty"
+        )
     dropped = set(empty)
     keep = [i for i in range(len(texts)) if i not in dropped]
     return LabeledSet(
@@ -182,6 +185,11 @@ def _index(
     return LabeledSet(tuple(r[1] for r in rows), tuple(out), names, str(path))
 
 
+def _blank(record: dict[str, Any], key: str) -> bool:
+    value = record.get(key)
+    return isinstance(value, str) and not value.strip()
+
+
 def _field(record: dict[str, Any], key: str, path: Path, line: int) -> str:
     if key not in record:
         raise DatasetError(f"{path}:{line}: no {key!r} field (fields: {sorted(record)})")
@@ -190,7 +198,7 @@ def _field(record: dict[str, Any], key: str, path: Path, line: int) -> str:
         raise DatasetError(f"{path}:{line}: {key!r} must be a string, got {type(value).__name__}")
     value = str(value)
     if not value.strip():
-        raise DatasetError(f"{path}:{line}: {key!r} is empty")
+        raise DatasetError(f"{path}:{line}: {key!r} is empty (to skip such rows: --drop-empty)")
     return value
 
 
@@ -199,8 +207,11 @@ def load_jsonl(
     text_field: str = "text",
     label_field: str = "label",
     labels: Sequence[str] | None = None,
+    drop_empty: bool = False,
 ) -> LabeledSet:
-    """One JSON object per line; blank lines are skipped. Labels may be strings or ints."""
+    """One JSON object per line; blank lines are skipped. Labels may be strings or ints.
+
+    A record with an empty text is an error unless ``drop_empty``."""
     path = Path(path)
     rows = []
     for number, line in enumerate(_read_lines(path), start=1):
@@ -212,6 +223,8 @@ def load_jsonl(
             raise DatasetError(f"{path}:{number}: not JSON ({exc.msg})") from exc
         if not isinstance(record, dict):
             raise DatasetError(f"{path}:{number}: expected a JSON object")
+        if drop_empty and _blank(record, text_field):
+            continue
         text = _field(record, text_field, path, number)
         rows.append((number, text, _field(record, label_field, path, number)))
     return _index(rows, path, labels)
@@ -223,8 +236,10 @@ def load_csv(
     label_column: str = "label",
     labels: Sequence[str] | None = None,
     delimiter: str = ",",
+    drop_empty: bool = False,
 ) -> LabeledSet:
-    """A CSV file with a header row naming the text and label columns."""
+    """A CSV file with a header row naming the text and label columns; a row with an empty
+    text is an error unless ``drop_empty``."""
     path = Path(path)
     content = "\n".join(_read_lines(path))
     reader = csv.DictReader(content.splitlines(keepends=False), delimiter=delimiter)
@@ -237,6 +252,8 @@ def load_csv(
         number = reader.line_num
         if None in record or any(record[c] is None for c in (text_column, label_column)):
             raise DatasetError(f"{path}:{number}: wrong number of fields")
+        if drop_empty and _blank(record, text_column):
+            continue
         rows.append(
             (
                 number,
@@ -277,10 +294,12 @@ def load_dataset(
     split: str = "train",
     text_field: str = "text",
     label_field: str = "label",
+    drop_empty: bool = False,
 ) -> LabeledSet:
     """Dispatch on the source: a TweetEval dir, ``*.jsonl``, ``*.csv``, or ``hub:NAME[:CONFIG]``.
 
-    For files the split is ignored (one file is one split).
+    For files the split is ignored (one file is one split). ``drop_empty`` skips examples whose
+    text is empty (TweetEval hate has seven) instead of refusing the file.
     """
     text = str(source)
     if text.startswith("hub:"):
@@ -288,12 +307,12 @@ def load_dataset(
         return load_hub(name, split, config or None, text_field, label_field)
     path = Path(source)
     if path.is_dir():
-        return load_tweeteval(path, split)
+        return load_tweeteval(path, split, drop_empty=drop_empty)
     if path.suffix in (".jsonl", ".ndjson"):
-        return load_jsonl(path, text_field, label_field)
+        return load_jsonl(path, text_field, label_field, drop_empty=drop_empty)
     if path.suffix in (".csv", ".tsv"):
         delimiter = "\t" if path.suffix == ".tsv" else ","
-        return load_csv(path, text_field, label_field, delimiter=delimiter)
+        return load_csv(path, text_field, label_field, delimiter=delimiter, drop_empty=drop_empty)
     if not path.exists():
         raise DatasetError(f"{path}: no such file or directory")
     raise DatasetError(f"{path}: unknown format; use a TweetEval dir, .jsonl, .csv or hub:NAME")
