@@ -10,7 +10,7 @@ import base64
 import hashlib
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from jurystream.models.voting import Decision
 from jurystream.stream.validation import Post
@@ -104,3 +104,21 @@ def dead_letter(
 
 def dead_letter_key(post_id: str | None, topic: str, partition: int, offset: int) -> str:
     return post_id if post_id is not None else f"{topic}:{partition}:{offset}"
+
+
+class Consumed(Protocol):
+    """What faust's and aiokafka's consumed messages both carry."""
+
+    topic: str
+    partition: int
+    offset: int
+    value: bytes | None
+
+
+def dead_letter_message(
+    msg: Consumed, error: str, stage: str, post_id: str | None = None
+) -> tuple[bytes, bytes]:
+    """(key, value) of the dead letter for a consumed message, ready to send."""
+    record = dead_letter(msg.value, error, stage, msg.topic, msg.partition, msg.offset, post_id)
+    key = dead_letter_key(post_id, msg.topic, msg.partition, msg.offset)
+    return key.encode("utf-8"), dumps(record)

@@ -194,14 +194,11 @@ class ReviewerRole:
     async def _dead_letter(
         self, msg: ConsumerRecord[Any, Any], error: str, case_id: str | None
     ) -> Awaitable[Any]:
-        record = records.dead_letter(
-            msg.value, error, "review", msg.topic, msg.partition, msg.offset, case_id
-        )
-        key = records.dead_letter_key(case_id, msg.topic, msg.partition, msg.offset)
+        key, value = records.dead_letter_message(msg, error, "review", case_id)
         self.metrics.messages.labels("reviewer", "dead_lettered").inc()
         assert self._producer is not None
-        log.warning("dead letter %s: %s", key, error)
-        return await self._producer.send(self.dead_topic, records.dumps(record), key=key.encode())
+        log.warning("dead letter %s: %s", key.decode(), error)
+        return await self._producer.send(self.dead_topic, value, key=key)
 
 
 async def serve(settings: Settings, bootstrap: str, stop: asyncio.Event) -> None:

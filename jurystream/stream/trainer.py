@@ -192,14 +192,9 @@ class TrainerRole:
         """Dead-letter unusable records and wait for the broker's acks (before the commit)."""
         sends = []
         for msg, error in rejected:
-            key = records.dead_letter_key(None, msg.topic, msg.partition, msg.offset)
-            record = records.dead_letter(
-                msg.value, error, "trainer", msg.topic, msg.partition, msg.offset, None
-            )
-            log.warning("dead letter %s: %s", key, error)
-            sends.append(
-                await producer.send(self.dead_topic, records.dumps(record), key=key.encode())
-            )
+            key, value = records.dead_letter_message(msg, error, "trainer")
+            log.warning("dead letter %s: %s", key.decode(), error)
+            sends.append(await producer.send(self.dead_topic, value, key=key))
             self.metrics.messages.labels("trainer", "dead_lettered").inc()
         await asyncio.gather(*sends)
 

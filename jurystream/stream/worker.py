@@ -195,13 +195,9 @@ class LabelingWorker:
         return await topic.send(key=key.encode("utf-8"), value=records.dumps(record))
 
     async def _dead_letter(self, event: EventT, error: str, stage: str, post_id: str | None) -> Any:
-        msg = event.message
-        record = records.dead_letter(
-            msg.value, error, stage, msg.topic, msg.partition, msg.offset, post_id
-        )
-        key = records.dead_letter_key(post_id, msg.topic, msg.partition, msg.offset)
+        key, value = records.dead_letter_message(event.message, error, stage, post_id)
         self.metrics.messages.labels("worker", "dead_lettered").inc()
-        return await self._send(self.outputs.dead_letters, key, record)
+        return await self.outputs.dead_letters.send(key=key, value=value)
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)
