@@ -105,7 +105,12 @@ class ReviewerSettings(BaseModel):
     # without response_format; the strict parser checks the answer in every case.
     response_format: Literal["json_schema", "json_object", "text"] = "json_schema"
     invalid_answer_retries: int = Field(2, ge=0)  # off-label answers asked again, then parked
-    park_backoff_max_s: float = Field(30.0, gt=0)  # parked cases are retried in place
+    park_backoff_max_s: float = Field(30.0, gt=0)  # longest wait between retries of a parked case
+    # Cases one reviewer process holds at once, parked ones included; fetching pauses when full.
+    max_in_flight: int = Field(64, ge=1)
+    # A case that failed this many times while other cases were answered is dead-lettered
+    # (the endpoint works; it is this case it cannot answer). An outage dead-letters nothing.
+    max_case_failures: int = Field(5, ge=1)
     knn_k: int = Field(4, ge=0)
     gold_pool: Path | None = None  # k-NN demonstrations: a TweetEval dir, .jsonl or .csv
     gold_pool_size: int = Field(500, ge=1)  # a small stratified sample of it

@@ -291,3 +291,73 @@ async def test_oracle_chain_labels_from_gold_and_says_so(
         f"m{i}": (_gold(i), "oracle") for i in range(6)
     }
     assert openai_server.requests == []
+
+
+async def test_a_parked_case_holds_back_its_commit_but_not_the_cases_behind_it(
+    broker: EmbeddedBroker, openai_server: OpenAIServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(KEY_ENV, "sk-test")
+    n = 20
+    answers = {_text(i): _gold(i) for i in range(1, n)}  # m0 has no scripted answer: HTTP 400
+    openai_server.answer = answers_by_text(answers)
+    settings = _settings(broker.bootstrap, openai_server, max_case_failures=1000)
+    settings = settings.model_copy(
+        update={"topics": TopicSettings(prefix="t" + uuid.uuid4().hex[:8] + ".", partitions=1)}
+    )
+    await ensure_topics(broker.bootstrap, settings.topics.all_names(), 1)
+
+    async def run_role() -> tuple[asyncio.Event, asyncio.Task[None], object]:
+        metrics = Metrics("reviewer")
+        chain = build_chain(settings.reviewer, metrics)
+        stop = asyncio.Event()
+        task = asyncio.create_task(
+            ReviewerRole(settings, broker.bootstrap, chain, metrics).run(stop)
+        )
+        return stop, task, chain
+
+    stop, task, chain = await run_role()
+    await _produce_cases(settings, range(n))  # one partition: m0 is first in line
+    labels = await _read(settings, "labels", n - 1)
+    assert {r.key for r in labels} == {f"m{i}" for i in range(1, n)}  # not stuck behind m0
+    stop.set()
+    await asyncio.wait_for(task, 30)
+    await chain.close()  # type: ignore[attr-defined]
+
+    # m0 was never answered, so nothing at or after it was committed: a restart replays it.
+    openai_server.answer = answers_by_text({**answers, _text(0): _gold(0)})
+    stop, task, chain = await run_role()
+    labels = await _read(settings, "labels", n)
+    stop.set()
+    await asyncio.wait_for(task, 30)
+    await chain.close()  # type: ignore[attr-defined]
+    assert {r.key for r in labels} == {f"m{i}" for i in range(n)}
+    assert next(r.value["label"] for r in labels if r.key == "m0") == _gold(0)
+
+
+async def test_a_case_the_endpoint_keeps_refusing_while_answering_others_is_dead_lettered(
+    reviewer_role: object, openai_server: OpenAIServer
+) -> None:
+    scripted = answers_by_text({_text(i): _gold(i) for i in range(1, 200)})
+
+    def slow(body: dict[str, object]) -> Reply:  # answers keep arriving while m0 is retried
+        reply = scripted(body)
+        assert isinstance(reply, Reply)
+        return Reply(reply.content, reply.status, delay_s=0.05, raw_body=reply.raw_body)
+
+    openai_server.answer = slow
+    running: Running = await reviewer_role(  # type: ignore[operator]
+        max_case_failures=3, concurrency=2, park_backoff_max_s=0.2
+    )
+    await _produce_cases(running.settings, range(0, 1))
+    dead: list[Record] = []
+    for wave in range(30):  # a steady stream of answerable cases until m0 gives up
+        await _produce_cases(running.settings, range(1 + 4 * wave, 5 + 4 * wave))
+        dead = await _read(running.settings, "dead_letters", 1, timeout_s=0.5)
+        if dead:
+            break
+    assert [r.key for r in dead] == ["m0"], "m0 was never dead-lettered"
+    error = dead[0].value["error"]
+    assert "HTTP 400" in error and "failed 3 times while other cases were answered" in error
+    assert dead[0].value["stage"] == "review"
+    labels = await _read(running.settings, "labels", 4 * (wave + 1), timeout_s=30)
+    assert "m0" not in {r.key for r in labels} and len({r.key for r in labels}) >= 4 * (wave + 1)

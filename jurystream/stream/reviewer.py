@@ -1,16 +1,17 @@
 """The reviewer role: review → reviewer chain → labels + hard-samples.
 
 A plain aiokafka consumer with manual commits, not a faust agent: the one guarantee that matters
-here is "no offset is committed before its label is written", and with ``getmany`` + an explicit
-``commit`` after the broker acknowledged every output, that is visible in ten lines. (The worker
-gets the same at-least-once behaviour from faust's acks; the reviewer needs no faust feature.)
+here is "no offset is committed before its label is written", and that is explicit below.
 
-Parked cases (the chain failed: endpoint down, rate limited past the retries, off-label answers)
-are retried *in place* with capped exponential backoff. That blocks the batch, and so the
-partitions in it, until the reviewer answers: an outage delays labels, it never drops them, and
-since nothing is committed meanwhile a crash replays the batch. Labels are keyed by message id,
-so a replay after a crash overwrites downstream. Cases that can never be answered (malformed
-records, an oracle case without gold) go to dead-letters with the reason.
+Cases are answered concurrently and finish out of order: a case the chain cannot answer yet
+(endpoint down, rate limited past the retries, budget spent, off-label answers) is *parked* —
+retried in place with capped exponential backoff — while the cases behind it keep flowing.
+Per partition, the committed position only passes a case once it and every case before it
+have their outputs acknowledged (``offsets.OffsetTracker``), so an outage delays labels and
+never drops them, and a crash replays whatever was not committed; labels are keyed by message
+id, so a replay overwrites downstream. Cases that can never be answered (malformed records, an
+oracle case without gold, a case that keeps failing while others are answered) go to
+dead-letters with the reason.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from collections.abc import Awaitable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError
 
 from jurystream.config import Settings
@@ -34,11 +36,13 @@ from jurystream.stream import records
 from jurystream.stream.broker import ensure_topics
 from jurystream.stream.client import group_consumer
 from jurystream.stream.lifecycle import run_until_signalled
+from jurystream.stream.offsets import OffsetTracker
 
 log = logging.getLogger(__name__)
 
-SHUTDOWN_GRACE_S = 10.0  # on SIGTERM, let the batch in hand finish this long before replaying it
+SHUTDOWN_GRACE_S = 10.0  # on SIGTERM, let the cases in hand finish this long before replaying
 PARK_BACKOFF_BASE_S = 0.5
+POLL_MS = 200
 
 
 def hard_sample(case: Case, verdict: Verdict) -> dict[str, Any]:
@@ -71,54 +75,89 @@ class ReviewerRole:
         self.group_id = f"{settings.app_id}-reviewer"
         self._producer: AIOKafkaProducer | None = None
         self._lags: dict[tuple[str, int], int] = {}
+        self._offsets: OffsetTracker[TopicPartition] = OffsetTracker()
+        self._cases: dict[asyncio.Task[None], tuple[TopicPartition, int]] = {}
+        self._answered = 0  # verdicts so far: tells a case nobody can answer from an outage
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Consume until ``stop`` is set; commits only batches whose outputs are acknowledged."""
+        """Consume until ``stop`` is set; commits only positions whose outputs are acknowledged."""
         consumer = group_consumer(
             self.settings,
             self.bootstrap,
             self.group_id,
-            self.review_topic,
-            # A parked batch blocks by design; an outage must not make us leave the group.
+            # A parked case may wait for hours; that must not make us leave the group.
             max_poll_interval_ms=24 * 3600 * 1000,
         )
+        consumer.subscribe([self.review_topic], listener=_ReleaseOnRevoke(self, consumer))
         producer = AIOKafkaProducer(
             bootstrap_servers=self.bootstrap, acks="all", linger_ms=2, enable_idempotence=False
         )
         await producer.start()
         self._producer = producer
         await consumer.start()
-        stop_waiter = asyncio.create_task(stop.wait())
+        limit = self.settings.reviewer.max_in_flight
         try:
             while not stop.is_set():
-                batches = await consumer.getmany(
-                    timeout_ms=300, max_records=max(1, 2 * self.settings.reviewer.concurrency)
-                )
-                if not batches:
-                    continue
-                work = asyncio.create_task(self._process(batches))
-                done, _ = await asyncio.wait({work, stop_waiter}, return_when="FIRST_COMPLETED")
-                if work not in done:
-                    done, _ = await asyncio.wait({work}, timeout=SHUTDOWN_GRACE_S)
-                    if work not in done:
-                        work.cancel()
-                        with contextlib.suppress(asyncio.CancelledError):
-                            await work
-                        log.warning("stopping with a batch in hand; it will be replayed")
-                        break
-                work.result()
-                offsets = {tp: msgs[-1].offset + 1 for tp, msgs in batches.items()}
-                try:
-                    await consumer.commit(offsets)
-                except CommitFailedError as exc:
-                    # Partitions moved in a rebalance; their new owner replays the batch.
-                    log.warning("commit failed after a rebalance (%s); batch will be replayed", exc)
-                self._report_lag(consumer, offsets)
+                room = limit - len(self._cases)
+                if room > 0:
+                    batches = await consumer.getmany(timeout_ms=POLL_MS, max_records=room)
+                    for tp, messages in batches.items():
+                        for msg in messages:
+                            self._offsets.read(tp, msg.offset)
+                            self._cases[asyncio.create_task(self._review(msg))] = (tp, msg.offset)
+                else:  # full: wait for a case to finish rather than fetch more
+                    await asyncio.wait(
+                        list(self._cases), timeout=POLL_MS / 1000, return_when="FIRST_COMPLETED"
+                    )
+                await self._settle(consumer)
+            if self._cases:
+                await asyncio.wait(list(self._cases), timeout=SHUTDOWN_GRACE_S)
+                await self._settle(consumer)
+                if self._cases:
+                    left = len(self._cases)
+                    log.warning("stopping with %d cases in hand; they will be replayed", left)
         finally:
-            stop_waiter.cancel()
+            await self._drop(list(self._cases))
             await consumer.stop()
             await producer.stop()
             self._producer = None
+
+    async def _review(self, msg: ConsumerRecord[Any, Any]) -> None:
+        """Answer one case; returns once every output of it is acknowledged by the broker."""
+        await asyncio.gather(*await self._handle(msg))
+
+    async def _settle(self, consumer: AIOKafkaConsumer) -> None:
+        """Mark finished cases done and commit the positions that moved."""
+        for task in [t for t in self._cases if t.done()]:
+            tp, offset = self._cases.pop(task)
+            task.result()  # a bug in the role, not a case's fault: crash, replay on restart
+            self._offsets.finish(tp, offset)
+        owned = consumer.assignment()
+        positions = {tp: n for tp, n in self._offsets.committable().items() if tp in owned}
+        if not positions:
+            return
+        try:
+            await consumer.commit(positions)
+        except CommitFailedError as exc:
+            # Partitions moved in a rebalance; their new owner replays what was not committed.
+            log.warning("commit failed after a rebalance (%s); cases will be replayed", exc)
+            return
+        self._offsets.committed(positions)
+        self._report_lag(consumer, positions)
+
+    async def release(self, consumer: AIOKafkaConsumer, revoked: set[TopicPartition]) -> None:
+        """Before partitions move: commit what is done, drop the rest (the new owner replays)."""
+        await self._settle(consumer)
+        await self._drop([t for t, (tp, _) in self._cases.items() if tp in revoked])
+        self._offsets.forget(revoked)
+
+    async def _drop(self, tasks: list[asyncio.Task[None]]) -> None:
+        for task in tasks:
+            self._cases.pop(task, None)
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
 
     def _report_lag(self, consumer: AIOKafkaConsumer, committed: dict[TopicPartition, int]) -> None:
         """Messages behind the high watermark per partition this process owns."""
@@ -130,27 +169,32 @@ class ReviewerRole:
         self._lags = {k: v for k, v in self._lags.items() if k in owned}
         self.metrics.set_consumer_lags(self.group_id, self._lags)
 
-    async def _process(self, batches: dict[TopicPartition, list[ConsumerRecord[Any, Any]]]) -> None:
-        handled = [self._handle(msg) for msgs in batches.values() for msg in msgs]
-        sends = await asyncio.gather(*handled)
-        # Every label, hard sample and dead letter acknowledged before the caller commits.
-        await asyncio.gather(*[f for fs in sends for f in fs])
-
     async def _handle(self, msg: ConsumerRecord[Any, Any]) -> list[Awaitable[Any]]:
         try:
             case = Case.from_record(json.loads(msg.value or b""))
         except (CaseError, ValueError) as exc:  # JSONDecodeError and UnicodeDecodeError too
             return [await self._dead_letter(msg, f"not a review case: {exc}", None)]
-        attempt = 0
+        attempt = contested = 0
+        answered_before = self._answered
         while True:
             started = time.perf_counter()
             outcome = await self.chain.review(case)
             if isinstance(outcome, Verdict):
+                self._answered += 1
                 self.metrics.stage_latency.labels("review").observe(time.perf_counter() - started)
                 return await self._write(case, outcome)
             assert isinstance(outcome, Failure)
             if outcome.permanent:
                 return [await self._dead_letter(msg, outcome.reason, case.id)]
+            # Failed again while other cases were answered: the endpoint works, this case does not.
+            contested += self._answered > answered_before
+            answered_before = self._answered
+            if contested >= self.settings.reviewer.max_case_failures:
+                reason = (
+                    f"{outcome.source}: {outcome.reason}; failed {contested} times while other "
+                    "cases were answered (fix the cause, then replay it from dead-letters)"
+                )
+                return [await self._dead_letter(msg, reason, case.id)]
             self.metrics.messages.labels("reviewer", "parked").inc()
             delay = min(self.settings.reviewer.park_backoff_max_s, PARK_BACKOFF_BASE_S * 2**attempt)
             attempt += 1
@@ -199,6 +243,18 @@ class ReviewerRole:
         assert self._producer is not None
         log.warning("dead letter %s: %s", key.decode(), error)
         return await self._producer.send(self.dead_topic, value, key=key)
+
+
+class _ReleaseOnRevoke(ConsumerRebalanceListener):
+    def __init__(self, role: ReviewerRole, consumer: AIOKafkaConsumer) -> None:
+        self.role = role
+        self.consumer = consumer
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        await self.role.release(self.consumer, set(revoked))
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        pass
 
 
 async def serve(settings: Settings, bootstrap: str, stop: asyncio.Event) -> None:
