@@ -361,3 +361,44 @@ async def test_a_case_the_endpoint_keeps_refusing_while_answering_others_is_dead
     assert dead[0].value["stage"] == "review"
     labels = await _read(running.settings, "labels", 4 * (wave + 1), timeout_s=30)
     assert "m0" not in {r.key for r in labels} and len({r.key for r in labels}) >= 4 * (wave + 1)
+
+
+async def test_a_second_reviewer_joining_mid_stream_takes_partitions_and_loses_nothing(
+    broker: EmbeddedBroker, openai_server: OpenAIServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(KEY_ENV, "sk-test")
+    n = 60
+    scripted = answers_by_text({_text(i): _gold(i) for i in range(n)})
+
+    def slow(body: dict[str, object]) -> Reply:  # cases are in flight when partitions move
+        reply = scripted(body)
+        assert isinstance(reply, Reply)
+        return Reply(reply.content, reply.status, delay_s=0.1, raw_body=reply.raw_body)
+
+    openai_server.answer = slow
+    settings = _settings(broker.bootstrap, openai_server, concurrency=2)
+    await ensure_topics(broker.bootstrap, settings.topics.all_names(), 2)
+    running = []
+    for _ in range(2):
+        metrics = Metrics("reviewer")
+        chain = build_chain(settings.reviewer, metrics)
+        stop = asyncio.Event()
+        role = ReviewerRole(settings, broker.bootstrap, chain, metrics)
+        running.append((stop, asyncio.create_task(role.run(stop)), chain, metrics))
+        if len(running) == 1:
+            await _produce_cases(settings, range(n))
+            await _read(settings, "labels", 5)  # the first one is busy when the second joins
+    labels = await _read(settings, "labels", n, timeout_s=90)
+    for stop, task, chain, _ in running:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+        await chain.close()  # type: ignore[attr-defined]
+    assert {r.key for r in labels} == {f"m{i}" for i in range(n)}
+    assert all(r.value["label"] == _gold(int(str(r.key)[1:])) for r in labels)
+    reviewed = [
+        m.registry.get_sample_value(
+            "jurystream_messages_total", {"role": "reviewer", "outcome": "reviewed"}
+        )
+        for *_, m in running
+    ]
+    assert all(count and count > 0 for count in reviewed), reviewed  # both took a share
