@@ -148,6 +148,16 @@ async def test_an_outage_delays_labels_but_loses_and_duplicates_none(
     openai_server.outage(5.0)
     outage_ends = time.time() + 5.0
     await _produce_cases(settings, range(n_before, n_total))
+
+    def cases(state: str) -> float | None:
+        return running.metrics.registry.get_sample_value(
+            "jurystream_review_cases", {"state": state}
+        )
+
+    while not cases("parked") and time.time() < outage_ends:  # the dashboard sees them wait
+        await asyncio.sleep(0.05)
+    assert cases("parked"), "no case was reported parked during the outage"
+    assert (cases("in_flight") or 0) >= (cases("parked") or 0)
     labels = await _read(settings, "labels", n_total, timeout_s=90)
     running.stop.set()
     assert running.task is not None
@@ -185,6 +195,7 @@ async def test_an_outage_delays_labels_but_loses_and_duplicates_none(
         "jurystream_messages_total", {"role": "reviewer", "outcome": "parked"}
     )
     assert parked and parked >= 1
+    assert cases("parked") == 0 and cases("in_flight") == 0
 
 
 async def test_budget_stops_spending_at_the_limit_and_resumes_next_window(

@@ -203,6 +203,15 @@ ROWS: tuple[Row, ...] = (
                 ),
                 unit="currencyUSD",
             ),
+            Panel(
+                "Review cases in hand",
+                "timeseries",
+                (Target("sum by (state) (jurystream_review_cases)", "{{state}}"),),
+                unit="short",
+                description="Cases the reviewers hold now; parked ones wait to be retried "
+                "(an outage, the budget, or a case the endpoint keeps refusing). Parked for long "
+                "holds back that partition's committed offset, not the cases behind it.",
+            ),
         ),
     ),
     Row(

@@ -115,6 +115,15 @@ class Metrics:
             "1 while review cases wait for the next budget window, else 0",
             registry=r,
         )
+        self.review_cases = Gauge(
+            "jurystream_review_cases",
+            "Review cases this process holds now: in_flight (all) and parked (waiting to retry)",
+            ["state"],
+            registry=r,
+        )
+        if role == "reviewer":  # 0, not "no data", before the first case
+            for state in ("in_flight", "parked"):
+                self.review_cases.labels(state).set(0)
 
         # --- online quality against gold feedback (monitor) ---
         self.feedback = Counter(

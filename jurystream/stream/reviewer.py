@@ -110,6 +110,7 @@ class ReviewerRole:
                         list(self._cases), timeout=POLL_MS / 1000, return_when="FIRST_COMPLETED"
                     )
                 await self._settle(consumer)
+                self.metrics.review_cases.labels("in_flight").set(len(self._cases))
             if self._cases:
                 await asyncio.wait(list(self._cases), timeout=SHUTDOWN_GRACE_S)
                 await self._settle(consumer)
@@ -118,6 +119,7 @@ class ReviewerRole:
                     log.warning("stopping with %d cases in hand; they will be replayed", left)
         finally:
             await self._drop(list(self._cases))
+            self.metrics.review_cases.labels("in_flight").set(0)
             await consumer.stop()
             await producer.stop()
             self._producer = None
@@ -206,7 +208,12 @@ class ReviewerRole:
                 attempt,
                 delay,
             )
-            await asyncio.sleep(delay)
+            parked = self.metrics.review_cases.labels("parked")
+            parked.inc()
+            try:
+                await asyncio.sleep(delay)
+            finally:  # also when the case is dropped in a rebalance or at shutdown
+                parked.dec()
 
     async def _write(self, case: Case, verdict: Verdict) -> list[Awaitable[Any]]:
         now_ms = time.time() * 1000
