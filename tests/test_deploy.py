@@ -201,6 +201,7 @@ def test_alerts_cover_the_issue_and_use_exported_metrics() -> None:
         "DeadLetter",
         "AccuracyDrop",
         "Drift",
+        "Parked",
     ):
         assert any(needed in a for a in alerts), needed
 
