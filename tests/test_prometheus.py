@@ -306,6 +306,15 @@ def test_every_dashboard_query_returns_data_from_a_real_prometheus(
         assert value(tokens % "output") == output_tokens
         expected_usd = (input_tokens * PRICE_IN + output_tokens * PRICE_OUT) / 1e6
         assert value("sum(jurystream_reviewer_cost_usd_total)") == pytest.approx(expected_usd)
+        # increase() extrapolates each series to the window's edges by up to half a scrape
+        # interval. A test stack has seconds of samples, a dashboard's range thousands: let ten
+        # flat scrapes pass after the drain so the ratio of two counters is not the
+        # extrapolation's (the reviewer answers a burst of cases between two scrapes).
+        samples = 'sum(count_over_time(jurystream_messages_total{role="reviewer"}[10m]))'
+        after_drain = (value(samples) or 0) + 10 * 3  # three reviewer series
+        deadline = time.monotonic() + 60
+        while (value(samples) or 0) < after_drain and time.monotonic() < deadline:
+            time.sleep(0.5)
         saved = next(t for t in dashboard.targets() if t.legend == "saved")
         saving = value(grafana_to_promql(saved.expr))
         assert saving is not None and saving > 0  # the jury labeled most posts for free
