@@ -17,7 +17,7 @@ P = TypeVar("P", bound=Hashable)  # a partition (aiokafka's TopicPartition in th
 class OffsetTracker(Generic[P]):
     def __init__(self) -> None:
         self._pending: dict[P, set[int]] = {}  # read, not finished yet
-        self._done: dict[P, set[int]] = {}  # finished, behind an unfinished one
+        self._last_read: dict[P, int] = {}  # a partition is read in offset order
         self._next: dict[P, int] = {}  # committable position per partition
         self._committed: dict[P, int] = {}
 
@@ -27,25 +27,16 @@ class OffsetTracker(Generic[P]):
 
     def read(self, partition: P, offset: int) -> None:
         self._pending.setdefault(partition, set()).add(offset)
-        self._done.setdefault(partition, set())
+        self._last_read[partition] = offset
         if partition not in self._next:  # where the consumer started: already committed
             self._next[partition] = self._committed[partition] = offset
 
     def finish(self, partition: P, offset: int) -> None:
-        self._pending[partition].discard(offset)
-        self._done[partition].add(offset)
         pending = self._pending[partition]
-        done = self._done[partition]
-        position = self._next[partition]
-        # Offsets may have gaps (compaction, transaction markers): pass every finished offset
-        # below the first unfinished one.
-        first_pending = min(pending) if pending else None
-        for finished in sorted(done):
-            if first_pending is not None and finished > first_pending:
-                break
-            position = max(position, finished + 1)
-            done.discard(finished)
-        self._next[partition] = position
+        pending.discard(offset)
+        # Resume at the first unfinished message; offsets may have gaps (compaction,
+        # transaction markers), so it is that offset, not the last finished one + 1.
+        self._next[partition] = min(pending) if pending else self._last_read[partition] + 1
 
     def committable(self) -> dict[P, int]:
         """Positions that moved since the last ``committed`` call."""
@@ -57,5 +48,5 @@ class OffsetTracker(Generic[P]):
     def forget(self, partitions: Iterable[P]) -> None:
         """Drop partitions this process no longer owns (after a rebalance)."""
         for partition in partitions:
-            for table in (self._pending, self._done, self._next, self._committed):
+            for table in (self._pending, self._last_read, self._next, self._committed):
                 table.pop(partition, None)
