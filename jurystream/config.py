@@ -78,6 +78,13 @@ class JurySettings(BaseModel):
     threads: int = Field(1, ge=1)  # onnxruntime intra-op threads per juror
     max_text_chars: int = Field(4000, ge=1)
     max_message_bytes: int = Field(64_000, ge=1)
+    # Share of confidently labeled posts also sent to review as audits: the jury's label
+    # stands, the review measures it (unbiased accuracy of accepted labels, random examples).
+    audit_rate: float = Field(0.02, ge=0.0, le=1.0)
+    # Most reviews per post read (escalations; audits come on top). None: every escalation is
+    # reviewed. Past it, the most informative escalations go first; the rest keep the jury's
+    # best guess, flagged "unreviewed". The threshold controller also keeps escalation under it.
+    review_budget: float | None = Field(None, ge=0.0, le=1.0)
 
 
 class ReviewerSettings(BaseModel):
@@ -125,7 +132,10 @@ class ReviewerSettings(BaseModel):
 class TrainerSettings(BaseModel):
     every_samples: int = Field(200, ge=1)  # β: a round every β new hard samples
     every_minutes: float = Field(30.0, gt=0)  # T: or every T minutes
-    replay_ratio: float = Field(1.0, ge=0.0)
+    # Earlier examples (seed set, earlier rounds' reviewed samples) replayed per new one; None:
+    # all of them. Measured: replaying everything beats a 1:1 replay of the seed set (see
+    # BENCHMARKS.md, "Continual learning recipe").
+    replay_ratio: float | None = Field(None, ge=0.0)
     epochs: int = Field(2, ge=1)
     batch_size: int = Field(16, ge=1)
     learning_rate: float = 3e-5
@@ -150,6 +160,20 @@ class TrainerSettings(BaseModel):
     # Prior belief in a reviewer's accuracy before gold feedback measures it (Beta prior).
     reliability_prior: float = Field(0.8, gt=0.0, lt=1.0)
     reliability_prior_strength: float = Field(10.0, gt=0.0)
+
+
+class ControllerSettings(BaseModel):
+    """The threshold controller (``models/thresholds.py``), run by the trainer."""
+
+    enabled: bool = True
+    # Accuracy the jury's accepted labels must reach; None: the reviewer's measured accuracy
+    # (gold feedback, else the reliability prior) minus ``margin``.
+    target_accuracy: float | None = Field(None, ge=0.0, le=1.0)
+    margin: float = Field(0.05, ge=0.0, le=1.0)
+    # Audits that weigh as much as the held-out gold in correcting the target (shrinkage).
+    audit_shrink: int = Field(50, ge=0)
+    # Audits judged before the audit alone may move the threshold between rounds.
+    audit_min: int = Field(30, ge=1)
 
 
 class MetricsSettings(BaseModel):
@@ -183,6 +207,7 @@ class Settings(BaseSettings):
     jury: JurySettings = Field(default_factory=JurySettings)
     reviewer: ReviewerSettings = Field(default_factory=ReviewerSettings)
     trainer: TrainerSettings = Field(default_factory=TrainerSettings)
+    controller: ControllerSettings = Field(default_factory=ControllerSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
 
     @property

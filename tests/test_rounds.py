@@ -127,14 +127,28 @@ def test_transformer_round_continues_from_the_serving_checkpoint(
     assert juror.version == "2"
 
 
-@pytest.mark.parametrize("bad", ["not json", '{"id": "x", "text": "", "label": "offensive"}'])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "not json",
+        '{"id": "x", "text": "", "label": "offensive"}',
+        '{"id": "x", "text": "t", "label": "offensive", "kind": "other"}',
+    ],
+)
 def test_trainer_parses_hard_samples_strictly(bad: str) -> None:
     from jurystream.stream.trainer import parse_feedback, parse_hard_sample
 
     sample = parse_hard_sample(
         b'{"id": "m1", "text": "t", "label": "offensive", "label_source": "oracle", "weight": 0.9}'
     )
-    assert sample == Example("m1", "t", "offensive", "hard", "oracle", 0.9)
+    assert sample.example == Example("m1", "t", "offensive", "hard", "oracle", 0.9)
+    assert sample.audit is None
+    audit = parse_hard_sample(
+        b'{"id": "m2", "text": "t", "label": "offensive", "label_source": "oracle", '
+        b'"weight": 1.0, "kind": "audit", "jury_label": "not-offensive", "threshold": 0.7}'
+    )
+    assert audit.example.origin == "audit"
+    assert audit.audit == ("m2", "not-offensive", "offensive", 0.7)
     assert parse_feedback(b'{"id": "m1", "label": "offensive"}') == ("m1", "offensive", None)
     with pytest.raises(ValueError):
         parse_hard_sample(bad.encode())

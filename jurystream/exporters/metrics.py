@@ -21,6 +21,8 @@ from collections.abc import Iterable, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from jurystream.models.audit import AuditEstimate
+
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 TRAINING_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 3600)
@@ -28,8 +30,8 @@ TRAINING_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 3600)
 # Outcomes created at zero when a role starts, so rate() and "no dead letters" read as 0,
 # not as a missing series.
 ROLE_OUTCOMES: dict[str, tuple[str, ...]] = {
-    "worker": ("labeled", "escalated", "dead_lettered"),
-    "reviewer": ("reviewed", "parked", "dead_lettered"),
+    "worker": ("labeled", "escalated", "audited", "unreviewed", "dead_lettered"),
+    "reviewer": ("reviewed", "audit_reviewed", "parked", "dead_lettered"),
     "trainer": ("dead_lettered",),
 }
 
@@ -50,7 +52,8 @@ class Metrics:
         # --- streaming core (worker) ---
         self.messages = Counter(
             "jurystream_messages_total",
-            "Messages by role and outcome (labeled, escalated, dead_lettered, reviewed, parked)",
+            "Messages by role and outcome (labeled, escalated, audited, unreviewed, "
+            "dead_lettered, reviewed, audit_reviewed, parked)",
             ["role", "outcome"],
             registry=r,
         )
@@ -124,6 +127,40 @@ class Metrics:
         if role == "reviewer":  # 0, not "no data", before the first case
             for state in ("in_flight", "parked"):
                 self.review_cases.labels(state).set(0)
+
+        # --- threshold controller and audit (worker, trainer, reviewer, monitor) ---
+        self.jury_threshold = Gauge(
+            "jurystream_jury_threshold",
+            "Confidence threshold the jury serves (worker) or the controller chose (trainer)",
+            registry=r,
+        )
+        self.target_accuracy = Gauge(
+            "jurystream_target_accuracy",
+            "Accuracy of accepted labels the threshold controller holds (trainer)",
+            registry=r,
+        )
+        self.audits = Counter(
+            "jurystream_audits_total",
+            "Audit cases reviewed, by whether the reviewer agreed with the jury's label",
+            ["result"],
+            registry=r,
+        )
+        self.audit_accuracy = Gauge(
+            "jurystream_audit_accuracy",
+            "Accuracy of the jury's accepted labels estimated by audits over the monitor's "
+            "window, per jury label and 'all', with its 95% interval (bound=estimate|low|high)",
+            ["label", "bound"],
+            registry=r,
+        )
+        self.audit_window = Gauge(
+            "jurystream_audit_window",
+            "Audits the audit accuracy was estimated from, per jury label and 'all'",
+            ["label"],
+            registry=r,
+        )
+        if role == "reviewer":
+            for result in ("agree", "disagree"):
+                self.audits.labels(result)
 
         # --- online quality against gold feedback (monitor) ---
         self.feedback = Counter(
@@ -313,6 +350,18 @@ class Metrics:
             macro_f1,
             samples,
         )
+
+    def set_audit(self, estimates: Mapping[str, AuditEstimate]) -> None:
+        """Publish the audit's estimates (monitor); a label with no audit yet has no series."""
+        for label, est in estimates.items():
+            if est.total:
+                for bound, value in (
+                    ("estimate", est.accuracy),
+                    ("low", est.low),
+                    ("high", est.high),
+                ):
+                    self.audit_accuracy.labels(label, bound).set(value)
+            self.audit_window.labels(label).set(est.total)
 
     def set_consumer_lags(self, group: str, lags: Mapping[tuple[str, int], int]) -> None:
         """Replace this process's lag report for ``group`` by ``{(topic, partition): lag}``.

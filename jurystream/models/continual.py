@@ -29,7 +29,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 GOLD_WEIGHT = 1.0
-Origin = Literal["seed", "hard", "gold"]
+Origin = Literal["seed", "hard", "audit", "gold"]
+REVIEWED_ORIGINS = ("hard", "audit")  # labels a reviewer gave (escalations and audits)
 GOLD_ORIGINS = ("seed", "gold")  # labels people (or the ground truth) gave
 
 
@@ -37,9 +38,10 @@ GOLD_ORIGINS = ("seed", "gold")  # labels people (or the ground truth) gave
 class Example:
     """One training example as the store keeps it.
 
-    ``origin`` says where it came from (seed set, a reviewed hard sample, gold feedback that
-    carried its text); ``source`` is who labeled it (the hard sample's ``label_source``, e.g.
-    ``oracle`` or ``reviewer:openai:gpt-4o-mini``); ``confidence`` is the labeler's own.
+    ``origin`` says where it came from (seed set, a reviewed hard sample, a reviewed audit
+    sample — a random accepted post —, gold feedback that carried its text); ``source`` is who
+    labeled it (the hard sample's ``label_source``, e.g. ``oracle`` or
+    ``reviewer:openai:gpt-4o-mini``); ``confidence`` is the labeler's own.
     """
 
     id: str
@@ -154,7 +156,7 @@ def training_set(
         if (example.origin, example.id) in seen:
             continue
         seen.add((example.origin, example.id))
-        gold = gold_labels.get(example.id) if example.origin == "hard" else None
+        gold = gold_labels.get(example.id) if example.origin in REVIEWED_ORIGINS else None
         if gold is not None:
             overridden += gold != example.label
             example = Example(example.id, example.text, gold, "gold", "gold")

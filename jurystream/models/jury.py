@@ -7,7 +7,7 @@ switches to between batches, so no batch is ever scored by a mix of old and new 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -51,6 +51,9 @@ class Jury:
         else:
             jurors = [*self.jurors, juror]
         return Jury(tuple(jurors), self.policy, self.threshold, self.weights)
+
+    def with_threshold(self, threshold: float) -> Jury:
+        return replace(self, threshold=threshold)
 
     def probabilities(self, texts: Sequence[str]) -> np.ndarray:
         """All jurors on all texts: shape (texts, jurors, labels)."""

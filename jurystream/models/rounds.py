@@ -101,7 +101,11 @@ class RoundRunner:
             return None
         round_id = self.store.begin_round(trigger, len(new))
         s = self.settings
-        replay = replay_sample(self.store.earlier_examples(), len(new), s.replay_ratio, round_id)
+        earlier = self.store.earlier_examples()
+        if s.replay_ratio is None:
+            replay = earlier
+        else:
+            replay = replay_sample(earlier, len(new), s.replay_ratio, round_id)
         trust = reliabilities(
             self.store.reviewer_agreement(), s.reliability_prior, s.reliability_prior_strength
         )

@@ -9,7 +9,8 @@ id), so an at-least-once replay changes nothing.
 
 Tables: ``examples`` (seed, hard and gold-with-text training examples; ``round`` is the round
 that first trained on it, NULL while new, 0 for the seed set), ``gold`` (every gold label, for
-overrides, reliability and the held-out gate set), ``rounds`` and ``candidates`` (what each
+overrides, reliability and the held-out gate set), ``audits`` (the jury's label against the
+reviewer's on audited posts, for the threshold controller), ``rounds`` and ``candidates`` (what each
 round did: per juror the outcome, version, metrics and the gate's reason).
 """
 
@@ -45,6 +46,13 @@ CREATE TABLE IF NOT EXISTS gold (
     label TEXT NOT NULL,
     text TEXT,
     holdout INTEGER NOT NULL,
+    added_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS audits (
+    id TEXT PRIMARY KEY,
+    jury_label TEXT NOT NULL,
+    label TEXT NOT NULL,
+    threshold REAL,
     added_at REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS rounds (
@@ -139,6 +147,25 @@ class TrainingStore:
             )
             return db.total_changes - before
 
+    def add_audits(self, outcomes: Iterable[tuple[str, str, str, float | None]]) -> None:
+        """Audit outcomes (id, jury label, reviewer label, serving threshold); idempotent."""
+        with self._db() as db:
+            db.executemany(
+                "INSERT OR REPLACE INTO audits VALUES (?, ?, ?, ?, ?)",
+                [(i, j, y, t, time.time()) for i, j, y, t in outcomes],
+            )
+
+    def audit_outcomes(self, threshold: float | None = None) -> list[tuple[str, str]]:
+        """(jury label, reviewer label) of the audits made at ``threshold`` (or all), oldest
+        first: what the controller compares with the accuracy the gold set predicted."""
+        query = "SELECT jury_label, label FROM audits"
+        args: tuple[Any, ...] = ()
+        if threshold is not None:
+            query, args = query + " WHERE abs(threshold - ?) < 1e-6", (threshold,)
+        with self._db() as db:
+            rows = db.execute(query + " ORDER BY added_at, id", args).fetchall()
+        return [(str(j), str(y)) for j, y in rows]
+
     def add_gold(self, post_id: str, label: str, text: str | None, holdout_share: float) -> None:
         """A gold label; with its text it is also a training example or a held-out one."""
         holdout = text is not None and held_out(post_id, holdout_share)
@@ -176,10 +203,10 @@ class TrainingStore:
         return self._examples("round IS NOT NULL")
 
     def pending_hard_samples(self) -> int:
-        """New hard samples since the last round (β counts these)."""
+        """New reviewed samples (hard and audit) since the last round (β counts these)."""
         with self._db() as db:
             (n,) = db.execute(
-                "SELECT count(*) FROM examples WHERE origin = 'hard' AND round IS NULL"
+                "SELECT count(*) FROM examples WHERE origin IN ('hard', 'audit') AND round IS NULL"
             ).fetchone()
         return int(n)
 
@@ -200,7 +227,7 @@ class TrainingStore:
         with self._db() as db:
             rows = db.execute(
                 "SELECT e.source, sum(e.label = g.label), count(*) FROM examples e "
-                "JOIN gold g ON g.id = e.id WHERE e.origin = 'hard' GROUP BY e.source"
+                "JOIN gold g ON g.id = e.id WHERE e.origin IN ('hard', 'audit') GROUP BY e.source"
             ).fetchall()
         return {str(s): (int(a), int(n)) for s, a, n in rows}
 

@@ -163,9 +163,12 @@ class QualityMonitor:
     def on_model_update(self, key: bytes | None, value: bytes | None) -> None:
         """Count an announced version; the juror is the value's ``name`` (else the key)."""
         try:
-            name = _json_object(value).get("name")
+            data = _json_object(value)
         except InvalidRecord:
-            name = None
+            data = {}
+        if data.get("kind") == "thresholds":
+            return  # a controller threshold, not a juror version
+        name = data.get("name")
         juror = name if isinstance(name, str) and name else (key or b"").decode(errors="replace")
         self.metrics.model_updates.labels(juror or "unknown").inc()
 

@@ -43,8 +43,21 @@ def label_record(
 
 
 def jury_label(
-    post: Post, decision: Decision, versions: Mapping[str, str], latency_ms: float, worker: str
+    post: Post,
+    decision: Decision,
+    versions: Mapping[str, str],
+    latency_ms: float,
+    worker: str,
+    threshold: float,
+    *,
+    audit: bool = False,
+    unreviewed: bool = False,
 ) -> dict[str, Any]:
+    """The jury's label. ``audit``: also sent to review to measure it (the label stands);
+    ``unreviewed``: escalated, but the review budget did not cover it (the jury's best guess)."""
+    flags: dict[str, Any] = {"audit": True} if audit else {}
+    if unreviewed:
+        flags.update(unreviewed=True, reason=decision.reason)
     return label_record(
         post.id,
         decision.label,
@@ -54,19 +67,30 @@ def jury_label(
         versions,
         latency_ms,
         worker=worker,
+        threshold=threshold,
+        **flags,
     )
 
 
 def review_case(
-    post: Post, decision: Decision, versions: Mapping[str, str], received_ms: float, worker: str
+    post: Post,
+    decision: Decision,
+    versions: Mapping[str, str],
+    received_ms: float,
+    worker: str,
+    threshold: float,
+    kind: str = "escalation",
 ) -> dict[str, Any]:
-    """What the reviewer needs: the post, the jury's votes and guess, and why it escalated."""
+    """What the reviewer needs: the post, the jury's votes and guess, and why it is reviewed
+    (``kind``: an ``escalation`` the reviewer decides, or an ``audit`` it only measures)."""
     return {
         **post.to_dict(),
+        "kind": kind,
         "jury_label": decision.label,
         "jury_confidence": round(decision.confidence, 4),
         "votes": [v.to_dict() for v in decision.votes],
-        "reason": decision.reason,
+        "reason": decision.reason if kind == "escalation" else "audit sample",
+        "threshold": threshold,
         "model_versions": dict(versions),
         "received_ms": received_ms,
         "worker": worker,

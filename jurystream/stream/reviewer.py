@@ -49,7 +49,9 @@ def hard_sample(case: Case, verdict: Verdict) -> dict[str, Any]:
     """The training record: the reviewer's label, who gave it, the jury's votes and a weight.
 
     The weight is the reviewer's confidence: the trainer can down-weight uncertain labels, as
-    LLMaAA does with its learned per-example weights.
+    LLMaAA does with its learned per-example weights. ``kind`` tells a hard case (escalated)
+    from an audit (a random accepted label): the trainer learns from both, and the monitor
+    estimates the jury's accuracy from the audits (``label`` against ``jury_label``).
     """
     return {
         "id": case.id,
@@ -58,6 +60,10 @@ def hard_sample(case: Case, verdict: Verdict) -> dict[str, Any]:
         "label_source": verdict.source,
         "votes": case.votes_dicts(),
         "weight": round(verdict.confidence, 4),
+        "kind": "audit" if case.kind == "audit" else "hard",
+        "jury_label": case.jury_label,
+        "jury_confidence": case.jury_confidence,
+        "threshold": case.threshold,
     }
 
 
@@ -216,6 +222,20 @@ class ReviewerRole:
                 parked.dec()
 
     async def _write(self, case: Case, verdict: Verdict) -> list[Awaitable[Any]]:
+        """The hard sample, and for an escalation the label (an audit's label stands)."""
+        key = case.id.encode("utf-8")
+        assert self._producer is not None
+        sent = [
+            await self._producer.send(
+                self.hard_topic, records.dumps(hard_sample(case, verdict)), key=key
+            )
+        ]
+        self.metrics.hard_samples.labels(verdict.source).inc()
+        if case.kind == "audit":
+            agreed = verdict.label == case.jury_label
+            self.metrics.audits.labels("agree" if agreed else "disagree").inc()
+            self.metrics.messages.labels("reviewer", "audit_reviewed").inc()
+            return sent
         now_ms = time.time() * 1000
         latency_ms = max(0.0, now_ms - case.received_ms) if case.received_ms else 0.0
         label = records.label_record(
@@ -228,18 +248,11 @@ class ReviewerRole:
             latency_ms,
             jury_label=case.jury_label,
             cost_usd=round(verdict.cost_usd, 8),
+            threshold=case.threshold,
         )
-        key = case.id.encode("utf-8")
-        assert self._producer is not None
-        sent = [
-            await self._producer.send(self.labels_topic, records.dumps(label), key=key),
-            await self._producer.send(
-                self.hard_topic, records.dumps(hard_sample(case, verdict)), key=key
-            ),
-        ]
+        sent.append(await self._producer.send(self.labels_topic, records.dumps(label), key=key))
         self.metrics.messages.labels("reviewer", "reviewed").inc()
         self.metrics.labels_out.labels(verdict.source, verdict.label).inc()
-        self.metrics.hard_samples.labels(verdict.source).inc()
         return sent
 
     async def _dead_letter(

@@ -27,6 +27,7 @@ import json
 import logging
 import os
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
@@ -35,6 +36,7 @@ from aiokafka.errors import CommitFailedError
 from jurystream.config import Settings
 from jurystream.exporters.metrics import Metrics
 from jurystream.models.continual import Example, round_due
+from jurystream.models.controller import ThresholdController
 from jurystream.models.datasets import load_dataset
 from jurystream.models.registry import Registry
 from jurystream.models.rounds import RoundResult, RoundRunner
@@ -43,7 +45,12 @@ from jurystream.stream import records
 from jurystream.stream.broker import ensure_topics
 from jurystream.stream.client import group_consumer
 from jurystream.stream.lifecycle import run_until_signalled
-from jurystream.stream.updates import model_update, send_updates
+from jurystream.stream.updates import (
+    ThresholdUpdate,
+    model_update,
+    send_thresholds,
+    send_updates,
+)
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +59,27 @@ POLL_MS = 500
 RETRY_AFTER_CRASH_S = 60.0  # a round that crashed as a whole is not retried in a hot loop
 
 
-def parse_hard_sample(value: bytes | None) -> Example:
+@dataclass(frozen=True)
+class ReviewedSample:
+    """A hard-samples record: the training example, and for an audit what it measured."""
+
+    example: Example
+    jury_label: str | None = None
+    threshold: float | None = None
+
+    @property
+    def audit(self) -> tuple[str, str, str, float | None] | None:
+        if self.example.origin != "audit" or self.jury_label is None:
+            return None
+        return (self.example.id, self.jury_label, self.example.label, self.threshold)
+
+
+def parse_hard_sample(value: bytes | None) -> ReviewedSample:
     """A hard-samples record as a training example; raises ValueError if it is not one."""
-    data = json.loads(value or b"")
+    try:
+        data = json.loads(value or b"")
+    except RecursionError as exc:
+        raise ValueError("nested too deeply to be a hard sample") from exc
     if not isinstance(data, dict):
         raise ValueError("not a JSON object")
     for key in ("id", "text", "label"):
@@ -63,14 +88,23 @@ def parse_hard_sample(value: bytes | None) -> Example:
     weight = data.get("weight", 1.0)
     if isinstance(weight, bool) or not isinstance(weight, int | float):
         raise ValueError("hard sample 'weight' must be a number")
+    kind = data.get("kind", "hard")
+    if kind not in ("hard", "audit"):
+        raise ValueError(f"hard sample 'kind' must be 'hard' or 'audit', not {kind!r}")
+    jury_label, threshold = data.get("jury_label"), data.get("threshold")
     source = data.get("label_source")
-    return Example(
+    example = Example(
         data["id"],
         data["text"],
         data["label"],
-        "hard",
+        kind,
         source if isinstance(source, str) and source else "reviewer",
         float(weight),
+    )
+    return ReviewedSample(
+        example,
+        jury_label if isinstance(jury_label, str) else None,
+        float(threshold) if isinstance(threshold, int | float) else None,
     )
 
 
@@ -94,8 +128,12 @@ class TrainerRole:
         store: TrainingStore,
         runner: RoundRunner,
         metrics: Metrics,
+        controller: ThresholdController | None = None,
     ) -> None:
         self.settings = settings
+        self.controller = controller
+        self._announced: tuple[float, dict[str, str]] | None = None
+        self._audits_at_decision = 0
         self.bootstrap = bootstrap
         self.store = store
         self.runner = runner
@@ -122,6 +160,7 @@ class TrainerRole:
         round_task: asyncio.Task[RoundResult | None] | None = None
         try:
             await self._announce(producer, await asyncio.to_thread(self._serving_updates))
+            await self._control(producer, "start")
             while not stop.is_set():
                 batches = await consumer.getmany(timeout_ms=POLL_MS, max_records=2000)
                 if batches:
@@ -132,6 +171,8 @@ class TrainerRole:
                         await consumer.commit(offsets)
                     except CommitFailedError as exc:
                         log.warning("commit failed after a rebalance (%s); batch replays", exc)
+                    if await asyncio.to_thread(self._audits_due):
+                        await self._control(producer, "audit")
                 if round_task is not None and round_task.done():
                     await self._finish(producer, round_task)
                     round_task = None
@@ -152,6 +193,49 @@ class TrainerRole:
             await consumer.stop()
             await producer.stop()
 
+    def _audits_due(self) -> bool:
+        """Enough new audits at the serving threshold to let them correct it."""
+        if self.controller is None or self.controller.current is None:
+            return False
+        judged = self.controller.audits_since_decision()
+        return judged - self._audits_at_decision >= self.settings.controller.audit_min
+
+    async def _control(self, producer: AIOKafkaProducer, why: str) -> None:
+        """Decide the threshold for the serving jury and announce it if it changed."""
+        if self.controller is None:
+            return
+        try:
+            result = await asyncio.to_thread(self.controller.decide)
+        except Exception:
+            log.exception("threshold controller failed; the serving threshold stays")
+            return
+        if result is None:
+            return
+        self._audits_at_decision = await asyncio.to_thread(self.controller.audits_since_decision)
+        decision = result.decision
+        self.metrics.jury_threshold.set(decision.threshold)
+        self.metrics.target_accuracy.set(decision.target_accuracy)
+        if why != "start" and self._announced == (decision.threshold, result.versions):
+            return
+        update = ThresholdUpdate(
+            self.settings.jury.policy,
+            decision.threshold,
+            result.versions,
+            time.time(),
+            f"{why}: {decision.reason}",
+        )
+        audit = result.audit
+        await send_thresholds(
+            producer,
+            self.updates_topic,
+            update,
+            **decision.to_dict() | {"reason": update.reason},
+            reviewer_accuracy=round(result.reviewer_accuracy, 4),
+            audit=None if audit is None else {"agreed": audit.agreed, "total": audit.total},
+        )
+        self._announced = (decision.threshold, result.versions)
+        log.warning("announced threshold %.2f (%s)", decision.threshold, update.reason)
+
     def _due(self) -> str | None:
         if time.time() < self._not_before:
             return None
@@ -169,7 +253,7 @@ class TrainerRole:
     ) -> list[tuple[ConsumerRecord[Any, Any], str]]:
         """Write a polled batch to the store (in a thread: SQLite blocks); returns the records
         that are not usable, each with the reason."""
-        hard: list[Example] = []
+        hard: list[ReviewedSample] = []
         rejected = []
         share = self.settings.trainer.feedback_holdout
         for tp, messages in batches.items():
@@ -183,7 +267,8 @@ class TrainerRole:
                     kind = "hard sample" if tp.topic == self.hard_topic else "feedback record"
                     rejected.append((msg, f"not a {kind}: {exc}"))
         if hard:
-            self.store.add_hard_samples(hard)
+            self.store.add_hard_samples([h.example for h in hard])
+            self.store.add_audits([a for h in hard if (a := h.audit) is not None])
         return rejected
 
     async def _dead_letter(
@@ -229,6 +314,8 @@ class TrainerRole:
             lambda: [model_update(registry, c.juror, str(c.version)) for c in result.promoted]
         )
         await self._announce(producer, updates)
+        if updates:
+            await self._control(producer, f"round {result.round}")
 
 
 def build_runner(settings: Settings) -> tuple[TrainingStore, RoundRunner]:
@@ -266,7 +353,12 @@ async def serve(settings: Settings, bootstrap: str, stop: asyncio.Event) -> None
         settings.trainer.every_minutes,
         settings.registry_url,
     )
-    await TrainerRole(settings, bootstrap, store, runner, metrics).run(stop)
+    controller = None
+    if settings.controller.enabled:
+        controller = ThresholdController(
+            settings, runner.registry, store, runner.gold, runner.jurors()
+        )
+    await TrainerRole(settings, bootstrap, store, runner, metrics, controller).run(stop)
 
 
 def run_trainer(settings: Settings) -> int:

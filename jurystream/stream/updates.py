@@ -69,6 +69,77 @@ class ModelUpdate:
         return cls(**fields, metrics=metrics if isinstance(metrics, dict) else {})
 
 
+@dataclass(frozen=True)
+class ThresholdUpdate:
+    """The controller's threshold for one policy and the juror versions it was calibrated on.
+
+    Sent on ``model-updates`` keyed ``thresholds:<policy>`` right after the versions it goes
+    with, so thresholds travel with the jurors: a worker applies it once it serves exactly
+    ``versions`` (``matches``), and every label it then writes carries that threshold.
+    """
+
+    policy: str
+    threshold: float
+    versions: Mapping[str, str]
+    seq: float  # announcement time; the latest wins when history is read back
+    reason: str = ""
+
+    KIND = "thresholds"
+
+    @classmethod
+    def parse(cls, data: Mapping[str, Any]) -> ThresholdUpdate:
+        threshold, versions = data.get("threshold"), data.get("versions")
+        if isinstance(threshold, bool) or not isinstance(threshold, int | float):
+            raise ValueError("thresholds update needs a number 'threshold'")
+        if not 0.0 <= threshold <= 1.0:
+            raise ValueError(f"threshold {threshold} is outside [0, 1]")
+        if not isinstance(versions, dict) or not versions:
+            raise ValueError("thresholds update needs the juror 'versions' it was calibrated on")
+        if not isinstance(data.get("policy"), str):
+            raise ValueError("thresholds update needs a string 'policy'")
+        seq = data.get("seq")
+        return cls(
+            data["policy"],
+            float(threshold),
+            {str(k): str(v) for k, v in versions.items()},
+            float(seq) if isinstance(seq, int | float) else 0.0,
+            str(data.get("reason") or ""),
+        )
+
+    def matches(self, serving: Mapping[str, str]) -> bool:
+        """Whether a jury serving ``serving`` is the one this threshold was calibrated for."""
+        return all(serving.get(name) == version for name, version in self.versions.items())
+
+    def to_record(self, **extra: Any) -> dict[str, Any]:
+        return {
+            "kind": self.KIND,
+            "policy": self.policy,
+            "threshold": self.threshold,
+            "versions": dict(self.versions),
+            "seq": self.seq,
+            "reason": self.reason,
+            **extra,
+        }
+
+
+def parse_update(value: bytes | None) -> ModelUpdate | ThresholdUpdate:
+    """A model-updates record: a juror version or a controller threshold; ValueError if neither."""
+    try:
+        data = json.loads(value or b"")
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise ValueError(f"not JSON: {exc}") from exc
+    if isinstance(data, dict) and data.get("kind") == ThresholdUpdate.KIND:
+        return ThresholdUpdate.parse(data)
+    return ModelUpdate.parse(value)
+
+
+async def send_thresholds(
+    producer: AIOKafkaProducer, topic: str, update: ThresholdUpdate, **extra: Any
+) -> None:
+    key = f"{ThresholdUpdate.KIND}:{update.policy}".encode()
+    await (await producer.send(topic, records.dumps(update.to_record(**extra)), key=key))
+
+
 def model_update(registry: Registry, name: str, version: str) -> dict[str, Any]:
     """The announcement of ``name`` v``version`` as it is in the registry now."""
     manifest = registry.manifest(name, version)
@@ -152,6 +223,7 @@ class ModelUpdateFollower:
         labels: Sequence[str],
         swap: Callable[[Juror], None],
         metrics: Metrics,
+        set_threshold: Callable[[ThresholdUpdate], None] | None = None,
     ) -> None:
         self.topic = settings.topics.name("model_updates")
         self.bootstrap = bootstrap
@@ -159,6 +231,7 @@ class ModelUpdateFollower:
         self.serving = dict(versions)  # what this worker serves or has queued for the next batch
         self.labels = tuple(labels)
         self._swap = swap
+        self._set_threshold = set_threshold
         self.metrics = metrics
 
     async def run(self) -> None:
@@ -178,15 +251,18 @@ class ModelUpdateFollower:
             consumer.assign(parts)
             await consumer.seek_to_beginning(*parts)
             end = await consumer.end_offsets(parts)
-            history: list[ModelUpdate] = []
+            history: list[ModelUpdate | ThresholdUpdate] = []
             idle = 0  # empty polls in a row: an end offset the broker overstates must not hang us
             while idle < 5 and [tp for tp in parts if await consumer.position(tp) < end[tp]]:
                 batch = await consumer.getmany(timeout_ms=200)
                 idle = 0 if batch else idle + 1
                 for messages in batch.values():
                     history.extend(u for m in messages if (u := self._parse(m.value)) is not None)
-            for update in latest_per_juror(history):
+            for update in latest_per_juror([u for u in history if isinstance(u, ModelUpdate)]):
                 await self.apply(update)
+            thresholds = [u for u in history if isinstance(u, ThresholdUpdate)]
+            if thresholds:
+                await self.apply(max(thresholds, key=lambda u: u.seq))
             while True:
                 for messages in (await consumer.getmany(timeout_ms=500)).values():
                     for m in messages:
@@ -195,15 +271,21 @@ class ModelUpdateFollower:
         finally:
             await consumer.stop()
 
-    def _parse(self, value: bytes | None) -> ModelUpdate | None:
+    def _parse(self, value: bytes | None) -> ModelUpdate | ThresholdUpdate | None:
         try:
-            return ModelUpdate.parse(value)
+            return parse_update(value)
         except ValueError as exc:
             log.error("ignoring a malformed model update: %s", exc)
             return None
 
-    async def apply(self, update: ModelUpdate) -> bool:
-        """Load and queue ``update`` if it is for one of our jurors and not what we serve."""
+    async def apply(self, update: ModelUpdate | ThresholdUpdate) -> bool:
+        """Load and queue ``update`` if it is for one of our jurors and not what we serve; a
+        threshold goes to the worker, which applies it with the versions it belongs to."""
+        if isinstance(update, ThresholdUpdate):
+            if self._set_threshold is None:
+                return False
+            self._set_threshold(update)
+            return True
         current = self.serving.get(update.name)
         if current is None or current == update.version:
             return False

@@ -25,9 +25,11 @@ from jurystream.config import Settings
 from jurystream.exporters.metrics import Metrics
 from jurystream.models.juror import Juror, trim_heap
 from jurystream.models.jury import Jury
+from jurystream.models.selection import ReviewAllowance
 from jurystream.models.voting import Decision
 from jurystream.stream import records
-from jurystream.stream.updates import ModelUpdateFollower
+from jurystream.stream.routing import route
+from jurystream.stream.updates import ModelUpdateFollower, ThresholdUpdate
 from jurystream.stream.validation import Invalid, Post, parse_post
 
 log = logging.getLogger(__name__)
@@ -77,12 +79,22 @@ class LabelingWorker:
         # fetches, produces) keeps running while a batch is scored.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="jury")
         self._pending: list[Juror] = []
+        self._pending_thresholds: list[ThresholdUpdate] = []
+        budget = settings.jury.review_budget
+        self._allowance = None if budget is None else ReviewAllowance(budget)
+        metrics.jury_threshold.set(jury.threshold)
         self._lags: dict[tuple[str, int], int] = {}
         self._publish_versions()
 
     def swap(self, juror: Juror) -> None:
         """Queue a loaded, verified juror; it takes over at the next batch boundary."""
         self._pending.append(juror)
+
+    def set_threshold(self, update: ThresholdUpdate) -> None:
+        """Queue a controller threshold; it applies once the jury serves the versions it was
+        calibrated for (a threshold is a property of a set of versions, not of the worker)."""
+        if update.policy == self.jury.policy:
+            self._pending_thresholds = [update]
 
     def _apply_swaps(self) -> None:
         while self._pending:
@@ -91,6 +103,17 @@ class LabelingWorker:
             self.jury = self.jury.with_juror(juror)
             log.warning("juror %s: version %s → %s", juror.name, old, juror.version)
             self._publish_versions()
+        for update in list(self._pending_thresholds):
+            if update.matches(self.jury.versions):
+                self._pending_thresholds.remove(update)
+                log.warning(
+                    "threshold %.2f → %.2f (%s)",
+                    self.jury.threshold,
+                    update.threshold,
+                    update.reason,
+                )
+                self.jury = self.jury.with_threshold(update.threshold)
+                self.metrics.jury_threshold.set(update.threshold)
 
     def _publish_versions(self) -> None:
         self.metrics.model_version.clear()
@@ -134,23 +157,46 @@ class LabelingWorker:
         self.metrics.batch_size.observe(len(events))
 
         decided = await self._decide(jury, posts, sends)
+        events_of = {id(post): event for post, event in posts}
+        routes = route(
+            [post for (post, _), _ in decided],
+            [decision for _, decision in decided],
+            self.settings.jury.audit_rate,
+            self._allowance,
+        )
         now = time.time()
-        for (post, event), decision in decided:
+        for r in routes:
+            event = events_of[id(r.post)]
             latency_ms = max(0.0, (now - event.message.timestamp) * 1000)
-            self._count(decision)
-            if decision.escalated:
+            self._count(r.decision)
+            if r.review is not None:
                 case = records.review_case(
-                    post, decision, jury.versions, now * 1000, self.worker_id
+                    r.post,
+                    r.decision,
+                    jury.versions,
+                    now * 1000,
+                    self.worker_id,
+                    jury.threshold,
+                    kind=r.review,
                 )
-                sends.append(self._send(self.outputs.review, post.id, case))
-                self.metrics.messages.labels("worker", "escalated").inc()
-            else:
+                sends.append(self._send(self.outputs.review, r.post.id, case))
+                outcome = "escalated" if r.review == "escalation" else "audited"
+                self.metrics.messages.labels("worker", outcome).inc()
+            if r.label:
                 label = records.jury_label(
-                    post, decision, jury.versions, latency_ms, self.worker_id
+                    r.post,
+                    r.decision,
+                    jury.versions,
+                    latency_ms,
+                    self.worker_id,
+                    jury.threshold,
+                    audit=r.review == "audit",
+                    unreviewed=r.unreviewed,
                 )
-                sends.append(self._send(self.outputs.labels, post.id, label))
-                self.metrics.messages.labels("worker", "labeled").inc()
-                self.metrics.labels_out.labels("jury", decision.label).inc()
+                sends.append(self._send(self.outputs.labels, r.post.id, label))
+                outcome = "unreviewed" if r.unreviewed else "labeled"
+                self.metrics.messages.labels("worker", outcome).inc()
+                self.metrics.labels_out.labels("jury", r.decision.label).inc()
                 self.metrics.stage_latency.labels("end_to_end").observe(latency_ms / 1000)
         started = time.perf_counter()
         # Wait for the broker to acknowledge every output before faust may commit the batch.
@@ -226,7 +272,7 @@ def build_worker_app(
     worker = LabelingWorker(settings, jury, metrics, outputs)
 
     follower = ModelUpdateFollower(
-        settings, bootstrap, jury.versions, jury.labels, worker.swap, metrics
+        settings, bootstrap, jury.versions, jury.labels, worker.swap, metrics, worker.set_threshold
     )
 
     @app.task

@@ -31,6 +31,10 @@ class Case:
     meta: Mapping[str, Any] = field(default_factory=dict)
     received_ms: float | None = None
     model_versions: Mapping[str, str] = field(default_factory=dict)
+    # "escalation": the reviewer decides the label; "audit": the jury's label stands and the
+    # review measures it (no label is written).
+    kind: str = "escalation"
+    threshold: float | None = None
 
     @classmethod
     def from_record(cls, data: Any) -> Case:
@@ -58,6 +62,12 @@ class Case:
             raise CaseError("review record field 'model_versions' must be an object")
         jury_conf = data.get("jury_confidence")
         received = data.get("received_ms")
+        kind = data.get("kind", "escalation")
+        if kind not in ("escalation", "audit"):
+            raise CaseError(f"review record kind {kind!r} is not 'escalation' or 'audit'")
+        if kind == "audit" and not isinstance(data.get("jury_label"), str):
+            raise CaseError("an audit case needs the jury's label it measures ('jury_label')")
+        threshold = data.get("threshold")
         return cls(
             id=post_id,
             text=text,
@@ -68,6 +78,8 @@ class Case:
             meta=meta,
             received_ms=float(received) if isinstance(received, int | float) else None,
             model_versions={str(k): str(v) for k, v in versions.items()},
+            kind=kind,
+            threshold=float(threshold) if isinstance(threshold, int | float) else None,
         )
 
     def votes_dicts(self) -> list[dict[str, Any]]:

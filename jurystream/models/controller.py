@@ -1,0 +1,132 @@
+"""The threshold controller applied to the serving jury: the rules are in ``thresholds.py``,
+this class gathers what they need (serving jurors, held-out gold, audits, the reviewer's
+measured accuracy) and remembers the last decision.
+
+The trainer runs it at start, after every round that promoted a version, and whenever enough
+new audits arrived; each decision is announced on ``model-updates`` with the juror versions it
+was calibrated for (``stream.updates.ThresholdUpdate``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from jurystream.config import Settings
+from jurystream.models.audit import AuditEstimate, estimates_by_label
+from jurystream.models.continual import reliability
+from jurystream.models.evaluation import juror_probabilities, operating_curve, replay_jurors
+from jurystream.models.juror import Juror, load_juror
+from jurystream.models.registry import Registry
+from jurystream.models.store import TrainingStore
+from jurystream.models.thresholds import (
+    GRID,
+    ThresholdDecision,
+    audit_gap,
+    choose_threshold,
+    target_accuracy,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ControlResult:
+    decision: ThresholdDecision
+    versions: dict[str, str]
+    audit: AuditEstimate | None
+    reviewer_accuracy: float
+
+
+class ThresholdController:
+    def __init__(
+        self,
+        settings: Settings,
+        registry: Registry,
+        store: TrainingStore,
+        gold: Sequence[tuple[str, str]],
+        jurors: Sequence[str],
+    ) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.store = store
+        self.gold = list(gold)
+        self.jurors = list(jurors)
+        self.current: ControlResult | None = None
+        self._probs: dict[tuple[tuple[str, str], ...], np.ndarray] = {}
+
+    def reviewer_accuracy(self) -> float:
+        """Measured accuracy of the reviewer that labeled the most judged cases; the prior
+        until gold feedback has judged any."""
+        trainer = self.settings.trainer
+        agreement = self.store.reviewer_agreement()
+        if not agreement:
+            return trainer.reliability_prior
+        agree, total = max(agreement.values(), key=lambda at: at[1])
+        return reliability(
+            agree, total, trainer.reliability_prior, trainer.reliability_prior_strength
+        )
+
+    def audit(self, threshold: float, n_labels: int, reviewer: float) -> AuditEstimate | None:
+        outcomes = self.store.audit_outcomes(threshold)
+        if not outcomes:
+            return None
+        return estimates_by_label(outcomes, reviewer, n_labels)["all"]
+
+    def decide(self) -> ControlResult | None:
+        """A decision for the jury serving now; None without held-out gold to judge on."""
+        jurors = [load_juror(self.registry.serving_dir(n)) for n in self.jurors]
+        if not jurors:
+            return None
+        labels = tuple(jurors[0].labels)
+        index = {name: i for i, name in enumerate(labels)}
+        pairs = [(t, index[y]) for t, y in self.gold + self.store.holdout() if y in index]
+        if not pairs:
+            log.warning("threshold controller: no held-out gold (trainer.gold_data); skipped")
+            return None
+        texts = [t for t, _ in pairs]
+        versions = {j.name: j.version for j in jurors}
+        curve = operating_curve(
+            replay_jurors(self._probabilities(jurors, texts, versions), texts, jurors),
+            self.settings.jury.policy,
+            texts,
+            [y for _, y in pairs],
+            GRID,
+            self.settings.jury.weights,
+        )
+        control = self.settings.controller
+        reviewer = self.reviewer_accuracy()
+        target = target_accuracy(control.target_accuracy, reviewer, control.margin)
+        audit = None
+        if self.current is not None:
+            audit = self.audit(self.current.decision.threshold, len(labels), reviewer)
+            gap = audit_gap(curve, self.current.decision.threshold, audit, control.audit_shrink)
+            target = min(1.0, max(0.0, target + gap))
+        decision = choose_threshold(curve, target, self.settings.jury.review_budget)
+        self.current = ControlResult(decision, versions, audit, reviewer)
+        log.warning(
+            "threshold controller: %.2f for %s (%s; expected accuracy %.3f, escalation %.3f)",
+            decision.threshold,
+            versions,
+            decision.reason,
+            decision.expected_accuracy,
+            decision.expected_escalation,
+        )
+        return self.current
+
+    def audits_since_decision(self) -> int:
+        """Audits judged at the serving threshold (what an audit-driven re-decision weighs)."""
+        if self.current is None:
+            return 0
+        return len(self.store.audit_outcomes(self.current.decision.threshold))
+
+    def _probabilities(
+        self, jurors: Sequence[Juror], texts: Sequence[str], versions: dict[str, str]
+    ) -> np.ndarray:
+        key = tuple(sorted(versions.items()))
+        if key not in self._probs:
+            self._probs = {key: juror_probabilities(jurors, texts)}  # only the latest jury
+        return self._probs[key]

@@ -1,0 +1,63 @@
+"""Where each scored post goes: a label, a review, or both (an audit). Pure, no broker.
+
+- accepted by the jury → a label; a hashed ``audit_rate`` share of these also goes to review
+  as an ``audit`` case (the label stands, the review measures it);
+- escalated → a review case, unless the review budget is spent: then the most informative
+  escalations of the batch are reviewed (``selection.select_informative``) and the rest get
+  the jury's best guess as a label flagged ``unreviewed``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from jurystream.models.audit import is_audited
+from jurystream.models.selection import ReviewAllowance, select_informative, words
+from jurystream.models.voting import Decision
+from jurystream.stream.validation import Post
+
+ReviewKind = Literal["escalation", "audit"]
+
+
+@dataclass(frozen=True)
+class Route:
+    post: Post
+    decision: Decision
+    label: bool  # a label record now (the jury's)
+    review: ReviewKind | None  # a review case, and of which kind
+    unreviewed: bool = False  # escalated, but the review budget did not cover it
+
+
+def route(
+    posts: Sequence[Post],
+    decisions: Sequence[Decision],
+    audit_rate: float,
+    allowance: ReviewAllowance | None = None,
+) -> list[Route]:
+    """One route per post, in order. ``allowance`` (if any) is charged for escalations."""
+    if len(posts) != len(decisions):
+        raise ValueError(f"{len(posts)} posts but {len(decisions)} decisions")
+    escalated = [i for i, d in enumerate(decisions) if d.escalated]
+    reviewed = set(escalated)
+    if allowance is not None:
+        allowance.earn(len(posts))
+        granted = allowance.grant(len(escalated))
+        if granted < len(escalated):
+            picked = select_informative(
+                [1.0 - decisions[i].confidence for i in escalated],
+                [words(posts[i].text) for i in escalated],
+                granted,
+            )
+            reviewed = {escalated[j] for j in picked}
+    routes = []
+    for i, (post, decision) in enumerate(zip(posts, decisions, strict=True)):
+        if not decision.escalated:
+            audit: ReviewKind | None = "audit" if is_audited(post.id, audit_rate) else None
+            routes.append(Route(post, decision, label=True, review=audit))
+        elif i in reviewed:
+            routes.append(Route(post, decision, label=False, review="escalation"))
+        else:
+            routes.append(Route(post, decision, label=True, review=None, unreviewed=True))
+    return routes
