@@ -172,3 +172,76 @@ def quality(
     out.print(
         f"results: {path}, {path.with_suffix('.md')}, chart: {chart} ({result.seconds:.0f} s)"
     )
+
+
+@bench_app.command()
+def loop(
+    config: ConfigOpt = None,
+    task: Annotated[str, typer.Option(help="TweetEval task of the feed.")] = "offensive",
+    feed: Annotated[int, typer.Option(help="Unseen train posts streamed.")] = 6000,
+    segments: Annotated[int, typer.Option(help="Segments the feed is cut into.")] = 6,
+    seed_size: SeedSizeOpt = 400,
+    jurors: Annotated[int, typer.Option(help="MiniLM jurors (plus TF-IDF).")] = 2,
+    reviewer: Annotated[
+        str, typer.Option(help="oracle, simulated or openai (with --base-url and --model).")
+    ] = "oracle",
+    simulated_accuracy: Annotated[
+        float, typer.Option(help="Accuracy of the simulated reviewer.")
+    ] = 0.9,
+    base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible endpoint.")] = None,
+    model: Annotated[str | None, typer.Option(help="Model of the openai reviewer.")] = None,
+    policy: Annotated[str, typer.Option(help="Voting policy of the jury.")] = "threshold",
+    audit_rate: Annotated[float, typer.Option(help="Share of accepted posts audited.")] = 0.02,
+    target_accuracy: Annotated[
+        float | None,
+        typer.Option(help="Accuracy of accepted labels to hold (default: reviewer's − margin)."),
+    ] = None,
+    margin: Annotated[float, typer.Option(help="Below the reviewer's accuracy.")] = 0.05,
+    workdir: WorkdirOpt = Path("var/bench"),
+    output: Annotated[Path | None, typer.Option("--out", help="JSON results file.")] = None,
+    docs: Annotated[
+        Path | None, typer.Option(help="Also write the headline figures here (docs/benchmarks).")
+    ] = None,
+) -> None:
+    """Does the loop pay? The real roles over a labeled feed, per segment, with baselines."""
+    import json
+
+    from jurystream.bench.loop import LoopConfig, markdown, plot, run_loop, write_json
+
+    settings = _settings(config)
+    if reviewer not in ("oracle", "simulated", "openai"):
+        err.print(f"[red]error:[/] unknown reviewer {reviewer!r}: oracle, simulated or openai")
+        raise typer.Exit(2)
+    if reviewer == "openai" and not (base_url and model):
+        err.print("[red]error:[/] --reviewer openai needs --base-url and --model")
+        raise typer.Exit(2)
+    cfg = LoopConfig(
+        task=task,
+        seed_size=seed_size,
+        feed_size=feed,
+        segments=segments,
+        transformers=jurors,
+        reviewer=reviewer,
+        simulated_accuracy=simulated_accuracy,
+        base_url=base_url,
+        model=model,
+        policy=policy,
+        audit_rate=audit_rate,
+        target_accuracy=target_accuracy,
+        margin=margin,
+    )
+    try:
+        result = run_loop(settings, cfg, workdir, log=err.print)
+    except (ValueError, RuntimeError, TimeoutError) as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(1) from exc
+    name = f"loop-{task}-{result.reviewer.replace(':', '')}"
+    path = write_json(result, output or workdir / f"{name}.json")
+    chart = plot(result, path.with_suffix(".png"))
+    text = markdown(result)
+    path.with_suffix(".md").write_text(text + "\n")
+    out.print(text)
+    if docs is not None:
+        docs.parent.mkdir(parents=True, exist_ok=True)
+        docs.write_text(json.dumps(result.headline, indent=2) + "\n")
+    out.print(f"results: {path}, chart: {chart} ({result.seconds:.0f} s)")

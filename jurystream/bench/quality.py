@@ -138,12 +138,20 @@ class CallPricer:
             votes=tuple(JuryVote(v.juror, v.label, v.confidence) for v in votes),
             jury_label=None if decision is None else decision.label,
         )
-        msgs = messages(case, self.task, self.labels, self.descriptions, self.knn.nearest(text))
+        return self.case_tokens(case)
+
+    def case_tokens(self, case: Case) -> tuple[int, int]:
+        """Input and output tokens of the call on a review case as the worker wrote it."""
+        knn = self.knn.nearest(case.text)
+        msgs = messages(case, self.task, self.labels, self.descriptions, knn)
         tokens_in = sum(estimate_tokens(len(m["content"])) + self.PER_MESSAGE_TOKENS for m in msgs)
         return tokens_in, estimate_tokens(self.ANSWER_CHARS)
 
     def cost(self, text: str, decision: Decision | None) -> float:
         return self.price.cost(*self.tokens(text, decision))
+
+    def case_cost(self, case: Case) -> float:
+        return self.price.cost(*self.case_tokens(case))
 
 
 def review(

@@ -210,6 +210,19 @@ class TrainingStore:
             ).fetchone()
         return int(n)
 
+    def reviewed_samples(self) -> int:
+        """Reviewed samples (hard and audit) stored so far."""
+        with self._db() as db:
+            (n,) = db.execute(
+                "SELECT count(*) FROM examples WHERE origin IN ('hard', 'audit')"
+            ).fetchone()
+        return int(n)
+
+    def round_running(self) -> bool:
+        with self._db() as db:
+            (n,) = db.execute("SELECT count(*) FROM rounds WHERE status = 'running'").fetchone()
+        return bool(n)
+
     def gold_labels(self) -> dict[str, str]:
         with self._db() as db:
             return dict(db.execute("SELECT id, label FROM gold").fetchall())

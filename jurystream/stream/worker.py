@@ -78,7 +78,6 @@ class LabelingWorker:
         # One inference thread: onnxruntime releases the GIL, so the event loop (heartbeats,
         # fetches, produces) keeps running while a batch is scored.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="jury")
-        self._pending: list[Juror] = []
         self._pending_thresholds: list[ThresholdUpdate] = []
         budget = settings.jury.review_budget
         self._allowance = None if budget is None else ReviewAllowance(budget)
@@ -87,33 +86,31 @@ class LabelingWorker:
         self._publish_versions()
 
     def swap(self, juror: Juror) -> None:
-        """Queue a loaded, verified juror; it takes over at the next batch boundary."""
-        self._pending.append(juror)
+        """Serve a loaded, verified juror from the next batch on (a batch in flight keeps the
+        jury it started with: ``process`` holds its own reference), with a threshold that was
+        waiting for it."""
+        old = self.jury.versions.get(juror.name)
+        self.jury = self.jury.with_juror(juror)
+        log.warning("juror %s: version %s → %s", juror.name, old, juror.version)
+        self._publish_versions()
+        self._apply_thresholds()
 
     def set_threshold(self, update: ThresholdUpdate) -> None:
-        """Queue a controller threshold; it applies once the jury serves the versions it was
-        calibrated for (a threshold is a property of a set of versions, not of the worker)."""
-        if update.policy == self.jury.policy:
-            self._pending_thresholds = [update]
+        """Serve a controller threshold once the jury serves the versions it was calibrated for
+        (a threshold belongs to a set of versions: it waits for a swap still loading)."""
+        if update.policy != self.jury.policy:
+            return
+        self._pending_thresholds = [update]
+        self._apply_thresholds()
 
-    def _apply_swaps(self) -> None:
-        while self._pending:
-            juror = self._pending.pop(0)
-            old = self.jury.versions.get(juror.name)
-            self.jury = self.jury.with_juror(juror)
-            log.warning("juror %s: version %s → %s", juror.name, old, juror.version)
-            self._publish_versions()
-        for update in list(self._pending_thresholds):
-            if update.matches(self.jury.versions):
-                self._pending_thresholds.remove(update)
-                log.warning(
-                    "threshold %.2f → %.2f (%s)",
-                    self.jury.threshold,
-                    update.threshold,
-                    update.reason,
-                )
-                self.jury = self.jury.with_threshold(update.threshold)
-                self.metrics.jury_threshold.set(update.threshold)
+    def _apply_thresholds(self) -> None:
+        for update in [u for u in self._pending_thresholds if u.matches(self.jury.versions)]:
+            self._pending_thresholds.remove(update)
+            log.warning(
+                "threshold %.2f → %.2f (%s)", self.jury.threshold, update.threshold, update.reason
+            )
+            self.jury = self.jury.with_threshold(update.threshold)
+            self.metrics.jury_threshold.set(update.threshold)
 
     def _publish_versions(self) -> None:
         self.metrics.model_version.clear()
@@ -138,7 +135,6 @@ class LabelingWorker:
         self.metrics.set_consumer_lags(self.settings.app_id, self._lags)
 
     async def process(self, events: Sequence[EventT]) -> None:
-        self._apply_swaps()
         jury = self.jury
         posts: list[tuple[Post, EventT]] = []
         sends: list[Awaitable[Any]] = []
