@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections.abc import Awaitable
@@ -37,6 +36,7 @@ from jurystream.stream.broker import ensure_topics
 from jurystream.stream.client import group_consumer
 from jurystream.stream.lifecycle import run_until_signalled
 from jurystream.stream.offsets import OffsetTracker
+from jurystream.stream.strict_json import StrictJSONError, loads_object
 
 log = logging.getLogger(__name__)
 
@@ -179,8 +179,8 @@ class ReviewerRole:
 
     async def _handle(self, msg: ConsumerRecord[Any, Any]) -> list[Awaitable[Any]]:
         try:
-            case = Case.from_record(json.loads(msg.value or b""))
-        except (CaseError, ValueError) as exc:  # JSONDecodeError and UnicodeDecodeError too
+            case = Case.from_record(loads_object(msg.value))
+        except (CaseError, StrictJSONError) as exc:
             return [await self._dead_letter(msg, f"not a review case: {exc}", None)]
         attempt = contested = 0
         answered_before = self._answered

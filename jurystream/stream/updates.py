@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -37,6 +36,7 @@ from jurystream.exporters.metrics import Metrics
 from jurystream.models.juror import MANIFEST, Juror, ModelLoadError, load_juror, sha256_file
 from jurystream.models.registry import Registry, RegistryError
 from jurystream.stream import records
+from jurystream.stream.strict_json import loads_object
 
 log = logging.getLogger(__name__)
 
@@ -54,12 +54,7 @@ class ModelUpdate:
     @classmethod
     def parse(cls, value: bytes | None) -> ModelUpdate:
         """Validate a model-updates record; raises ValueError saying what is wrong."""
-        try:
-            data = json.loads(value or b"")
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ValueError(f"not JSON: {exc}") from exc
-        if not isinstance(data, dict):
-            raise ValueError("not a JSON object")
+        data = loads_object(value)  # its StrictJSONError is a ValueError
         fields = {}
         for key in ("name", "version", "registry", "sha256"):
             if not isinstance(data.get(key), str) or not data[key]:
