@@ -85,6 +85,9 @@ class JurySettings(BaseModel):
     # reviewed. Past it, the most informative escalations go first; the rest keep the jury's
     # best guess, flagged "unreviewed". The threshold controller also keeps escalation under it.
     review_budget: float | None = Field(None, ge=0.0, le=1.0)
+    # Tries a message gets when it keeps crashing the worker (counted on disk under data_dir);
+    # then it is quarantined to dead-letters and the partition moves on.
+    max_attempts: int = Field(3, ge=1)
 
 
 class ReviewerSettings(BaseModel):
