@@ -123,6 +123,14 @@ class ReviewerSettings(_Section):
     budget_hour_window_s: float = Field(3600.0, gt=0)
     budget_day_window_s: float = Field(86400.0, gt=0)
     max_output_tokens: int = Field(64, ge=1)
+    # Request shape. "auto" derives it from the model name: reasoning models (o1/o3/o4 series,
+    # the gpt-5 family) take max_completion_tokens and only the default temperature; others
+    # take max_tokens and temperature 0.
+    token_limit_param: Literal["auto", "max_tokens", "max_completion_tokens"] = "auto"
+    temperature: float | Literal["auto", "omit"] = "auto"
+    # Output limit for reasoning models: their hidden reasoning tokens count against it, so
+    # max_output_tokens' 64 would end most answers before they start.
+    reasoning_output_tokens: int = Field(2048, ge=1)
     # "json_schema" (OpenAI structured outputs), "json_object" or "text" for endpoints
     # without response_format; the strict parser checks the answer in every case.
     response_format: Literal["json_schema", "json_object", "text"] = "json_schema"
