@@ -323,9 +323,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--answers", required=True, help="JSON file: {post text: label}")
     parser.add_argument("--port", type=int, default=0)
-    parser.add_argument(
-        "--strict", action="store_true", help="refuse what reasoning models (o-series, gpt-5) refuse"
-    )
+    parser.add_argument("--strict", action="store_true", help="refuse what reasoning models refuse")
     args = parser.parse_args()
     with open(args.answers, encoding="utf-8") as fh:
         labels = json.load(fh)
