@@ -97,9 +97,6 @@ class JurySettings(_Section):
     # reviewed. Past it, the most informative escalations go first; the rest keep the jury's
     # best guess, flagged "unreviewed". The threshold controller also keeps escalation under it.
     review_budget: float | None = Field(None, ge=0.0, le=1.0)
-    # Tries a message gets when it keeps crashing the worker (counted on disk under data_dir);
-    # then it is quarantined to dead-letters and the partition moves on.
-    max_attempts: int = Field(3, ge=1)
 
 
 class ReviewerSettings(_Section):
@@ -225,6 +222,9 @@ class Settings(BaseSettings):
     data_root: Path = Path("../shared/data")
     registry: str = ""  # registry location (path or fsspec URL); default <data_dir>/registry
     log_level: str = "WARNING"
+    # Tries a message gets when it keeps crashing a role (worker, reviewer; counted on disk
+    # under data_dir); then it is quarantined to dead-letters and its partition moves on.
+    max_attempts: int = Field(3, ge=1)
     broker: BrokerSettings = Field(default_factory=BrokerSettings)
     topics: TopicSettings = Field(default_factory=TopicSettings)
     jury: JurySettings = Field(default_factory=JurySettings)

@@ -5,10 +5,19 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import uuid
 from pathlib import Path
 
+import pytest
+
+from jurystream.config import BrokerSettings, Settings, TopicSettings
+from jurystream.exporters.metrics import Metrics
+from jurystream.models.reviewer.base import Case, Outcome, Verdict
+from jurystream.models.reviewer.chain import Chain
+from jurystream.stream.broker import EmbeddedBroker, ensure_topics
 from jurystream.stream.client import Record, produce, read_records
 from jurystream.stream.quarantine import AttemptLedger
+from jurystream.stream.reviewer import ReviewerRole
 from tests.fixtures.processes import Roles
 from tests.test_worker_stream import OUTPUTS, juror_args
 
@@ -41,7 +50,7 @@ def test_a_crashing_message_cannot_stop_its_partition(
     env = {
         "PYTHONPATH": os.pathsep.join([str(CRASH_SITE), os.environ.get("PYTHONPATH", "")]),
         "CRASH_ON_TEXT": "POISON-PILL",
-        "JURYSTREAM_JURY__MAX_ATTEMPTS": "2",
+        "JURYSTREAM_MAX_ATTEMPTS": "2",
         "JURYSTREAM_TOPICS__PARTITIONS": "1",
     }
     args = ("worker", "--batch-size", "4", *juror_args(sklearn_jurors))
@@ -79,3 +88,60 @@ def test_a_crashing_message_cannot_stop_its_partition(
     assert all(not by_key[k].topic.endswith("dead-letters") for k in expected - {"poison"})
     assert len(workers) == 3, "two crashes, then the quarantine"
     assert workers[-1].alive
+
+
+class Exploding:
+    """A tier with a bug one case triggers (a post it cannot handle); it labels the rest."""
+
+    name = "reviewer:exploding"
+
+    async def review(self, case: Case) -> Outcome:
+        if "POISON-PILL" in case.text:
+            raise RuntimeError("tier bug on this post")
+        return Verdict("offensive", 0.9, self.name)
+
+
+async def test_a_case_that_crashes_the_reviewer_is_quarantined(
+    broker: EmbeddedBroker, tmp_path: Path
+) -> None:
+    """The reviewer crashes on the case (as before), counts it on disk, and on the restart
+    that reaches max_attempts dead-letters it; the cases beside it are labeled."""
+    run = uuid.uuid4().hex[:8]
+    settings = Settings(
+        app_id=f"jurystream-{run}",
+        data_dir=tmp_path,
+        max_attempts=2,
+        broker=BrokerSettings(bootstrap=broker.bootstrap),
+        topics=TopicSettings(prefix=f"t{run}.", partitions=1),
+    )
+    topics = settings.topics
+    await ensure_topics(broker.bootstrap, topics.all_names(), 1)
+    texts = [f"case {i}" for i in range(6)]
+    texts[2] = "POISON-PILL case"
+    cases = [(f"c{i}", json.dumps({"id": f"c{i}", "text": t})) for i, t in enumerate(texts)]
+    await produce(
+        broker.bootstrap, topics.name("review"), [(k.encode(), v.encode()) for k, v in cases]
+    )
+
+    def role() -> ReviewerRole:
+        return ReviewerRole(settings, broker.bootstrap, Chain([Exploding()]), Metrics("reviewer"))
+
+    with pytest.raises(RuntimeError, match="tier bug"):  # the first attempt crashes the role
+        await role().run(asyncio.Event())
+    stop = asyncio.Event()
+    task = asyncio.create_task(role().run(stop))
+    expected = {f"c{i}" for i in range(6)}
+    records = await read_records(
+        broker.bootstrap,
+        [topics.name("labels"), topics.name("dead_letters")],
+        until=lambda recs: expected <= {r.key for r in recs} or task.done(),
+        timeout_s=60,
+    )
+    stop.set()
+    await asyncio.wait_for(task, 30)  # the restarted role never crashed
+    by_key = {r.key: r for r in records}
+    assert expected <= set(by_key)
+    letter = by_key["c2"]
+    assert letter.topic == topics.name("dead_letters")
+    assert "quarantined: reviewing it raised RuntimeError" in letter.value["error"]
+    assert all(by_key[k].topic == topics.name("labels") for k in expected - {"c2"})

@@ -81,6 +81,18 @@ class AttemptLedger:
             if len(kept) != len(counts):
                 self._save(topic, partition, kept)
 
+    def forget(self, refs: Iterable[MessageRef]) -> None:
+        """Drop exactly these messages (roles that finish out of order cannot clear older ones)."""
+        by_partition: dict[tuple[str, int], list[int]] = {}
+        for topic, partition, offset in refs:
+            by_partition.setdefault((topic, partition), []).append(offset)
+        for (topic, partition), offsets in by_partition.items():
+            counts = self._load(topic, partition)
+            if any(offset in counts for offset in offsets):
+                for offset in offsets:
+                    counts.pop(offset, None)
+                self._save(topic, partition, counts)
+
     def _save(self, topic: str, partition: int, counts: dict[int, int]) -> None:
         path = self._path(topic, partition)
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -141,7 +141,7 @@ class LabelingWorker:
 
     async def guarded(self, events: Sequence[EventT]) -> None:
         """``process`` with every attempt counted on disk first, so that a message that keeps
-        crashing the worker is quarantined after ``jury.max_attempts`` instead of stopping its
+        crashing the worker is quarantined after ``max_attempts`` instead of stopping its
         partition in a crash loop.
 
         A batch none of whose messages was tried before is processed whole. One that holds a
@@ -157,7 +157,7 @@ class LabelingWorker:
             await self.process(events)
             self.ledger.finish(refs)
             return
-        limit = self.settings.jury.max_attempts
+        limit = self.settings.max_attempts
         for event, ref, attempts in zip(events, refs, tried, strict=True):
             if attempts >= limit:
                 await self._quarantine(event, attempts)
