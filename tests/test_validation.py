@@ -14,7 +14,7 @@ from jurystream.models.reviewer.base import Case, CaseError
 from jurystream.stream import feedback, trainer
 from jurystream.stream.records import MAX_DEAD_LETTER_BYTES, dead_letter, dumps
 from jurystream.stream.strict_json import MAX_DEPTH, StrictJSONError, loads_object
-from jurystream.stream.updates import ModelUpdate
+from jurystream.stream.updates import parse_update
 from jurystream.stream.validation import Invalid, Post, parse_post
 
 
@@ -129,7 +129,20 @@ posts = st.fixed_dictionaries(
 post_like = (
     st.fixed_dictionaries(
         {"id": st.one_of(any_text, st.integers()), "text": any_text | jsonish},
-        optional={"ts": jsonish, "meta": jsonish, "votes": jsonish, "label": jsonish},
+        optional={
+            "ts": jsonish,
+            "meta": jsonish,
+            "votes": jsonish,
+            "label": jsonish,
+            "kind": st.just("thresholds"),
+            "threshold": jsonish,
+            "versions": jsonish,
+            "seq": jsonish,
+            "policy": jsonish,
+            "weight": jsonish,
+            "jury_label": jsonish,
+            "jury_confidence": jsonish,
+        },
     )
     | jsonish
 )
@@ -156,7 +169,7 @@ def test_every_role_parser_refuses_with_its_own_error(data: object) -> None:
     value = encode(data)
     with contextlib.suppress(CaseError, StrictJSONError):
         Case.from_record(loads_object(value))
-    for parse in (trainer.parse_hard_sample, trainer.parse_feedback, ModelUpdate.parse):
+    for parse in (trainer.parse_hard_sample, trainer.parse_feedback, parse_update):
         with contextlib.suppress(ValueError):
             parse(value)
     for parse_kv in (feedback.parse_label, feedback.parse_feedback):

@@ -83,6 +83,9 @@ def parse_hard_sample(value: bytes | None) -> ReviewedSample:
     weight = data.get("weight", 1.0)
     if isinstance(weight, bool) or not isinstance(weight, int | float):
         raise ValueError("hard sample 'weight' must be a number")
+    for key in ("weight", "threshold"):  # an integer past a float's range cannot become one
+        if isinstance(data.get(key), int) and not -(2**1000) < data[key] < 2**1000:
+            raise ValueError(f"hard sample {key!r} is out of range")
     kind = data.get("kind", "hard")
     if kind not in ("hard", "audit"):
         raise ValueError(f"hard sample 'kind' must be 'hard' or 'audit', not {kind!r}")

@@ -93,6 +93,8 @@ class ThresholdUpdate:
         if not isinstance(data.get("policy"), str):
             raise ValueError("thresholds update needs a string 'policy'")
         seq = data.get("seq")
+        if isinstance(seq, int) and not -(2**1000) < seq < 2**1000:
+            raise ValueError("thresholds update 'seq' is out of range (a timestamp expected)")
         return cls(
             data["policy"],
             float(threshold),
@@ -119,11 +121,8 @@ class ThresholdUpdate:
 
 def parse_update(value: bytes | None) -> ModelUpdate | ThresholdUpdate:
     """A model-updates record: a juror version or a controller threshold; ValueError if neither."""
-    try:
-        data = json.loads(value or b"")
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
-        raise ValueError(f"not JSON: {exc}") from exc
-    if isinstance(data, dict) and data.get("kind") == ThresholdUpdate.KIND:
+    data = loads_object(value)  # its StrictJSONError is a ValueError
+    if data.get("kind") == ThresholdUpdate.KIND:
         return ThresholdUpdate.parse(data)
     return ModelUpdate.parse(value)
 
