@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export JURYSTREAM_DATA_ROOT ?= $(SHARED)/data
 
-.PHONY: install demo test test-fast lint bench clean
+.PHONY: install demo test test-fast lint bench clean prometheus
 
 $(BIN)/jurystream: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,10 +27,24 @@ lint: install
 	$(BIN)/ruff format --check jurystream tests
 	$(BIN)/mypy jurystream
 
-test: lint
+# The tests run a real Prometheus and promtool: Debian's `prometheus` package, installed here
+# when missing (as root), otherwise a stop at once with the one command to run.
+prometheus:
+	@if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing Debian's prometheus package (the tests run a real Prometheus)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; \
+	  fi; \
+	  if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then \
+	    echo "error: the tests need prometheus and promtool on PATH; run: sudo apt-get install -y prometheus" >&2; \
+	    exit 1; \
+	  fi; \
+	fi
+
+test: prometheus lint
 	$(BIN)/pytest -ra $(PYTEST_ARGS)
 
-test-fast: install
+test-fast: install prometheus
 	$(BIN)/pytest -ra -m 'not slow' $(PYTEST_ARGS)
 
 bench: install

@@ -3,15 +3,22 @@
 Precedence, highest first: CLI flags (applied by the CLI as overrides), environment variables
 ``JURYSTREAM_*`` (nested with ``__``, e.g. ``JURYSTREAM_JURY__POLICY=majority``), the TOML
 config file named by ``JURYSTREAM_CONFIG`` (default ``jurystream.toml`` if present), defaults.
+
+Strict: a ``JURYSTREAM_*`` variable or TOML key that names no setting, and an empty variable,
+stop the start with the nearest valid setting named. A typo silently ignored costs more than a
+refused start (a misspelt budget is no budget at all).
 """
 
 from __future__ import annotations
 
+import difflib
 import os
+import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -19,10 +26,15 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
 PolicyName = Literal["unanimous", "majority", "weighted", "threshold", "cascade"]
 
 
-class BrokerSettings(BaseModel):
+class BrokerSettings(_Section):
     """Where Kafka is. No bootstrap address means: start the embedded Tansu broker."""
 
     bootstrap: str | None = None
@@ -32,7 +44,7 @@ class BrokerSettings(BaseModel):
     request_timeout_s: float = 30.0
 
 
-class TopicSettings(BaseModel):
+class TopicSettings(_Section):
     prefix: str = "jurystream."
     partitions: int = 4
     replication_factor: int = 1
@@ -63,7 +75,7 @@ class TopicSettings(BaseModel):
         ]
 
 
-class JurySettings(BaseModel):
+class JurySettings(_Section):
     policy: PolicyName = "unanimous"
     # Minimum confidence a vote (or the policy's combined vote) needs to be accepted.
     threshold: float = Field(0.7, ge=0.0, le=1.0)
@@ -87,7 +99,7 @@ class JurySettings(BaseModel):
     review_budget: float | None = Field(None, ge=0.0, le=1.0)
 
 
-class ReviewerSettings(BaseModel):
+class ReviewerSettings(_Section):
     # Tiers of the reviewer chain, cheapest first: "local", "openai", "oracle", "simulated".
     chain: list[str] = Field(default_factory=lambda: ["oracle"])
     base_url: str | None = None
@@ -108,6 +120,14 @@ class ReviewerSettings(BaseModel):
     budget_hour_window_s: float = Field(3600.0, gt=0)
     budget_day_window_s: float = Field(86400.0, gt=0)
     max_output_tokens: int = Field(64, ge=1)
+    # Request shape. "auto" derives it from the model name: reasoning models (o1/o3/o4 series,
+    # the gpt-5 family) take max_completion_tokens and only the default temperature; others
+    # take max_tokens and temperature 0.
+    token_limit_param: Literal["auto", "max_tokens", "max_completion_tokens"] = "auto"
+    temperature: float | Literal["auto", "omit"] = "auto"
+    # Output limit for reasoning models: their hidden reasoning tokens count against it, so
+    # max_output_tokens' 64 would end most answers before they start.
+    reasoning_output_tokens: int = Field(2048, ge=1)
     # "json_schema" (OpenAI structured outputs), "json_object" or "text" for endpoints
     # without response_format; the strict parser checks the answer in every case.
     response_format: Literal["json_schema", "json_object", "text"] = "json_schema"
@@ -129,7 +149,7 @@ class ReviewerSettings(BaseModel):
     task: str = "Label the social media post."
 
 
-class TrainerSettings(BaseModel):
+class TrainerSettings(_Section):
     every_samples: int = Field(200, ge=1)  # β: a round every β new hard samples
     every_minutes: float = Field(30.0, gt=0)  # T: or every T minutes
     # Earlier examples (seed set, earlier rounds' reviewed samples) replayed per new one; None:
@@ -162,7 +182,7 @@ class TrainerSettings(BaseModel):
     reliability_prior_strength: float = Field(10.0, gt=0.0)
 
 
-class ControllerSettings(BaseModel):
+class ControllerSettings(_Section):
     """The threshold controller (``models/thresholds.py``), run by the trainer."""
 
     enabled: bool = True
@@ -176,7 +196,7 @@ class ControllerSettings(BaseModel):
     audit_min: int = Field(30, ge=1)
 
 
-class MetricsSettings(BaseModel):
+class MetricsSettings(_Section):
     port: int = 0  # 0: no HTTP endpoint
     host: str = "0.0.0.0"
     # Monitor role (labels ⋈ feedback): rolling windows, counted in joined samples / labels.
@@ -202,6 +222,9 @@ class Settings(BaseSettings):
     data_root: Path = Path("../shared/data")
     registry: str = ""  # registry location (path or fsspec URL); default <data_dir>/registry
     log_level: str = "WARNING"
+    # Tries a message gets when it keeps crashing a role (worker, reviewer; counted on disk
+    # under data_dir); then it is quarantined to dead-letters and its partition moves on.
+    max_attempts: int = Field(3, ge=1)
     broker: BrokerSettings = Field(default_factory=BrokerSettings)
     topics: TopicSettings = Field(default_factory=TopicSettings)
     jury: JurySettings = Field(default_factory=JurySettings)
@@ -225,9 +248,109 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         config_file = Path(os.environ.get("JURYSTREAM_CONFIG", "jurystream.toml"))
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        toml: dict[str, Any] = {}
         if config_file.is_file():
+            try:
+                toml = tomllib.loads(config_file.read_text(encoding="utf-8"))
+            except tomllib.TOMLDecodeError as exc:
+                raise SettingsError(f"{config_file} is not valid TOML: {exc}") from exc
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
+        init = getattr(init_settings, "init_kwargs", {})
+        problems = unknown_settings(os.environ, toml, str(config_file), _key_env(init, toml))
+        if problems:
+            raise SettingsError("; ".join(problems))
         return tuple(sources)
+
+
+class SettingsError(ValueError):
+    """Settings that name no field, or empty variables: refused at start, with the fix."""
+
+
+# JURYSTREAM_* variables that are not settings: the project reads them itself.
+OWN_VARIABLES = frozenset({"JURYSTREAM_CONFIG", "JURYSTREAM_TANSU_BIN", "JURYSTREAM_MODELS_DIR"})
+PREFIX = "JURYSTREAM_"
+
+
+def _key_env(init: Mapping[str, Any], toml: Mapping[str, Any]) -> str:
+    """The variable that holds the reviewer's API key (it may carry the JURYSTREAM_ prefix)."""
+    reviewer = init.get("reviewer")
+    if isinstance(reviewer, ReviewerSettings):
+        return reviewer.api_key_env
+    for section in (reviewer, toml.get("reviewer")):
+        if isinstance(section, Mapping) and isinstance(section.get("api_key_env"), str):
+            return str(section["api_key_env"])
+    from_env = os.environ.get(f"{PREFIX}REVIEWER__API_KEY_ENV")
+    return from_env or ReviewerSettings.model_fields["api_key_env"].default
+
+
+def _lookup(path: list[str]) -> str | None:
+    """None if ``path`` names a setting (or a key inside a dict setting), else the dotted
+    prefix of it that is unknown."""
+    model: Any = Settings
+    for depth, part in enumerate(path):
+        fields = model.model_fields
+        if part not in fields:
+            return ".".join(path[: depth + 1])
+        annotation = fields[part].annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            model = annotation
+            continue
+        # A plain field: only dict settings (weights, prices, …) have keys below them.
+        return None if depth == len(path) - 1 or "dict" in str(annotation) else ".".join(path)
+    return None
+
+
+def _all_paths(model: type[BaseModel], prefix: str = "") -> list[str]:
+    out = []
+    for name, info in model.model_fields.items():
+        annotation = info.annotation
+        out.append(prefix + name)
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            out += _all_paths(annotation, f"{prefix}{name}.")
+    return out
+
+
+def _hint(unknown: str) -> str:
+    paths = _all_paths(Settings)
+    near = difflib.get_close_matches(unknown, paths, n=1, cutoff=0.6)
+    if not near:  # a field put in the wrong section: match its own name in every section
+        by_name = {p.rsplit(".", 1)[-1]: p for p in paths}
+        names = difflib.get_close_matches(unknown.rsplit(".", 1)[-1], by_name, n=1, cutoff=0.6)
+        near = [by_name[n] for n in names]
+    if near:
+        return f"; did you mean {near[0]}?"
+    return "; see the configuration reference in the README"
+
+
+def unknown_settings(
+    environ: Mapping[str, str], toml: Mapping[str, Any], toml_name: str, key_env: str
+) -> list[str]:
+    """Every unknown or empty setting in the environment and the TOML file, each with a fix."""
+    problems = []
+    for name, value in sorted(environ.items()):
+        upper = name.upper()
+        if not upper.startswith(PREFIX) or upper in OWN_VARIABLES or name == key_env:
+            continue
+        path = upper.removeprefix(PREFIX).lower().split("__")
+        unknown = _lookup(path)
+        dotted = ".".join(path)
+        if unknown is not None:
+            problems.append(f"unknown setting {dotted} ({name}){_hint(dotted)}")
+        elif value == "":
+            problems.append(f"{name} is set but empty: unset it, or give {dotted} a value")
+
+    def walk(table: Mapping[str, Any], prefix: list[str]) -> None:
+        for key, value in table.items():
+            path = [*prefix, str(key)]
+            unknown = _lookup(path)
+            if unknown is not None:
+                dotted = ".".join(path)
+                problems.append(f"unknown setting {dotted} in {toml_name}{_hint(dotted)}")
+            elif isinstance(value, Mapping) and _lookup([*path, "?"]) is not None:
+                walk(value, path)  # a section, not a dict setting
+
+    walk(toml, [])
+    return problems
 
 
 def load_settings(config: Path | None = None, **overrides: Any) -> Settings:

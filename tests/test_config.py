@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -63,3 +66,59 @@ def test_topic_names_carry_the_prefix() -> None:
     settings = load_settings(topics={"prefix": "x."})
     assert settings.topics.name("dead_letters") == "x.dead-letters"
     assert len(settings.topics.all_names()) == 7
+
+
+def test_unknown_variable_names_the_nearest_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("JURYSTREAM_REVIEWER__BUDGET_PER_HOUR", "5")
+    with pytest.raises(ValueError, match=r"did you mean reviewer\.budget_per_hour_usd\?"):
+        load_settings()
+
+
+def test_empty_variable_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("JURYSTREAM_REVIEWER__MODEL", "")
+    with pytest.raises(ValueError, match="JURYSTREAM_REVIEWER__MODEL is set but empty"):
+        load_settings()
+
+
+def test_unknown_toml_keys_are_errors(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text('[jury]\npolcy = "majority"\n[reviwer]\nmodel = "x"\n')
+    with pytest.raises(ValueError) as info:
+        load_settings(config)
+    assert "unknown setting jury.polcy" in str(info.value)
+    assert "did you mean jury.policy?" in str(info.value)
+    assert "unknown setting reviwer in" in str(info.value)
+    assert "did you mean reviewer?" in str(info.value)
+
+
+def test_the_project_own_variables_and_dict_settings_stay_valid(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text("[jury.weights]\ntfidf0 = 2.0\n[reviewer.prices.m]\ninput = 1.0\n")
+    monkeypatch.setenv("JURYSTREAM_TANSU_BIN", "/x/tansu")
+    monkeypatch.setenv("JURYSTREAM_MODELS_DIR", "/x/models")
+    monkeypatch.setenv("JURYSTREAM_DATA_ROOT", str(tmp_path))
+    monkeypatch.setenv("JURYSTREAM_MY_KEY", "sk-1")  # named by reviewer.api_key_env
+    monkeypatch.setenv("JURYSTREAM_REVIEWER__API_KEY_ENV", "JURYSTREAM_MY_KEY")
+    monkeypatch.setenv("JURYSTREAM_METRICS__DRIFT_REFERENCE", '{"a": 1}')
+    settings = load_settings(config)
+    assert settings.jury.weights == {"tfidf0": 2.0}
+    assert settings.data_root == tmp_path
+    assert settings.reviewer.prices["m"] == {"input": 1.0}
+
+
+def test_cli_prints_the_error_and_exits_without_a_traceback(tmp_path: Path) -> None:
+    env = {**os.environ, "JURYSTREAM_JURY__BATCH_SIZ": "3"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "jurystream.cli", "worker", "--bootstrap", "127.0.0.1:1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 2
+    assert "unknown setting jury.batch_siz" in proc.stderr
+    assert "did you mean jury.batch_size?" in proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout

@@ -14,6 +14,7 @@ from jurystream.models.reviewer.base import Case, Failure, JuryVote, Verdict
 from jurystream.models.reviewer.openai_backend import (
     OpenAIBackend,
     ReviewerConfigError,
+    is_reasoning_model,
     retry_after_seconds,
 )
 from jurystream.models.reviewer.prompt import POST_CLOSE, POST_OPEN, extract_post
@@ -273,3 +274,76 @@ def test_retry_after_forms() -> None:
     assert retry_after_seconds({"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"}) == 0.0
     assert retry_after_seconds({"Retry-After": "soon"}) is None
     assert retry_after_seconds({}) is None
+
+
+@pytest.mark.parametrize(
+    ("model", "reasoning"),
+    [
+        ("gpt-4o-mini", False),
+        ("gpt-4.1-nano", False),
+        ("o1", True),
+        ("o3-mini", True),
+        ("o4-mini-2025-04-16", True),
+        ("gpt-5", True),
+        ("gpt-5-mini", True),
+        ("openai/gpt-5-nano", True),
+        ("llama-3.1-8b-instruct", False),
+        ("foo-o1", False),
+    ],
+)
+def test_reasoning_models_are_known_by_name(model: str, reasoning: bool) -> None:
+    assert is_reasoning_model(model) is reasoning
+
+
+async def test_a_reasoning_model_is_asked_the_way_it_accepts(openai_server: OpenAIServer) -> None:
+    """Against a server as strict as the o-series and gpt-5 API: the default request shape for a
+    reasoning model passes, the chat-model shape is refused with OpenAI's own 400."""
+    openai_server.strict = True
+    openai_server.answer = lambda body: label_reply("offensive")
+    prices = {"gpt-5-mini": {"input": 0.25, "output": 2.0}}
+    backend = OpenAIBackend(
+        _settings(openai_server, model="gpt-5-mini", prices=prices), list(LABELS)
+    )
+    try:
+        verdict = await backend.review(_case(1))
+    finally:
+        await backend.close()
+    assert isinstance(verdict, Verdict) and verdict.label == "offensive", verdict
+    body = openai_server.requests[-1].body
+    assert body["max_completion_tokens"] == 2048 and "max_tokens" not in body
+    assert "temperature" not in body
+
+    forced = _settings(
+        openai_server, model="gpt-5-mini", prices=prices, token_limit_param="max_tokens"
+    )
+    backend = OpenAIBackend(forced, list(LABELS))
+    try:
+        failure = await backend.review(_case(2))
+    finally:
+        await backend.close()
+    assert isinstance(failure, Failure)
+    assert "HTTP 400" in failure.reason and "Use 'max_completion_tokens'" in failure.reason
+    assert "reviewer.token_limit_param" in failure.reason
+
+    backend = OpenAIBackend(
+        _settings(openai_server, model="gpt-5-mini", prices=prices, temperature=0.0), list(LABELS)
+    )
+    try:
+        failure = await backend.review(_case(3))
+    finally:
+        await backend.close()
+    assert isinstance(failure, Failure) and "'temperature' does not support 0" in failure.reason
+
+
+async def test_a_chat_model_keeps_max_tokens_and_temperature_zero(
+    openai_server: OpenAIServer,
+) -> None:
+    openai_server.answer = lambda body: label_reply("offensive")
+    backend = OpenAIBackend(_settings(openai_server), list(LABELS))
+    try:
+        assert isinstance(await backend.review(_case(1)), Verdict)
+    finally:
+        await backend.close()
+    body = openai_server.requests[-1].body
+    assert body["max_tokens"] == 64 and body["temperature"] == 0
+    assert "max_completion_tokens" not in body

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from jurystream.stream.records import MAX_DEAD_LETTER_BYTES, dead_letter
+from jurystream.models.reviewer.base import Case, CaseError
+from jurystream.stream import feedback, trainer
+from jurystream.stream.records import MAX_DEAD_LETTER_BYTES, dead_letter, dumps
+from jurystream.stream.strict_json import MAX_DEPTH, StrictJSONError, loads_object
+from jurystream.stream.updates import parse_update
 from jurystream.stream.validation import Invalid, Post, parse_post
 
 
@@ -38,12 +43,38 @@ def test_id_falls_back_to_the_message_key() -> None:
         (b'{"id": "a", "text": "x", "ts": "now"}', None, "'ts' must be a number"),
         (b'{"id": "a", "text": "x", "meta": []}', None, "'meta' must be an object"),
         (b'{"id": "a", "text": "\xff"}', None, "not valid UTF-8 at byte 21"),
+        (b'{"id": "a", "text": "x\\ud800y"}', None, "lone UTF-16 surrogate"),
+        (b'{"id": "a", "text": "x", "meta": {"k": ["\\udfff"]}}', None, "in meta.k holds"),
+        (b'{"id": "a", "text": "x", "meta": {"\\ud800": 1}}', None, "in a key holds"),
+        (b'{"id": "a", "text": "x", "ts": NaN}', None, "NaN is not JSON"),
+        (b'{"id": "a", "text": "x", "meta": {"v": -Infinity}}', None, "-Infinity is not JSON"),
+        (b'{"id": "a", "text": "x", "ts": 1e400}', None, "1e400 is out of range"),
+        (b'{"id": "a", "text": "x", "ts": 1' + b"0" * 400 + b"}", None, "'ts' is out of range"),
+        (b'{"id": "a", "text": "x", "n": ' + b"9" * 5000 + b"}", None, "as strings"),
+        (b'{"id": "a", "text": "x", "meta": ' + b"[" * 20_000, None, "nests deeper than"),
+        (b'{"id": "a", "text": "x", "meta": {"m": ' + b"[" * 70 + b"]" * 70 + b"}}", None, "64"),
     ],
 )
 def test_rejections_say_why(value: bytes | None, key: bytes | None, reason: str) -> None:
     result = parse_post(value, key)
     assert isinstance(result, Invalid)
     assert reason in result.reason
+
+
+def test_surrogate_pairs_are_fine() -> None:
+    """Escaped pairs are how ensure_ascii producers send emoji: they decode to one character."""
+    post = parse_post(b'{"id": "a", "text": "hi \\ud83d\\ude00"}')
+    assert isinstance(post, Post) and post.text == "hi \U0001f600"
+
+
+def test_nesting_up_to_the_limit_is_kept() -> None:
+    nested: object = 1
+    for _ in range(MAX_DEPTH - 2):  # the post object and meta are two levels
+        nested = [nested]
+    value = json.dumps({"id": "a", "text": "x", "meta": {"m": nested}}).encode()
+    post = parse_post(value, max_bytes=10**6)
+    assert isinstance(post, Post)
+    json.loads(dumps({"case": {"post": post.to_dict()}}))  # re-encodes inside a wrapper
 
 
 def test_size_limits() -> None:
@@ -67,3 +98,87 @@ def test_dead_letters_keep_a_bounded_verifiable_prefix(raw: bytes) -> None:
     assert raw.startswith(kept) and len(kept) <= MAX_DEAD_LETTER_BYTES
     assert letter["truncated"] == (len(kept) < len(raw))
     assert letter["original_size"] == len(raw)
+
+
+# JSON-ish values with everything json.dumps can write and json.loads reads back: lone
+# surrogates, NaN and infinities, integers far past a float, deep-ish nesting.
+any_text = st.builds(
+    lambda head, odd, tail: head + odd + tail,
+    st.text(max_size=10),
+    st.sampled_from(["", "\ud800", "\udfff", "\U0001f600", " "]),
+    st.text(max_size=10),
+)
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.integers(min_value=10**300, max_value=10**400)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | any_text
+)
+jsonish = st.recursive(
+    scalars,
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(any_text, children, max_size=4)
+    ),
+    max_leaves=20,
+)
+posts = st.fixed_dictionaries(
+    {"id": any_text | st.integers(), "text": any_text}, optional={"ts": jsonish, "meta": jsonish}
+)
+post_like = (
+    st.fixed_dictionaries(
+        {"id": st.one_of(any_text, st.integers()), "text": any_text | jsonish},
+        optional={
+            "ts": jsonish,
+            "meta": jsonish,
+            "votes": jsonish,
+            "label": jsonish,
+            "kind": st.just("thresholds"),
+            "threshold": jsonish,
+            "versions": jsonish,
+            "seq": jsonish,
+            "policy": jsonish,
+            "weight": jsonish,
+            "jury_label": jsonish,
+            "jury_confidence": jsonish,
+        },
+    )
+    | jsonish
+)
+
+
+def encode(data: object) -> bytes:
+    return json.dumps(data, ensure_ascii=True, allow_nan=True).encode()
+
+
+@given(posts | post_like)
+def test_never_raises_on_arbitrary_json(data: object) -> None:
+    """Whatever parses is safe to re-encode: records.dumps writes strict, valid UTF-8 JSON."""
+    result = parse_post(encode(data), max_bytes=10**7, max_chars=10**6)
+    assert isinstance(result, Post | Invalid)
+    if isinstance(result, Post):
+        out = dumps(result.to_dict())
+        assert loads_object(out) == json.loads(out)
+
+
+@given(posts | post_like)
+def test_every_role_parser_refuses_with_its_own_error(data: object) -> None:
+    """Records on the review, hard-samples, feedback, labels and model-updates topics are read
+    by other roles: malformed ones must raise the error each role dead-letters, nothing else."""
+    value = encode(data)
+    with contextlib.suppress(CaseError, StrictJSONError):
+        Case.from_record(loads_object(value))
+    for parse in (trainer.parse_hard_sample, trainer.parse_feedback, parse_update):
+        with contextlib.suppress(ValueError):
+            parse(value)
+    for parse_kv in (feedback.parse_label, feedback.parse_feedback):
+        with contextlib.suppress(feedback.InvalidRecord):
+            parse_kv(b"k", value)
+
+
+def test_strict_json_reasons() -> None:
+    with pytest.raises(StrictJSONError, match="empty message"):
+        loads_object(b"")
+    with pytest.raises(StrictJSONError, match="JSON list where an object"):
+        loads_object(b"[]")

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from jurystream.exporters.noise import quiet_onnx_export, quiet_quantization
 from jurystream.models.juror import Manifest, load_juror, sha256_file, write_manifest
 from jurystream.models.training import read_training_summary
 
@@ -62,15 +63,16 @@ def export_fp32(checkpoint: Path, output_dir: Path) -> Path:
     """ONNX export with optimum (no graph optimization); returns the path of ``model.onnx``."""
     from optimum.exporters.onnx import main_export
 
-    main_export(
-        str(checkpoint),
-        output=str(output_dir),
-        task="text-classification",
-        device="cpu",
-        library_name="transformers",
-        local_files_only=True,
-        do_validation=False,  # we validate ourselves, with the serving tokenizer
-    )
+    with quiet_onnx_export():
+        main_export(
+            str(checkpoint),
+            output=str(output_dir),
+            task="text-classification",
+            device="cpu",
+            library_name="transformers",
+            local_files_only=True,
+            do_validation=False,  # we validate ourselves, with the serving tokenizer
+        )
     model = output_dir / "model.onnx"
     if not model.is_file():
         raise ExportVerificationError(f"optimum wrote no model.onnx for {checkpoint}")
@@ -81,13 +83,14 @@ def quantize_int8(fp32_model: Path, int8_model: Path, keep_fp32: Sequence[str] =
     """Dynamic int8 with per-channel weight scales; nodes named in ``keep_fp32`` stay fp32."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(
-        str(fp32_model),
-        str(int8_model),
-        per_channel=True,
-        weight_type=QuantType.QInt8,
-        nodes_to_exclude=list(keep_fp32),
-    )
+    with quiet_quantization():
+        quantize_dynamic(
+            str(fp32_model),
+            str(int8_model),
+            per_channel=True,
+            weight_type=QuantType.QInt8,
+            nodes_to_exclude=list(keep_fp32),
+        )
     return int8_model
 
 

@@ -22,7 +22,6 @@ Feedback records: key = message id, value ``{"id": ..., "label": <gold label>}``
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections import OrderedDict
@@ -38,6 +37,7 @@ from jurystream.exporters.metrics import Metrics
 from jurystream.models.quality import LabelWindow, RollingQuality, psi
 from jurystream.stream.broker import ensure_topics
 from jurystream.stream.lifecycle import run_until_signalled
+from jurystream.stream.strict_json import StrictJSONError, loads_object
 
 log = logging.getLogger(__name__)
 
@@ -58,12 +58,9 @@ class InvalidRecord(ValueError):
 
 def _json_object(value: bytes | None) -> dict[str, Any]:
     try:
-        data = json.loads(value or b"")
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InvalidRecord(f"not JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise InvalidRecord("not a JSON object")
-    return data
+        return loads_object(value)
+    except StrictJSONError as exc:
+        raise InvalidRecord(str(exc)) from exc
 
 
 def _record_id(key: bytes | None, data: Mapping[str, Any]) -> str:
@@ -81,7 +78,8 @@ def parse_label(key: bytes | None, value: bytes | None) -> tuple[str, LabelFact]
     if not isinstance(label, str) or not isinstance(source, str):
         raise InvalidRecord("label record needs string 'label' and 'source'")
     votes = []
-    for vote in data.get("votes") or []:
+    raw_votes = data.get("votes")
+    for vote in raw_votes if isinstance(raw_votes, list) else []:
         if isinstance(vote, dict) and isinstance(vote.get("juror"), str):
             votes.append((vote["juror"], str(vote.get("label"))))
     versions = data.get("model_versions")

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections.abc import Awaitable
@@ -37,6 +36,8 @@ from jurystream.stream.broker import ensure_topics
 from jurystream.stream.client import group_consumer
 from jurystream.stream.lifecycle import run_until_signalled
 from jurystream.stream.offsets import OffsetTracker
+from jurystream.stream.quarantine import AttemptLedger
+from jurystream.stream.strict_json import StrictJSONError, loads_object
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,7 @@ class ReviewerRole:
         self._offsets: OffsetTracker[TopicPartition] = OffsetTracker()
         self._cases: dict[asyncio.Task[None], tuple[TopicPartition, int]] = {}
         self._answered = 0  # verdicts so far: tells a case nobody can answer from an outage
+        self.ledger = AttemptLedger(settings.data_dir / "attempts" / self.group_id)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop`` is set; commits only positions whose outputs are acknowledged."""
@@ -179,14 +181,14 @@ class ReviewerRole:
 
     async def _handle(self, msg: ConsumerRecord[Any, Any]) -> list[Awaitable[Any]]:
         try:
-            case = Case.from_record(json.loads(msg.value or b""))
-        except (CaseError, ValueError) as exc:  # JSONDecodeError and UnicodeDecodeError too
+            case = Case.from_record(loads_object(msg.value))
+        except (CaseError, StrictJSONError) as exc:
             return [await self._dead_letter(msg, f"not a review case: {exc}", None)]
         attempt = contested = 0
         answered_before = self._answered
         while True:
             started = time.perf_counter()
-            outcome = await self.chain.review(case)
+            outcome = await self._ask(msg, case)
             if isinstance(outcome, Verdict):
                 self._answered += 1
                 self.metrics.stage_latency.labels("review").observe(time.perf_counter() - started)
@@ -220,6 +222,26 @@ class ReviewerRole:
                 await asyncio.sleep(delay)
             finally:  # also when the case is dropped in a rebalance or at shutdown
                 parked.dec()
+
+    async def _ask(self, msg: ConsumerRecord[Any, Any], case: Case) -> Verdict | Failure:
+        """The chain's outcome. An exception (a bug this case triggers) still crashes the role,
+        but is counted on disk first: after ``max_attempts`` the case is quarantined instead of
+        crashing the role on every replay."""
+        try:
+            return await self.chain.review(case)
+        except Exception as exc:
+            ref = (msg.topic, msg.partition, msg.offset)
+            self.ledger.begin([ref])
+            (attempts,) = self.ledger.attempts([ref])
+            if attempts < self.settings.max_attempts:
+                raise
+            self.ledger.forget([ref])
+            reason = (
+                f"quarantined: reviewing it raised {type(exc).__name__}: {exc} ({attempts} "
+                "times); fix the cause, then replay it from dead-letters"
+            )
+            log.error("case %s %s", case.id, reason, exc_info=True)
+            return Failure("reviewer", reason, permanent=True)
 
     async def _write(self, case: Case, verdict: Verdict) -> list[Awaitable[Any]]:
         """The hard sample, and for an escalation the label (an audit's label stands)."""

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import time
@@ -45,6 +44,7 @@ from jurystream.stream import records
 from jurystream.stream.broker import ensure_topics
 from jurystream.stream.client import group_consumer
 from jurystream.stream.lifecycle import run_until_signalled
+from jurystream.stream.strict_json import loads_object
 from jurystream.stream.updates import (
     ThresholdUpdate,
     model_update,
@@ -76,18 +76,16 @@ class ReviewedSample:
 
 def parse_hard_sample(value: bytes | None) -> ReviewedSample:
     """A hard-samples record as a training example; raises ValueError if it is not one."""
-    try:
-        data = json.loads(value or b"")
-    except RecursionError as exc:
-        raise ValueError("nested too deeply to be a hard sample") from exc
-    if not isinstance(data, dict):
-        raise ValueError("not a JSON object")
+    data = loads_object(value)
     for key in ("id", "text", "label"):
         if not isinstance(data.get(key), str) or not data[key].strip():
             raise ValueError(f"hard sample needs a non-empty string {key!r}")
     weight = data.get("weight", 1.0)
     if isinstance(weight, bool) or not isinstance(weight, int | float):
         raise ValueError("hard sample 'weight' must be a number")
+    for key in ("weight", "threshold"):  # an integer past a float's range cannot become one
+        if isinstance(data.get(key), int) and not -(2**1000) < data[key] < 2**1000:
+            raise ValueError(f"hard sample {key!r} is out of range")
     kind = data.get("kind", "hard")
     if kind not in ("hard", "audit"):
         raise ValueError(f"hard sample 'kind' must be 'hard' or 'audit', not {kind!r}")
@@ -110,9 +108,7 @@ def parse_hard_sample(value: bytes | None) -> ReviewedSample:
 
 def parse_feedback(value: bytes | None) -> tuple[str, str, str | None]:
     """(id, gold label, text or None) of a feedback record; raises ValueError if malformed."""
-    data = json.loads(value or b"")
-    if not isinstance(data, dict):
-        raise ValueError("not a JSON object")
+    data = loads_object(value)
     for key in ("id", "label"):
         if not isinstance(data.get(key), str) or not data[key]:
             raise ValueError(f"feedback needs a non-empty string {key!r}")
@@ -263,7 +259,7 @@ class TrainerRole:
                         hard.append(parse_hard_sample(msg.value))
                     else:
                         self.store.add_gold(*parse_feedback(msg.value), holdout_share=share)
-                except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
+                except ValueError as exc:  # StrictJSONError is one
                     kind = "hard sample" if tp.topic == self.hard_topic else "feedback record"
                     rejected.append((msg, f"not a {kind}: {exc}"))
         if hard:

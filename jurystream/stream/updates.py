@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -37,6 +36,7 @@ from jurystream.exporters.metrics import Metrics
 from jurystream.models.juror import MANIFEST, Juror, ModelLoadError, load_juror, sha256_file
 from jurystream.models.registry import Registry, RegistryError
 from jurystream.stream import records
+from jurystream.stream.strict_json import loads_object
 
 log = logging.getLogger(__name__)
 
@@ -54,12 +54,7 @@ class ModelUpdate:
     @classmethod
     def parse(cls, value: bytes | None) -> ModelUpdate:
         """Validate a model-updates record; raises ValueError saying what is wrong."""
-        try:
-            data = json.loads(value or b"")
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ValueError(f"not JSON: {exc}") from exc
-        if not isinstance(data, dict):
-            raise ValueError("not a JSON object")
+        data = loads_object(value)  # its StrictJSONError is a ValueError
         fields = {}
         for key in ("name", "version", "registry", "sha256"):
             if not isinstance(data.get(key), str) or not data[key]:
@@ -98,6 +93,8 @@ class ThresholdUpdate:
         if not isinstance(data.get("policy"), str):
             raise ValueError("thresholds update needs a string 'policy'")
         seq = data.get("seq")
+        if isinstance(seq, int) and not -(2**1000) < seq < 2**1000:
+            raise ValueError("thresholds update 'seq' is out of range (a timestamp expected)")
         return cls(
             data["policy"],
             float(threshold),
@@ -124,11 +121,8 @@ class ThresholdUpdate:
 
 def parse_update(value: bytes | None) -> ModelUpdate | ThresholdUpdate:
     """A model-updates record: a juror version or a controller threshold; ValueError if neither."""
-    try:
-        data = json.loads(value or b"")
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
-        raise ValueError(f"not JSON: {exc}") from exc
-    if isinstance(data, dict) and data.get("kind") == ThresholdUpdate.KIND:
+    data = loads_object(value)  # its StrictJSONError is a ValueError
+    if data.get("kind") == ThresholdUpdate.KIND:
         return ThresholdUpdate.parse(data)
     return ModelUpdate.parse(value)
 

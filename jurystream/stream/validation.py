@@ -5,9 +5,11 @@ Pure: no I/O. Every rejection reason is meant to be read by the person who produ
 
 from __future__ import annotations
 
-import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
+
+from jurystream.stream.strict_json import StrictJSONError, loads
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,13 +57,9 @@ def parse_post(
     if len(value) > max_bytes:
         return Invalid(f"message is {len(value)} bytes, over the {max_bytes}-byte limit", key_id)
     try:
-        decoded = value.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        return Invalid(f"not valid UTF-8 at byte {exc.start}", key_id)
-    try:
-        data = json.loads(decoded)
-    except json.JSONDecodeError as exc:
-        return Invalid(f"not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}", key_id)
+        data = loads(value)
+    except StrictJSONError as exc:
+        return Invalid(str(exc), key_id)
     if not isinstance(data, dict):
         return Invalid(f"JSON {type(data).__name__} where an object was expected", key_id)
 
@@ -84,9 +82,15 @@ def parse_post(
     ts = data.get("ts")
     if ts is not None and (isinstance(ts, bool) or not isinstance(ts, int | float)):
         return Invalid(f"field 'ts' must be a number, got {type(ts).__name__}", post_id)
+    if ts is not None and not (-_MAX_TS < ts < _MAX_TS):
+        return Invalid("field 'ts' is out of range (seconds since the epoch expected)", post_id)
     meta = data.get("meta", {})
     if meta is None:
         meta = {}
     if not isinstance(meta, dict):
         return Invalid(f"field 'meta' must be an object, got {type(meta).__name__}", post_id)
     return Post(post_id, text, None if ts is None else float(ts), meta)
+
+
+# Any float is accepted as a timestamp, but an integer beyond a float's range cannot become one.
+_MAX_TS = math.ldexp(1.0, 1000)

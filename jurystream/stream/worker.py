@@ -28,6 +28,7 @@ from jurystream.models.jury import Jury
 from jurystream.models.selection import ReviewAllowance
 from jurystream.models.voting import Decision
 from jurystream.stream import records
+from jurystream.stream.quarantine import AttemptLedger, MessageRef
 from jurystream.stream.routing import route
 from jurystream.stream.updates import ModelUpdateFollower, ThresholdUpdate
 from jurystream.stream.validation import Invalid, Post, parse_post
@@ -83,6 +84,7 @@ class LabelingWorker:
         self._allowance = None if budget is None else ReviewAllowance(budget)
         metrics.jury_threshold.set(jury.threshold)
         self._lags: dict[tuple[str, int], int] = {}
+        self.ledger = AttemptLedger(settings.data_dir / "attempts" / f"{settings.app_id}-worker")
         self._publish_versions()
 
     def swap(self, juror: Juror) -> None:
@@ -133,6 +135,43 @@ class LabelingWorker:
         owned = {(tp.topic, tp.partition) for tp in consumer.assignment()}
         self._lags = {k: v for k, v in self._lags.items() if k in owned}
         self.metrics.set_consumer_lags(self.settings.app_id, self._lags)
+
+    async def guarded(self, events: Sequence[EventT]) -> None:
+        """``process`` with every attempt counted on disk first, so that a message that keeps
+        crashing the worker is quarantined after ``max_attempts`` instead of stopping its
+        partition in a crash loop.
+
+        A batch none of whose messages was tried before is processed whole. One that holds a
+        message a crash interrupted is processed one message at a time, so only the culprit is
+        counted again and the messages beside it are labeled.
+        """
+        refs: list[MessageRef] = [
+            (e.message.topic, e.message.partition, e.message.offset) for e in events
+        ]
+        tried = self.ledger.attempts(refs)
+        if not any(tried):
+            self.ledger.begin(refs)
+            await self.process(events)
+            self.ledger.finish(refs)
+            return
+        limit = self.settings.max_attempts
+        for event, ref, attempts in zip(events, refs, tried, strict=True):
+            if attempts >= limit:
+                await self._quarantine(event, attempts)
+            else:
+                self.ledger.begin([ref])
+                await self.process([event])
+            self.ledger.finish([ref])
+
+    async def _quarantine(self, event: EventT, attempts: int) -> None:
+        msg = event.message
+        parsed = parse_post(msg.value, msg.key, max_bytes=self.settings.jury.max_message_bytes)
+        error = (
+            f"quarantined: the worker crashed {attempts} times while processing this message "
+            "(see its logs at that time); fix the cause, then replay it from dead-letters"
+        )
+        log.error("%s:%d:%d %s", msg.topic, msg.partition, msg.offset, error)
+        await (await self._dead_letter(event, error, "quarantine", parsed.id))
 
     async def process(self, events: Sequence[EventT]) -> None:
         jury = self.jury
@@ -282,11 +321,12 @@ def build_worker_app(
             settings.jury.batch_size, within=settings.jury.batch_timeout_s
         ):
             try:
-                await worker.process(events)
+                await worker.guarded(events)
                 worker.report_lag(app.consumer, events)
             except Exception:
-                # Fail fast without committing: the batch is replayed after a restart. Staying
-                # up with a crashed agent would silently stop labeling.
+                # Fail fast without committing: the batch is replayed after a restart (and the
+                # message behind it quarantined once it used up its attempts). Staying up
+                # with a crashed agent would silently stop labeling.
                 log.critical("batch failed; exiting so it is replayed", exc_info=True)
                 os._exit(70)
 

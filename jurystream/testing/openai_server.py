@@ -107,13 +107,46 @@ def answers_by_substring(mapping: Mapping[str, str], confidence: float = 0.9) ->
     return answer
 
 
+def _invalid_request(message: str, param: str, code: str) -> Reply:
+    error = {"message": message, "type": "invalid_request_error", "param": param, "code": code}
+    return Reply(status=400, raw_body=json.dumps({"error": error}))
+
+
+def reasoning_model_refusal(body: Mapping[str, Any]) -> Reply | None:
+    """The 400 a reasoning model answers to a chat-model request, or None if it accepts it."""
+    if "max_tokens" in body:
+        return _invalid_request(
+            "Unsupported parameter: 'max_tokens' is not supported with this model. "
+            "Use 'max_completion_tokens' instead.",
+            "max_tokens",
+            "unsupported_parameter",
+        )
+    temperature = body.get("temperature", 1)
+    if temperature != 1:
+        return _invalid_request(
+            f"Unsupported value: 'temperature' does not support {temperature} with this model. "
+            "Only the default (1) value is supported.",
+            "temperature",
+            "unsupported_value",
+        )
+    return None
+
+
 class OpenAIServer:
     """The server; ``start()`` returns the base URL to give the client (``…/v1``)."""
 
     def __init__(
-        self, answer: Answer | None = None, host: str = "127.0.0.1", port: int = 0
+        self,
+        answer: Answer | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        strict: bool = False,
     ) -> None:
         self.answer = answer
+        # Strict: refuse what OpenAI's reasoning models (o-series, gpt-5) refuse, with the
+        # API's own status, error shape and wording.
+        self.strict = strict
         self.host = host
         self.port = port
         self.requests: list[Recorded] = []
@@ -172,7 +205,8 @@ class OpenAIServer:
             body = await request.json()
         except json.JSONDecodeError:
             return web.json_response({"error": {"message": "body is not JSON"}}, status=400)
-        reply = self._next_reply(body)
+        refusal = reasoning_model_refusal(body) if self.strict else None
+        reply = refusal or self._next_reply(body)
         prompt_tokens = completion_tokens = 0
         if reply.raw_body is not None or reply.status != 200:
             text = reply.raw_body if reply.raw_body is not None else '{"error": {"message": "x"}}'
@@ -289,10 +323,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--answers", required=True, help="JSON file: {post text: label}")
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--strict", action="store_true", help="refuse what reasoning models refuse")
     args = parser.parse_args()
     with open(args.answers, encoding="utf-8") as fh:
         labels = json.load(fh)
-    server = OpenAIServer(answers_by_text(labels), port=args.port)
+    server = OpenAIServer(answers_by_text(labels), port=args.port, strict=args.strict)
     print(server.start(), flush=True)
     try:
         threading.Event().wait()

@@ -49,13 +49,16 @@ class Case:
         meta = data.get("meta") or {}
         if not isinstance(meta, dict):
             raise CaseError("review record field 'meta' must be an object")
+        raw_votes = data.get("votes") or []
+        if not isinstance(raw_votes, list):
+            raise CaseError("review record field 'votes' must be a list")
         votes = []
-        for raw in data.get("votes") or []:
+        for raw in raw_votes:
             try:
                 votes.append(
                     JuryVote(str(raw["juror"]), str(raw["label"]), float(raw["confidence"]))
                 )
-            except (KeyError, TypeError, ValueError) as exc:
+            except (KeyError, TypeError, ValueError, OverflowError) as exc:
                 raise CaseError(f"review record has a malformed vote {raw!r}") from exc
         versions = data.get("model_versions") or {}
         if not isinstance(versions, dict):
@@ -73,10 +76,10 @@ class Case:
             text=text,
             votes=tuple(votes),
             jury_label=data.get("jury_label") if isinstance(data.get("jury_label"), str) else None,
-            jury_confidence=float(jury_conf) if isinstance(jury_conf, int | float) else None,
+            jury_confidence=_float_or_none(jury_conf),
             reason=data.get("reason") if isinstance(data.get("reason"), str) else None,
             meta=meta,
-            received_ms=float(received) if isinstance(received, int | float) else None,
+            received_ms=_float_or_none(received),
             model_versions={str(k): str(v) for k, v in versions.items()},
             kind=kind,
             threshold=float(threshold) if isinstance(threshold, int | float) else None,
@@ -87,6 +90,16 @@ class Case:
             {"juror": v.juror, "label": v.label, "confidence": round(v.confidence, 4)}
             for v in self.votes
         ]
+
+
+def _float_or_none(value: Any) -> float | None:
+    """A number as a float; anything else (or an integer beyond a float's range) as None."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        return float(value)
+    except OverflowError:
+        return None
 
 
 @dataclass(frozen=True, slots=True)

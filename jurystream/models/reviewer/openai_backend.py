@@ -15,6 +15,7 @@ import email.utils
 import logging
 import os
 import random
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -39,6 +40,32 @@ from jurystream.models.reviewer.parsing import AnswerError, parse_answer
 log = logging.getLogger(__name__)
 
 MAX_RETRY_AFTER_S = 600.0
+
+# OpenAI's reasoning models: o1, o3, o4-mini … and the gpt-5 family (an "openai/" style prefix
+# from a router is allowed).
+_REASONING = re.compile(r"(?:^|/)(?:o\d+(?:$|[-.])|gpt-5)")
+
+
+def is_reasoning_model(model: str) -> bool:
+    """Whether ``model`` rejects ``max_tokens`` and any temperature but the default."""
+    return _REASONING.search(model.lower()) is not None
+
+
+def request_shape(settings: ReviewerSettings) -> dict[str, Any]:
+    """The token limit and temperature parameters to send, as the settings resolve them."""
+    reasoning = is_reasoning_model(settings.model)
+    param = settings.token_limit_param
+    if param == "auto":
+        param = "max_completion_tokens" if reasoning else "max_tokens"
+    out: dict[str, Any] = {
+        param: settings.reasoning_output_tokens if reasoning else settings.max_output_tokens
+    }
+    temperature = settings.temperature
+    if temperature == "auto":
+        temperature = "omit" if reasoning else 0.0
+    if temperature != "omit":
+        out["temperature"] = temperature
+    return out
 
 
 class ReviewerConfigError(ValueError):
@@ -145,6 +172,10 @@ class OpenAIBackend:
         self._system = prompt.system_message(
             settings.task, self.labels, settings.label_descriptions
         )
+        self._shape = request_shape(settings)
+        self._output_tokens = next(
+            v for k, v in self._shape.items() if k in ("max_tokens", "max_completion_tokens")
+        )
         self._response_format: dict[str, Any] | None = {
             "json_schema": prompt.answer_schema(self.labels),
             "json_object": {"type": "json_object"},
@@ -188,7 +219,13 @@ class OpenAIBackend:
                 # 400/401/403/404/422: repeating the same request cannot help; the case is
                 # parked until someone fixes the endpoint, model or key.
                 self._count("error")
-                return Failure(self.name, f"HTTP {exc.status_code} from the endpoint")
+                reason = f"HTTP {exc.status_code} from the endpoint"
+                if exc.status_code == 400:  # says which parameter to change; 401/403 may echo
+                    # part of the key, so only a bad request's message is kept
+                    reason += f": {str(exc.message)[:300]}"
+                    if "max_tokens" in reason or "temperature" in reason:
+                        reason += " (see reviewer.token_limit_param and reviewer.temperature)"
+                return Failure(self.name, reason)
             spent += reply.cost_usd
             try:
                 answer = parse_answer(reply.content, self.labels)
@@ -241,7 +278,7 @@ class OpenAIBackend:
     async def _attempt(self, msgs: list[dict[str, str]]) -> _Reply:
         chars = sum(len(m["content"]) for m in msgs)
         reserved = self.price.cost(
-            estimate_tokens(chars, CHARS_PER_TOKEN_UPPER), self.settings.max_output_tokens
+            estimate_tokens(chars, CHARS_PER_TOKEN_UPPER), self._output_tokens
         )
         async with self._slots:
             await self._reserve(reserved)
@@ -250,8 +287,7 @@ class OpenAIBackend:
                 kwargs: dict[str, Any] = {
                     "model": self.settings.model,
                     "messages": msgs,
-                    "max_tokens": self.settings.max_output_tokens,
-                    "temperature": 0,
+                    **self._shape,
                 }
                 if self._response_format is not None:
                     kwargs["response_format"] = self._response_format
