@@ -109,8 +109,9 @@ def test_stream_review_train_swap_beats_bootstrap_and_gate_rejects_shuffled(
     )
     assert every_juror_refined(updates), roles.logs()
     # Rounds keep coming while hard samples arrive; stopping the trainer settles the versions
-    # (it finishes and announces the round in hand first).
-    assert trainer.stop() == 0, roles.logs()
+    # (it finishes and announces the round in hand first; replaying everything learned makes
+    # a round longer than the default stop timeout).
+    assert trainer.stop(timeout=240) == 0, roles.logs()
     serving = {name: registry.serving_version(name) for name in JURORS}
     store = TrainingStore(tmp_path / "var" / "trainer.sqlite")
     rounds = store.candidates()
