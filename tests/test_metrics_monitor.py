@@ -35,6 +35,11 @@ def gold(post_id: str, lab: str) -> bytes:
     return json.dumps({"id": post_id, "label": lab}).encode()
 
 
+def hard_sample(post_id: str, jury: str, reviewed: str, kind: str = "audit") -> bytes:
+    record = {"id": post_id, "text": "t", "label": reviewed, "jury_label": jury, "kind": kind}
+    return json.dumps(record).encode()
+
+
 def value(m: Metrics, name: str, **labels: str) -> float | None:
     got = m.registry.get_sample_value(name, labels)
     return None if got is None else float(got)
@@ -110,6 +115,32 @@ def test_macro_f1_is_published_per_source_over_the_rolling_window() -> None:
     assert value(m, "jurystream_online_window_samples", source="jury") == 4
 
 
+def test_audits_estimate_accepted_accuracy_per_label_with_an_interval() -> None:
+    m, q = make(window=10)
+    q.publish()  # no audit yet: no series rather than a made-up accuracy
+    assert value(m, "jurystream_audit_accuracy", label="all", bound="estimate") is None
+    # 2 hard cases (not measurements) and 12 audits; the window keeps the last 10 audits
+    q.on_hard_sample(b"h0", hard_sample("h0", "pos", "neg", kind="hard"))
+    q.on_hard_sample(b"h1", hard_sample("h1", "neg", "pos", kind="hard"))
+    outcomes = [("neg", "pos")] * 2 + [("pos", "pos")] * 6 + [("neg", "neg")] * 3 + [("neg", "pos")]
+    for i, (jury, reviewed) in enumerate(outcomes):
+        q.on_hard_sample(None, hard_sample(f"a{i}", jury, reviewed))
+    q.on_hard_sample(b"bad", json.dumps({"kind": "audit", "label": "pos"}).encode())
+    q.publish()
+    est = value(m, "jurystream_audit_accuracy", label="all", bound="estimate")
+    low = value(m, "jurystream_audit_accuracy", label="all", bound="low")
+    high = value(m, "jurystream_audit_accuracy", label="all", bound="high")
+    assert est == pytest.approx(9 / 10)
+    assert low is not None and high is not None and low < 0.9 < high <= 1.0
+    assert value(m, "jurystream_audit_window", label="all") == 10
+    assert value(m, "jurystream_audit_accuracy", label="neg", bound="estimate") == pytest.approx(
+        3 / 4
+    )
+    assert value(m, "jurystream_audit_window", label="pos") == 6
+    bad = value(m, "jurystream_feedback_unmatched_total", topic="hard_samples", reason="invalid")
+    assert bad == 1
+
+
 def test_drift_against_the_training_reference() -> None:
     m, q = make(drift=4, ref={"pos": 50, "neg": 50})
     for i, lab in enumerate(["pos", "neg", "pos"]):
@@ -168,6 +199,11 @@ def test_monitor_role_joins_topics_on_a_real_broker(roles: Roles) -> None:
     asyncio.run(produce(roles.bootstrap, roles.topic("feedback"), golds[: n // 2]))
     asyncio.run(produce(roles.bootstrap, roles.topic("labels"), labels))
     asyncio.run(produce(roles.bootstrap, roles.topic("feedback"), golds[n // 2 :]))
+    audits = [
+        (f"a{i}".encode(), hard_sample(f"a{i}", "pos", "pos" if i % 4 else "neg"))
+        for i in range(40)
+    ]
+    asyncio.run(produce(roles.bootstrap, roles.topic("hard-samples"), audits))
     correct = ("jurystream_feedback_total", (("result", "correct"), ("source", "jury")))
     wrong = ("jurystream_feedback_total", (("result", "wrong"), ("source", "jury")))
     deadline = time.monotonic() + 60
@@ -183,6 +219,13 @@ def test_monitor_role_joins_topics_on_a_real_broker(roles: Roles) -> None:
     seen = scrape(port)
     acc = ("jurystream_online_accuracy", (("source", "jury"),))
     assert seen[acc] == pytest.approx(80 / 120)
+    audit = ("jurystream_audit_accuracy", (("bound", "estimate"), ("label", "all")))
+    window = ("jurystream_audit_window", (("label", "all"),))
+    while time.monotonic() < deadline and seen.get(window, 0) < len(audits):
+        time.sleep(0.5)
+        seen = scrape(port)
+    assert seen.get(window) == len(audits), roles.logs()
+    assert seen[audit] == pytest.approx(30 / 40)
     lags = [v for (name, _), v in seen.items() if name == "jurystream_consumer_lag"]
     assert lags and all(v == 0 for v in lags)
 

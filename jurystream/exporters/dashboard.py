@@ -35,6 +35,16 @@ def weighted(gauge: str, weight: str, by: str) -> str:
     return f"sum by ({by}) ({gauge} * {weight}) / sum by ({by}) ({weight})"
 
 
+def audit(bound: str) -> str:
+    """The audit accuracy over every monitor, weighted by the audits each one saw (the
+    window gauge has no ``bound`` label, hence ``ignoring``)."""
+    return (
+        f'sum(jurystream_audit_accuracy{{label="all",bound="{bound}"}}'
+        ' * ignoring(bound) jurystream_audit_window{label="all"})'
+        ' / sum(jurystream_audit_window{label="all"})'
+    )
+
+
 @dataclass(frozen=True)
 class Target:
     expr: str
@@ -217,6 +227,45 @@ ROWS: tuple[Row, ...] = (
     Row(
         "Quality",
         (
+            Panel(
+                "Audit: accuracy of accepted labels (no gold needed)",
+                "timeseries",
+                (
+                    *(
+                        Target(audit(bound), f"audit {bound}")
+                        for bound in ("estimate", "low", "high")
+                    ),
+                    Target("max(jurystream_target_accuracy)", "controller target"),
+                ),
+                unit="percentunit",
+                description=(
+                    "A random share (jury.audit_rate) of the jury's confident labels also goes "
+                    "to the reviewer; their agreement estimates the accuracy of accepted labels, "
+                    "with its 95% interval, over the monitor's window. Below the target, the "
+                    "controller raises the threshold (more escalation)."
+                ),
+            ),
+            Panel(
+                "Jury threshold and escalation",
+                "timeseries",
+                (
+                    Target(
+                        "max by (instance) (jurystream_jury_threshold)", "threshold {{instance}}"
+                    ),
+                    Target(
+                        "sum(rate(jurystream_messages_total"
+                        f'{{role="worker",outcome="escalated"}}[{RI}]))'
+                        f" / sum(rate({WORKER_MESSAGES}[{RI}]))",
+                        "escalated share",
+                    ),
+                ),
+                unit="percentunit",
+                description=(
+                    "The confidence threshold each worker serves (set by the trainer's "
+                    "threshold controller after accepted rounds and audits) and the share "
+                    "escalated to review: as the jurors improve, both fall."
+                ),
+            ),
             Panel(
                 "Accuracy per label source (rolling window)",
                 "timeseries",

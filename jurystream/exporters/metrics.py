@@ -177,7 +177,7 @@ class Metrics:
         )
         self.feedback_unmatched = Counter(
             "jurystream_feedback_unmatched_total",
-            "Records the feedback join dropped (invalid, expired before its partner arrived)",
+            "Records the monitor dropped (invalid; expired before their join partner arrived)",
             ["topic", "reason"],
             registry=r,
         )

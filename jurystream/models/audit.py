@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 Z_95 = 1.959964  # two-sided 95% normal quantile
@@ -109,11 +109,3 @@ def estimates_by_label(
         key: estimate(a, t, reviewer_accuracy, n_labels)
         for key, (a, t) in sorted(counts.items(), key=lambda kv: (kv[0] != "all", kv[0]))
     }
-
-
-def reviewer_accuracy_of(reliability: Mapping[str, float], usage: Mapping[str, int]) -> float:
-    """The measured accuracy of the reviewer that labels most cases (1.0 when none measured)."""
-    measured = [(usage.get(source, 0), value) for source, value in reliability.items()]
-    if not measured:
-        return 1.0
-    return max(measured)[1]

@@ -11,7 +11,12 @@ DESIGN.md rule out changelog-backed state) and keeps a bounded in-memory join wi
   only costs a few unjudged samples.
 - every label also feeds a label-distribution window for PSI drift;
 - ``model-updates`` are counted, so the dashboard sees new juror versions from the stream
-  itself, whichever trainer produced them.
+  itself, whichever trainer produced them;
+- ``hard-samples`` of kind ``audit`` (a random share of the jury's accepted labels that the
+  reviewer also answered) give the accuracy of accepted labels per jury label, with a 95%
+  interval, over the last ``quality_window`` audits: an estimate that needs no gold feedback.
+  It is the reviewer's agreement with the jury, so it reads a perfect reviewer's accuracy; the
+  trainer's threshold controller corrects it for the reviewer's measured accuracy.
 
 What a role produces (labels by label, hard samples) is counted by that role when it sends it,
 not here, so nothing is counted twice.
@@ -24,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +39,7 @@ from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 
 from jurystream.config import Settings
 from jurystream.exporters.metrics import Metrics
+from jurystream.models.audit import estimates_by_label
 from jurystream.models.quality import LabelWindow, RollingQuality, psi
 from jurystream.stream.broker import ensure_topics
 from jurystream.stream.lifecycle import run_until_signalled
@@ -95,6 +101,17 @@ def parse_feedback(key: bytes | None, value: bytes | None) -> tuple[str, str]:
     return _record_id(key, data), gold
 
 
+def parse_audit(value: bytes | None) -> tuple[str, str] | None:
+    """(jury label, reviewer label) of an audit hard sample; None for a hard case."""
+    data = _json_object(value)
+    if data.get("kind") != "audit":
+        return None
+    jury, reviewed = data.get("jury_label"), data.get("label")
+    if not (isinstance(jury, str) and jury and isinstance(reviewed, str) and reviewed):
+        raise InvalidRecord("an audit needs string 'jury_label' and 'label'")
+    return jury, reviewed
+
+
 class QualityMonitor:
     """The join and the rolling windows; Kafka-free so it is tested directly."""
 
@@ -118,10 +135,12 @@ class QualityMonitor:
         self.drift = LabelWindow(drift_window)
         self.reference: dict[str, float] = dict(drift_reference)
         self.reference_kind = "training" if self.reference else "first_window"
+        self.audits: deque[tuple[str, str]] = deque(maxlen=quality_window)
         # Zero series up front, so "nothing dropped" reads 0 rather than "no data".
         for topic in ("labels", "feedback"):
             for reason in ("invalid", "expired"):
                 metrics.feedback_unmatched.labels(topic, reason)
+        metrics.feedback_unmatched.labels("hard_samples", "invalid")
 
     # --- inputs ---
 
@@ -170,6 +189,16 @@ class QualityMonitor:
         juror = name if isinstance(name, str) and name else (key or b"").decode(errors="replace")
         self.metrics.model_updates.labels(juror or "unknown").inc()
 
+    def on_hard_sample(self, key: bytes | None, value: bytes | None) -> None:
+        """Keep an audit's outcome; hard cases are the trainer's business, not a measurement."""
+        try:
+            outcome = parse_audit(value)
+        except InvalidRecord:
+            self.metrics.feedback_unmatched.labels("hard_samples", "invalid").inc()
+            return
+        if outcome is not None:
+            self.audits.append(outcome)
+
     # --- join ---
 
     def _remember(
@@ -209,6 +238,8 @@ class QualityMonitor:
         for juror, window in self.by_juror.items():
             self.metrics.set_juror_quality(juror, window.accuracy(), window.macro_f1(), len(window))
         self.metrics.drift_window.set(len(self.drift))
+        if self.audits:
+            self.metrics.set_audit(estimates_by_label(self.audits))
         if self.reference and self.drift.full:
             value = psi(self.reference, self.drift.counts())
             self.metrics.label_drift.labels(self.reference_kind).set(value)
@@ -240,7 +271,7 @@ async def monitor(settings: Settings, metrics: Metrics, stop: asyncio.Event) -> 
     quality = QualityMonitor(
         metrics, cfg.quality_window, cfg.drift_window, cfg.drift_reference, cfg.join_capacity
     )
-    names = {topics.name(t): t for t in ("labels", "feedback", "model_updates")}
+    names = {topics.name(t): t for t in ("labels", "feedback", "model_updates", "hard_samples")}
     group = f"{settings.app_id}-monitor"
     consumer = AIOKafkaConsumer(
         *names,
@@ -256,6 +287,7 @@ async def monitor(settings: Settings, metrics: Metrics, stop: asyncio.Event) -> 
         "labels": lambda r: quality.on_label(r.key, r.value),
         "feedback": lambda r: quality.on_feedback(r.key, r.value),
         "model_updates": lambda r: quality.on_model_update(r.key, r.value),
+        "hard_samples": lambda r: quality.on_hard_sample(r.key, r.value),
     }
     await consumer.start()
     log.warning("monitor: reading %s as group %s", ", ".join(names), group)
