@@ -4,8 +4,11 @@ TweetEval offensive, TF-IDF jurors (MiniLM rounds take minutes each on 2 cores; 
 transformer path of a round is covered by tests/test_rounds.py with tiny BERTs): the jurors
 start from 200 seed labels, the stream's escalations are answered by the oracle reviewer,
 the trainer refines the jurors on those hard samples, the gate compares them on held-out
-gold, the new versions are announced and the worker swaps them in. Then a deliberately bad
-candidate (shuffled labels) must be rejected by the same gate.
+gold, the new versions are announced and the worker swaps them in. Along the way a share of
+the confident labels is audited (reviewed without changing the jury's label), and the
+threshold controller, recalibrated after the accepted round, serves the better jurors at a
+lower threshold. Then a deliberately bad candidate (shuffled labels) must be rejected by the
+same gate.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import json
 import random
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -42,6 +46,13 @@ def posts(data: LabeledSet, indices: range, prefix: str) -> list[tuple[bytes, by
         value = {"id": post_id, "text": data.texts[i], "meta": {"gold": data.gold()[i]}}
         out.append((post_id.encode(), json.dumps(value).encode()))
     return out
+
+
+def thresholds(records: list[Record]) -> list[dict[str, Any]]:
+    """The controller's announcements, in order."""
+    return sorted(
+        (r.value for r in records if r.value.get("kind") == "thresholds"), key=lambda v: v["seq"]
+    )
 
 
 def every_juror_refined(records: list[Record]) -> bool:
@@ -98,6 +109,7 @@ def test_stream_review_train_swap_beats_bootstrap_and_gate_rejects_shuffled(
     )
 
     first = posts(stream, range(0, 1500), "wave1")
+    first += [(f"bad-{i}".encode(), b"{not json") for i in range(5)]
     asyncio.run(produce(roles.bootstrap, roles.topic("posts"), first))
     updates = asyncio.run(
         read_records(
@@ -113,6 +125,49 @@ def test_stream_review_train_swap_beats_bootstrap_and_gate_rejects_shuffled(
     # a round longer than the default stop timeout).
     assert trainer.stop(timeout=240) == 0, roles.logs()
     serving = {name: registry.serving_version(name) for name in JURORS}
+    updates = asyncio.run(  # read again: the last round's threshold follows its versions
+        read_records(
+            roles.bootstrap,
+            [roles.topic("model-updates")],
+            until=lambda rs: any(t["versions"] == serving for t in thresholds(rs)),
+            timeout_s=30,
+        )
+    )
+
+    # Every post of the first wave ends in exactly one of labels or dead-letters; audits are
+    # reviewed (an audit hard sample) but keep the jury's label.
+    ids = {k.decode() for k, _ in first}
+    fates = asyncio.run(
+        read_records(
+            roles.bootstrap,
+            [roles.topic(t) for t in ("labels", "dead-letters", "hard-samples")],
+            until=lambda rs: ids <= {r.key for r in rs if not r.topic.endswith("hard-samples")},
+            timeout_s=120,
+        )
+    )
+    out: dict[str, list[Record]] = {}
+    for r in fates:
+        if r.key in ids and not r.topic.endswith("hard-samples"):
+            out.setdefault(r.key, []).append(r)
+    assert set(out) == ids and all(len(rs) == 1 for rs in out.values()), roles.logs()
+    assert {k for k, (r,) in out.items() if r.topic.endswith("dead-letters")} == {
+        f"bad-{i}" for i in range(5)
+    }
+    audits = [r.value for r in fates if r.topic.endswith("hard-samples")]
+    audits = [v for v in audits if v["kind"] == "audit" and v["id"] in ids]
+    assert len(audits) >= 5, len(audits)  # jury.audit_rate 2% of ~1,200 confident labels
+    for audit in audits:
+        (label,) = out[audit["id"]]
+        assert label.value["source"] == "jury" and label.value.get("audit") is True
+        assert label.value["label"] == audit["jury_label"]
+
+    # The controller calibrated the bootstrap jury at start and the refined jury after its
+    # accepted round: better jurors meet the same target with fewer escalations.
+    announced = thresholds(updates)
+    assert announced[0]["versions"] == dict.fromkeys(JURORS, "1"), announced
+    (last,) = [t for t in thresholds(updates) if t["versions"] == serving][-1:] or [None]
+    assert last is not None, (announced, serving)
+    assert last["threshold"] < announced[0]["threshold"], announced
     store = TrainingStore(tmp_path / "var" / "trainer.sqlite")
     rounds = store.candidates()
     assert {c.juror for c in rounds if c.outcome == "promoted"} == set(JURORS)
@@ -143,6 +198,8 @@ def test_stream_review_train_swap_beats_bootstrap_and_gate_rejects_shuffled(
     later = [r for r in outputs if r.key in expected]
     assert {r.key for r in later} == expected, roles.logs()
     assert all(r.value["model_versions"] == serving for r in later), serving
+    # ...and at the threshold the controller chose for those versions.
+    assert all(r.value["threshold"] == last["threshold"] for r in later), last
 
     # A deliberately bad candidate: the store flooded with shuffled labels is rejected.
     published = {name: registry.versions(name) for name in JURORS}
