@@ -197,6 +197,14 @@ def loop(
         typer.Option(help="Accuracy of accepted labels to hold (default: reviewer's − margin)."),
     ] = None,
     margin: Annotated[float, typer.Option(help="Below the reviewer's accuracy.")] = 0.05,
+    round_share: Annotated[
+        float,
+        typer.Option(help="A training round per this share of a segment's posts reviewed."),
+    ] = 0.12,
+    replay_ratio: Annotated[
+        float | None,
+        typer.Option(help="Earlier examples replayed per new one (default: the trainer's)."),
+    ] = None,
     workdir: WorkdirOpt = Path("var/bench"),
     output: Annotated[Path | None, typer.Option("--out", help="JSON results file.")] = None,
     docs: Annotated[
@@ -229,6 +237,8 @@ def loop(
         audit_rate=audit_rate,
         target_accuracy=target_accuracy,
         margin=margin,
+        round_share=round_share,
+        replay_ratio=replay_ratio,
     )
     try:
         result = run_loop(settings, cfg, workdir, log=err.print)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from jurystream.config import ControllerSettings, Settings
 from jurystream.models.audit import (
     corrected_accuracy,
     estimate,
@@ -17,7 +19,10 @@ from jurystream.models.audit import (
     is_audited,
     wilson_interval,
 )
+from jurystream.models.controller import ThresholdController
+from jurystream.models.registry import Registry
 from jurystream.models.selection import ReviewAllowance, select_informative, words
+from jurystream.models.store import TrainingStore
 from jurystream.models.thresholds import (
     OperatingPoint,
     audit_gap,
@@ -25,6 +30,7 @@ from jurystream.models.thresholds import (
     target_accuracy,
 )
 from jurystream.models.voting import Decision, Vote
+from jurystream.stream.feed import LABELS, labeled_examples
 from jurystream.stream.routing import route
 from jurystream.stream.updates import ModelUpdate, ThresholdUpdate, parse_update
 from jurystream.stream.validation import Post
@@ -243,3 +249,38 @@ def test_operating_curve_escalates_more_as_the_threshold_rises(tiny_jurors) -> N
     escalation = [p.escalation for p in points]
     assert escalation == sorted(escalation)
     assert all(p.accepted == round((1 - p.escalation) * 200) for p in points)
+
+
+def test_controller_weighs_only_audits_of_the_jury_it_calibrates(
+    sklearn_jurors: list[Path], tmp_path: Path
+) -> None:
+    registry = Registry(tmp_path / "registry")
+    for juror in sklearn_jurors:
+        registry.publish(juror)
+    texts, labels = labeled_examples(300, seed=5)
+    gold = [(t, LABELS[y]) for t, y in zip(texts, labels, strict=True)]
+    settings = Settings().model_copy(update={"controller": ControllerSettings(target_accuracy=0.8)})
+    store = TrainingStore(tmp_path / "trainer.sqlite")
+    controller = ThresholdController(settings, registry, store, gold, registry.jurors())
+    first = controller.decide()
+    assert first is not None and first.audit is None
+    threshold = first.decision.threshold
+
+    # The live stream: the reviewer disagrees with half of 100 audited labels at that threshold.
+    store.add_audits(
+        [(f"a{i}", LABELS[1], LABELS[i % 2], threshold) for i in range(100)]
+        + [(f"old{i}", LABELS[1], LABELS[1], 0.123) for i in range(50)]  # another threshold
+    )
+    assert controller.audits_since_decision() == 100
+    second = controller.decide()
+    assert second is not None and second.audit is not None and second.audit.total == 100
+    assert second.decision.target_accuracy > first.decision.target_accuracy
+    assert second.decision.threshold >= threshold
+
+    # A refined juror serves: what the audits measured of the old jury says nothing about it.
+    registry.publish(sklearn_jurors[0], name="tfidf0")
+    third = controller.decide()
+    assert third is not None and third.versions["tfidf0"] == "2"
+    assert third.audit is None
+    assert third.decision.target_accuracy == pytest.approx(0.8)
+    assert controller.audits_since_decision() == 0

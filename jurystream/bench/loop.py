@@ -78,6 +78,7 @@ class LoopConfig:
     margin: float = 0.05
     combined_budget: float = 0.2  # escalation budget of the "all labels" val score
     round_share: float = 0.12  # a round per this share of a segment's posts reviewed
+    replay_ratio: float | None = None  # trainer.replay_ratio; None: the trainer's setting
     segment_timeout_s: float = 3600.0
 
 
@@ -404,6 +405,8 @@ def run_loop(settings: Settings, cfg: LoopConfig, workdir: Path, log: Log = prin
         "JURYSTREAM_REVIEWER__SIMULATED_ACCURACY": str(cfg.simulated_accuracy),
         "JURYSTREAM_REVIEWER__GOLD_POOL": str(seed_file),  # label set and k-NN demonstrations
     }
+    if cfg.replay_ratio is not None:
+        env["JURYSTREAM_TRAINER__REPLAY_RATIO"] = str(cfg.replay_ratio)
     pricer = CallPricer(settings, label_names, seed)
     feed_ids = [f"{cfg.task}-{i}" for i in range(len(feed))]
     gold = dict(zip(feed_ids, feed.gold(), strict=True))

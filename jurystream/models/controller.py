@@ -10,6 +10,7 @@ was calibrated for (``stream.updates.ThresholdUpdate``).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -39,6 +40,9 @@ class ControlResult:
     versions: dict[str, str]
     audit: AuditEstimate | None
     reviewer_accuracy: float
+    # Since when this jury has served at this threshold: only audits stored since then measure
+    # it (audits of earlier versions say nothing about the refined jurors).
+    since: float
 
 
 class ThresholdController:
@@ -70,8 +74,10 @@ class ThresholdController:
             agree, total, trainer.reliability_prior, trainer.reliability_prior_strength
         )
 
-    def audit(self, threshold: float, n_labels: int, reviewer: float) -> AuditEstimate | None:
-        outcomes = self.store.audit_outcomes(threshold)
+    def audit(
+        self, threshold: float, n_labels: int, reviewer: float, since: float
+    ) -> AuditEstimate | None:
+        outcomes = self.store.audit_outcomes(threshold, since)
         if not outcomes:
             return None
         return estimates_by_label(outcomes, reviewer, n_labels)["all"]
@@ -101,12 +107,19 @@ class ThresholdController:
         reviewer = self.reviewer_accuracy()
         target = target_accuracy(control.target_accuracy, reviewer, control.margin)
         audit = None
-        if self.current is not None:
-            audit = self.audit(self.current.decision.threshold, len(labels), reviewer)
-            gap = audit_gap(curve, self.current.decision.threshold, audit, control.audit_shrink)
+        current = self.current
+        same_jury = current is not None and current.versions == versions
+        if current is not None and same_jury:
+            threshold = current.decision.threshold
+            audit = self.audit(threshold, len(labels), reviewer, current.since)
+            gap = audit_gap(curve, threshold, audit, control.audit_shrink)
             target = min(1.0, max(0.0, target + gap))
         decision = choose_threshold(curve, target, self.settings.jury.review_budget)
-        self.current = ControlResult(decision, versions, audit, reviewer)
+        unchanged = (
+            same_jury and current is not None and current.decision.threshold == decision.threshold
+        )
+        since = current.since if unchanged and current is not None else time.time()
+        self.current = ControlResult(decision, versions, audit, reviewer, since)
         log.warning(
             "threshold controller: %.2f for %s (%s; expected accuracy %.3f, escalation %.3f)",
             decision.threshold,
@@ -118,10 +131,11 @@ class ThresholdController:
         return self.current
 
     def audits_since_decision(self) -> int:
-        """Audits judged at the serving threshold (what an audit-driven re-decision weighs)."""
+        """Audits of the serving jury at the serving threshold (what an audit-driven
+        re-decision weighs)."""
         if self.current is None:
             return 0
-        return len(self.store.audit_outcomes(self.current.decision.threshold))
+        return len(self.store.audit_outcomes(self.current.decision.threshold, self.current.since))
 
     def _probabilities(
         self, jurors: Sequence[Juror], texts: Sequence[str], versions: dict[str, str]

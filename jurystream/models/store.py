@@ -155,13 +155,16 @@ class TrainingStore:
                 [(i, j, y, t, time.time()) for i, j, y, t in outcomes],
             )
 
-    def audit_outcomes(self, threshold: float | None = None) -> list[tuple[str, str]]:
-        """(jury label, reviewer label) of the audits made at ``threshold`` (or all), oldest
-        first: what the controller compares with the accuracy the gold set predicted."""
-        query = "SELECT jury_label, label FROM audits"
-        args: tuple[Any, ...] = ()
+    def audit_outcomes(
+        self, threshold: float | None = None, since: float = 0.0
+    ) -> list[tuple[str, str]]:
+        """(jury label, reviewer label) of the audits made at ``threshold`` (or all) and stored
+        at or after ``since`` (a time.time()), oldest first: what the controller compares with
+        the accuracy the gold set predicted."""
+        query = "SELECT jury_label, label FROM audits WHERE added_at >= ?"
+        args: tuple[Any, ...] = (since,)
         if threshold is not None:
-            query, args = query + " WHERE abs(threshold - ?) < 1e-6", (threshold,)
+            query, args = query + " AND abs(threshold - ?) < 1e-6", (*args, threshold)
         with self._db() as db:
             rows = db.execute(query + " ORDER BY added_at, id", args).fetchall()
         return [(str(j), str(y)) for j, y in rows]
