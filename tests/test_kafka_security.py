@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -152,6 +153,45 @@ def test_mtls_without_a_client_certificate_fails_at_start(mtls: TlsBroker, tmp_p
     done = start_role(plain_tls, tmp_path)
     assert done.returncode != 0
     assert "client certificate" in done.stderr and "ssl_certfile" in done.stderr, done.stderr
+
+
+def test_broker_tls_command_serves_mtls_and_prints_the_client_settings(tmp_path: Path) -> None:
+    certs = tmp_path / "certs"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jurystream.cli", "broker", "--mtls", "--cert-dir", str(certs)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "JURYSTREAM_DATA_DIR": str(tmp_path / "var")},
+    )
+    try:
+        assert proc.stdout is not None
+        bootstrap = proc.stdout.readline().strip()
+        settings = {
+            "bootstrap": bootstrap,
+            "security_protocol": "SSL",
+            "ssl_cafile": str(certs / "ca.pem"),
+            "ssl_certfile": str(certs / "client.pem"),
+            "ssl_keyfile": str(certs / "client-key.pem"),
+        }
+        kafka = kafka_connection(BrokerSettings.model_validate(settings))
+        topics = asyncio.run(read_topics(kafka))
+        assert "jurystream.posts" in topics  # the command created them, reached over mTLS
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    for name, value in settings.items():
+        assert f"export JURYSTREAM_BROKER__{name.upper()}={value}" in err
+
+
+async def read_topics(kafka: KafkaConnection) -> set[str]:
+    consumer = AIOKafkaConsumer(**kafka.client_kwargs())
+    await consumer.start()
+    try:
+        return await consumer.topics()
+    finally:
+        await consumer.stop()
 
 
 SASL = {

@@ -161,6 +161,7 @@ def kafka_connection(settings: Settings | BrokerSettings) -> KafkaConnection:
             ("ssl_cafile", tls),
             ("ssl_certfile", tls),
             ("ssl_keyfile", tls),
+            ("ssl_key_password_file", tls),
             ("sasl_username", sasl),
             ("sasl_password_file", sasl),
         )

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import ssl
 import threading
 from pathlib import Path
 from types import TracebackType
 
 from jurystream.config import BrokerSettings
-from jurystream.stream.broker import EmbeddedBroker, free_port
+from jurystream.stream.broker import BrokerError, EmbeddedBroker, free_port
 from jurystream.stream.certs import KeyPair, TestPki, make_test_pki
 from jurystream.stream.security import KafkaConnection, kafka_connection
 
@@ -76,12 +77,14 @@ class TlsProxy:
         await asyncio.gather(_pipe(client_r, broker_w), _pipe(broker_r, client_w))
 
     def start(self) -> TlsProxy:
+        # Bound here, not in the thread: a taken port is an error the caller sees at once.
+        listener = socket.create_server((self.host, self.port))
         started = threading.Event()
 
         def run() -> None:
             asyncio.set_event_loop(self._loop)
             server = self._loop.run_until_complete(
-                asyncio.start_server(self._handle, self.host, self.port, ssl=self.context)
+                asyncio.start_server(self._handle, sock=listener, ssl=self.context)
             )
             started.set()
             try:
@@ -104,6 +107,7 @@ class TlsProxy:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout=10)
             self._thread = None
+            self._loop.close()
 
     def __enter__(self) -> TlsProxy:
         return self.start()
@@ -169,11 +173,17 @@ class TlsBroker:
             self.host,
             self.port,
         )
-        self._proxy = proxy.start()
+        try:
+            self._proxy = proxy.start()
+        except OSError as exc:
+            raise BrokerError(
+                f"cannot listen on {proxy.address} ({exc.strerror}): choose another port with "
+                "--port (or 0 for a free one), or stop what is listening there"
+            ) from exc
         try:
             broker.start(advertise=self.connection)
         except BaseException:
-            proxy.stop()
+            self.stop()
             raise
         self._broker = broker
         return self.connection
