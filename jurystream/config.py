@@ -55,12 +55,11 @@ class BrokerSettings(_Section):
     security_protocol: SecurityProtocol = "PLAINTEXT"
     sasl_mechanism: SaslMechanism = "PLAIN"
     sasl_username: str | None = None
-    # The SASL password: read from this variable, or from this file (one wins; file first).
+    # The SASL password: read from this variable, or from this file (the file wins if set).
     sasl_password_env: str = "JURYSTREAM_KAFKA_PASSWORD"
     sasl_password_file: Path | None = None
-    ssl_cafile: Path | None = (
-        None  # CA bundle the broker's certificate is checked with; None: system CAs
-    )
+    # CA bundle the brokers' certificates are checked against; None: the system's CAs.
+    ssl_cafile: Path | None = None
     ssl_certfile: Path | None = None  # client certificate (mTLS)
     ssl_keyfile: Path | None = None  # its private key
     # Password of an encrypted private key: from this variable, or from this file.
@@ -298,8 +297,8 @@ OWN_VARIABLES = frozenset({"JURYSTREAM_CONFIG", "JURYSTREAM_TANSU_BIN", "JURYSTR
 PREFIX = "JURYSTREAM_"
 
 
-# Settings that name the variable holding a secret: (section, field). The variables they name
-# may carry the JURYSTREAM_ prefix without being settings themselves.
+# Settings that name the variable holding a secret: (section, its model, field). The variables
+# they name may carry the JURYSTREAM_ prefix without being settings themselves.
 SECRET_VARIABLE_SETTINGS: tuple[tuple[str, type[BaseModel], str], ...] = (
     ("reviewer", ReviewerSettings, "api_key_env"),
     ("broker", BrokerSettings, "sasl_password_env"),

@@ -26,9 +26,12 @@ from jurystream.models.registry import Registry
 from jurystream.stream.certs import issue, make_ca
 from jurystream.stream.client import Record, produce, read_records
 from jurystream.stream.feed import generate_posts
+from jurystream.stream.preflight import check_kafka
 from jurystream.stream.processes import RoleGroup
 from jurystream.stream.security import KafkaConnection, KafkaSecurityError, kafka_connection
 from jurystream.stream.tls_proxy import TlsBroker, TlsProxy, server_context
+
+SECRET = "s3cr3t-pa55"
 
 
 @pytest.fixture(scope="module")
@@ -194,13 +197,28 @@ async def read_topics(kafka: KafkaConnection) -> set[str]:
         await consumer.stop()
 
 
+def test_an_encrypted_client_key_opens_with_its_password_from_a_variable(
+    mtls: TlsBroker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert mtls.pki is not None
+    encrypted = tmp_path / "client-key.enc.pem"
+    key = str(mtls.pki.client.key)
+    encrypt = ["openssl", "pkey", "-in", key, "-aes256", "-passout", f"pass:{SECRET}"]
+    subprocess.run([*encrypt, "-out", str(encrypted)], check=True)
+    settings = BrokerSettings.model_validate({**mtls.settings(), "ssl_keyfile": str(encrypted)})
+    monkeypatch.delenv("JURYSTREAM_KAFKA_KEY_PASSWORD", raising=False)
+    with pytest.raises(KafkaSecurityError, match="JURYSTREAM_KAFKA_KEY_PASSWORD"):
+        kafka_connection(settings)
+    monkeypatch.setenv("JURYSTREAM_KAFKA_KEY_PASSWORD", SECRET)
+    asyncio.run(check_kafka(kafka_connection(settings)))  # mTLS with the decrypted key
+
+
 SASL = {
     "bootstrap": "kafka.example.com:9096",
     "security_protocol": "SASL_SSL",
     "sasl_mechanism": "SCRAM-SHA-512",
     "sasl_username": "labeler",
 }
-SECRET = "s3cr3t-pa55"
 
 
 def test_sasl_password_from_a_variable_reaches_the_clients_and_nothing_else(
