@@ -23,6 +23,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from jurystream.config import BrokerSettings, Settings
 from jurystream.models.registry import Registry
+from jurystream.stream.broker import EmbeddedBroker
 from jurystream.stream.certs import issue, make_ca
 from jurystream.stream.client import Record, produce, read_records
 from jurystream.stream.feed import generate_posts
@@ -156,6 +157,19 @@ def test_mtls_without_a_client_certificate_fails_at_start(mtls: TlsBroker, tmp_p
     done = start_role(plain_tls, tmp_path)
     assert done.returncode != 0
     assert "client certificate" in done.stderr and "ssl_certfile" in done.stderr, done.stderr
+
+
+def test_a_refused_sasl_login_fails_at_start(
+    broker: EmbeddedBroker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tansu without --authentication offers no SASL mechanism: a refusal, as a bad login is."""
+    monkeypatch.setenv("JURYSTREAM_KAFKA_PASSWORD", SECRET)
+    sasl = {"bootstrap": broker.bootstrap, "security_protocol": "SASL_PLAINTEXT"}
+    done = start_role({**sasl, "sasl_mechanism": "SCRAM-SHA-256", "sasl_username": "u"}, tmp_path)
+    assert done.returncode != 0
+    assert "did not accept the session" in done.stderr, done.stderr
+    assert "broker.sasl_mechanism, broker.sasl_username and the password" in done.stderr
+    assert SECRET not in done.stderr + done.stdout
 
 
 def test_broker_tls_command_serves_mtls_and_prints_the_client_settings(tmp_path: Path) -> None:

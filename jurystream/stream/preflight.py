@@ -125,7 +125,8 @@ async def check_kafka(kafka: KafkaConnection, timeout_s: float = 10.0) -> None:
         hint = (
             "check broker.sasl_mechanism, broker.sasl_username and the password"
             if kafka.uses_sasl
-            else "check broker.bootstrap and broker.security_protocol"
+            else "check broker.security_protocol, and that the addresses the brokers advertise "
+            "(their advertised.listeners) are reachable from here"
         )
         raise KafkaUnreachable(
             f"Kafka at {kafka.describe()} did not accept the session ({exc!r}): {hint}"

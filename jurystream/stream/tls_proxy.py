@@ -63,6 +63,7 @@ class TlsProxy:
         self.port = port or free_port(host)
         self._loop = asyncio.new_event_loop()
         self._thread: threading.Thread | None = None
+        self._writers: set[asyncio.StreamWriter] = set()  # open connections, closed on stop
 
     @property
     def address(self) -> str:
@@ -74,7 +75,11 @@ class TlsProxy:
         except OSError:
             client_w.close()
             return
-        await asyncio.gather(_pipe(client_r, broker_w), _pipe(broker_r, client_w))
+        self._writers |= {client_w, broker_w}
+        try:
+            await asyncio.gather(_pipe(client_r, broker_w), _pipe(broker_r, client_w))
+        finally:
+            self._writers -= {client_w, broker_w}
 
     def start(self) -> TlsProxy:
         # Bound here, not in the thread: a taken port is an error the caller sees at once.
@@ -91,7 +96,10 @@ class TlsProxy:
                 self._loop.run_forever()
             finally:
                 server.close()
-                self._loop.run_until_complete(server.wait_closed())
+                for writer in list(self._writers):  # newer Pythons wait for them to close
+                    writer.close()
+                with contextlib.suppress(TimeoutError):
+                    self._loop.run_until_complete(asyncio.wait_for(server.wait_closed(), 5))
 
         # A failed handshake (a client that distrusts us, a plaintext client) is the client's
         # problem to report; the proxy stays quiet about it.
