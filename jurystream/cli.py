@@ -7,12 +7,15 @@ import logging
 import signal
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 
 from jurystream.config import PolicyName, Settings, load_settings
+
+if TYPE_CHECKING:
+    from jurystream.stream.security import KafkaConnection
 
 app = typer.Typer(
     help="Real-time labeling of Kafka streams by a jury of small ONNX models.",
@@ -49,39 +52,73 @@ def _settings(config: Path | None, **overrides: Any) -> Settings:
     return settings
 
 
-def _require_bootstrap(settings: Settings) -> str:
+def _require_bootstrap(settings: Settings) -> KafkaConnection:
+    """The configured Kafka connection, checked before the role starts: a role that cannot
+    connect (no address, unknown CA, wrong hostname, plaintext client on a TLS listener, bad
+    credentials) stops here with what to check, instead of retrying forever."""
+    from jurystream.stream.preflight import KafkaUnreachable, check_kafka
+    from jurystream.stream.security import KafkaSecurityError, kafka_connection
+
     if not settings.broker.bootstrap:
         console.print(
             "[red]error:[/] no Kafka address. Start one with [bold]jurystream broker[/] and pass "
             "--bootstrap HOST:PORT (or set JURYSTREAM_BROKER__BOOTSTRAP)."
         )
         raise typer.Exit(2)
-    return settings.broker.bootstrap
+    try:
+        kafka = kafka_connection(settings)
+    except KafkaSecurityError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from exc
+    try:
+        asyncio.run(check_kafka(kafka))
+    except KafkaUnreachable as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(1) from exc
+    return kafka
 
 
 @app.command()
 def broker(
     config: ConfigOpt = None,
     port: Annotated[int, typer.Option(help="Loopback port; 0 picks a free one.")] = 0,
+    tls: Annotated[
+        bool, typer.Option(help="Serve TLS (through a local proxy), with a CA made in --cert-dir.")
+    ] = False,
+    mtls: Annotated[bool, typer.Option(help="TLS that also requires client certificates.")] = False,
+    cert_dir: Annotated[
+        Path | None, typer.Option(help="Where --tls writes its CA and certificates.")
+    ] = None,
 ) -> None:
     """Start the embedded Tansu broker, create the topics, and run until Ctrl-C/SIGTERM."""
     from jurystream.stream.broker import BrokerError, EmbeddedBroker, ensure_topics
+    from jurystream.stream.certs import CertError
+    from jurystream.stream.tls_proxy import TlsBroker
 
     settings = _settings(config)
-    embedded = EmbeddedBroker(port=port or settings.broker.embedded_port)
+    port = port or settings.broker.embedded_port
+    embedded: EmbeddedBroker | TlsBroker = EmbeddedBroker(port=port)
+    if tls or mtls:
+        embedded = TlsBroker(cert_dir or settings.data_dir / "tls", mtls=mtls, port=port)
     try:
-        bootstrap = embedded.start()
+        kafka = embedded.start()
         created = asyncio.run(
             ensure_topics(
-                bootstrap,
+                kafka,
                 settings.topics.all_names(),
                 settings.topics.partitions,
                 settings.topics.replication_factor,
             )
         )
-    except BrokerError as exc:
+    except (BrokerError, CertError) as exc:
         console.print(f"[red]error:[/] {exc}")
+        embedded.stop()
         raise typer.Exit(1) from exc
+    bootstrap = embedded.bootstrap
+    if isinstance(embedded, TlsBroker):
+        console.print("clients connect with these settings (or the same keys in \\[broker]):")
+        for name, value in embedded.env().items():
+            console.print(f"  export {name}={value}", highlight=False)
     console.print(f"created topics: {', '.join(created) or '(all existed)'}")
     console.print("[green]broker ready[/] — stop with Ctrl-C")
     print(bootstrap, flush=True)  # stdout: the bootstrap address, for scripts

@@ -87,16 +87,20 @@ def _announce(settings: Settings, reg: Any, name: str, version: str) -> None:
     """
     import asyncio
 
+    from jurystream.stream.security import KafkaSecurityError, kafka_connection
     from jurystream.stream.updates import announce, model_update
 
-    bootstrap = settings.broker.bootstrap
-    if not bootstrap:
+    if not settings.broker.bootstrap:
         err.print(
             "no broker configured (JURYSTREAM_BROKER__BOOTSTRAP): not announced; running "
             "workers keep their version until they restart"
         )
         return
-    asyncio.run(announce(settings, bootstrap, [model_update(reg, name, version)]))
+    try:
+        kafka = kafka_connection(settings)
+    except KafkaSecurityError as exc:
+        raise _fail(exc) from exc
+    asyncio.run(announce(settings, kafka, [model_update(reg, name, version)]))
     err.print(f"announced {name} v{version} on {settings.topics.name('model_updates')}")
 
 

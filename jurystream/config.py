@@ -14,7 +14,7 @@ from __future__ import annotations
 import difflib
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -34,14 +34,39 @@ class _Section(BaseModel):
 PolicyName = Literal["unanimous", "majority", "weighted", "threshold", "cascade"]
 
 
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+# OAUTHBEARER is left out: aiokafka needs a token-provider object (an OIDC client of its own),
+# which no setting can describe.
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+
+
 class BrokerSettings(_Section):
-    """Where Kafka is. No bootstrap address means: start the embedded Tansu broker."""
+    """Where Kafka is and how to reach it. No bootstrap address: start the embedded Tansu broker.
+
+    Secrets are never setting values (settings are printed and logged): a setting names the
+    environment variable or the file that holds them (``jurystream/stream/security.py``).
+    """
 
     bootstrap: str | None = None
     embedded_port: int = 0  # 0: pick a free loopback port
     session_timeout_s: float = 6.0
     heartbeat_interval_s: float = 0.6
     request_timeout_s: float = 30.0
+    security_protocol: SecurityProtocol = "PLAINTEXT"
+    sasl_mechanism: SaslMechanism = "PLAIN"
+    sasl_username: str | None = None
+    # The SASL password: read from this variable, or from this file (the file wins if set).
+    sasl_password_env: str = "JURYSTREAM_KAFKA_PASSWORD"
+    sasl_password_file: Path | None = None
+    # CA bundle the brokers' certificates are checked against; None: the system's CAs.
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None  # client certificate (mTLS)
+    ssl_keyfile: Path | None = None  # its private key
+    # Password of an encrypted private key: from this variable, or from this file.
+    ssl_key_password_env: str = "JURYSTREAM_KAFKA_KEY_PASSWORD"
+    ssl_key_password_file: Path | None = None
+    # Opt-out for test brokers whose certificate names another host; never in production.
+    ssl_check_hostname: bool = True
 
 
 class TopicSettings(_Section):
@@ -256,7 +281,8 @@ class Settings(BaseSettings):
                 raise SettingsError(f"{config_file} is not valid TOML: {exc}") from exc
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
         init = getattr(init_settings, "init_kwargs", {})
-        problems = unknown_settings(os.environ, toml, str(config_file), _key_env(init, toml))
+        secrets = _secret_variables(init, toml)
+        problems = unknown_settings(os.environ, toml, str(config_file), secrets)
         if problems:
             raise SettingsError("; ".join(problems))
         return tuple(sources)
@@ -271,16 +297,35 @@ OWN_VARIABLES = frozenset({"JURYSTREAM_CONFIG", "JURYSTREAM_TANSU_BIN", "JURYSTR
 PREFIX = "JURYSTREAM_"
 
 
-def _key_env(init: Mapping[str, Any], toml: Mapping[str, Any]) -> str:
-    """The variable that holds the reviewer's API key (it may carry the JURYSTREAM_ prefix)."""
-    reviewer = init.get("reviewer")
-    if isinstance(reviewer, ReviewerSettings):
-        return reviewer.api_key_env
-    for section in (reviewer, toml.get("reviewer")):
-        if isinstance(section, Mapping) and isinstance(section.get("api_key_env"), str):
-            return str(section["api_key_env"])
-    from_env = os.environ.get(f"{PREFIX}REVIEWER__API_KEY_ENV")
-    return from_env or ReviewerSettings.model_fields["api_key_env"].default
+# Settings that name the variable holding a secret: (section, its model, field). The variables
+# they name may carry the JURYSTREAM_ prefix without being settings themselves.
+SECRET_VARIABLE_SETTINGS: tuple[tuple[str, type[BaseModel], str], ...] = (
+    ("reviewer", ReviewerSettings, "api_key_env"),
+    ("broker", BrokerSettings, "sasl_password_env"),
+    ("broker", BrokerSettings, "ssl_key_password_env"),
+)
+
+
+def _secret_variable(
+    init: Mapping[str, Any],
+    toml: Mapping[str, Any],
+    section: str,
+    model: type[BaseModel],
+    field: str,
+) -> str:
+    """The variable a secret is read from, as init kwargs, TOML, environment or default say."""
+    given = init.get(section)
+    if isinstance(given, BaseModel):
+        return str(getattr(given, field))
+    for table in (given, toml.get(section)):
+        if isinstance(table, Mapping) and isinstance(table.get(field), str):
+            return str(table[field])
+    from_env = os.environ.get(f"{PREFIX}{section.upper()}__{field.upper()}")
+    return from_env or str(model.model_fields[field].default)
+
+
+def _secret_variables(init: Mapping[str, Any], toml: Mapping[str, Any]) -> frozenset[str]:
+    return frozenset(_secret_variable(init, toml, *setting) for setting in SECRET_VARIABLE_SETTINGS)
 
 
 def _lookup(path: list[str]) -> str | None:
@@ -323,13 +368,16 @@ def _hint(unknown: str) -> str:
 
 
 def unknown_settings(
-    environ: Mapping[str, str], toml: Mapping[str, Any], toml_name: str, key_env: str
+    environ: Mapping[str, str],
+    toml: Mapping[str, Any],
+    toml_name: str,
+    secret_variables: Collection[str] = (),
 ) -> list[str]:
     """Every unknown or empty setting in the environment and the TOML file, each with a fix."""
     problems = []
     for name, value in sorted(environ.items()):
         upper = name.upper()
-        if not upper.startswith(PREFIX) or upper in OWN_VARIABLES or name == key_env:
+        if not upper.startswith(PREFIX) or upper in OWN_VARIABLES or name in secret_variables:
             continue
         path = upper.removeprefix(PREFIX).lower().split("__")
         unknown = _lookup(path)

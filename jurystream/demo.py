@@ -37,6 +37,7 @@ from jurystream.stream.feed import (
 )
 from jurystream.stream.processes import RoleGroup
 from jurystream.stream.records import dumps
+from jurystream.stream.security import client_kwargs
 from jurystream.testing.openai_server import OpenAIServer, answers_by_text
 
 console = Console()
@@ -202,11 +203,11 @@ async def _drive(
         topics.name("labels"),
         topics.name("review"),
         topics.name("dead_letters"),
-        bootstrap_servers=bootstrap,
+        **client_kwargs(bootstrap),
         group_id=None,
         auto_offset_reset="earliest",
     )
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    producer = AIOKafkaProducer(**client_kwargs(bootstrap), linger_ms=5)
     await consumer.start()
     await producer.start()
     sent = 0

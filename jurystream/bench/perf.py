@@ -51,6 +51,7 @@ from jurystream.models.registry import CHECKPOINT_DIR
 from jurystream.models.voting import POLICIES, Decision
 from jurystream.stream.broker import EmbeddedBroker, ensure_topics
 from jurystream.stream.processes import RoleGroup
+from jurystream.stream.security import client_kwargs
 from jurystream.stream.transport import FETCH_MAX_WAIT_MS
 
 # The targets. Each is reported as met or not, with the measured value.
@@ -272,14 +273,14 @@ class StreamDriver:
             self.topic("labels"),
             self.topic("review"),
             self.topic("dead-letters"),
-            bootstrap_servers=self.bootstrap,
+            **client_kwargs(self.bootstrap),
             group_id=None,
             auto_offset_reset="earliest",
             enable_auto_commit=False,
             # The instrument must not add latency: Tansu holds a fetch for the whole wait.
             fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
         )
-        self._producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=2)
+        self._producer = AIOKafkaProducer(**client_kwargs(self.bootstrap), linger_ms=2)
         await self._consumer.start()
         await self._producer.start()
 

@@ -20,6 +20,8 @@ from types import TracebackType
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
+from jurystream.stream.security import Kafka, KafkaConnection, client_kwargs
+
 
 class BrokerError(RuntimeError):
     """The broker could not be started or reached; the message says what to do."""
@@ -59,10 +61,8 @@ def tansu_binary() -> Path:
     return path
 
 
-async def _ping(bootstrap: str, timeout_s: float) -> None:
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000)
-    )
+async def _ping(kafka: Kafka, timeout_s: float) -> None:
+    admin = AIOKafkaAdminClient(**client_kwargs(kafka), request_timeout_ms=int(timeout_s * 1000))
     try:
         await admin.start()
         await admin.list_topics()
@@ -70,25 +70,26 @@ async def _ping(bootstrap: str, timeout_s: float) -> None:
         await admin.close()
 
 
-def wait_until_ready(bootstrap: str, timeout_s: float = 30.0) -> None:
+def wait_until_ready(kafka: Kafka, timeout_s: float = 30.0) -> None:
     """Block until the broker answers a metadata request, or raise BrokerError."""
     deadline = time.monotonic() + timeout_s
     last: Exception | None = None
     while time.monotonic() < deadline:
         try:
-            asyncio.run(_ping(bootstrap, timeout_s=5.0))
+            asyncio.run(_ping(kafka, timeout_s=5.0))
             return
         except (TimeoutError, KafkaError, OSError) as exc:
             last = exc
             time.sleep(0.2)
-    raise BrokerError(f"no Kafka broker answered at {bootstrap} within {timeout_s:.0f}s: {last!r}")
+    where = kafka if isinstance(kafka, str) else kafka.describe()
+    raise BrokerError(f"no Kafka broker answered at {where} within {timeout_s:.0f}s: {last!r}")
 
 
 async def ensure_topics(
-    bootstrap: str, names: Iterable[str], partitions: int, replication_factor: int = 1
+    kafka: Kafka, names: Iterable[str], partitions: int, replication_factor: int = 1
 ) -> list[str]:
     """Create the topics that do not exist yet; returns the ones it created."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=30_000)
+    admin = AIOKafkaAdminClient(**client_kwargs(kafka), request_timeout_ms=30_000)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -111,12 +112,19 @@ class EmbeddedBroker:
         self.log_path = log_path
         self._proc: subprocess.Popen[bytes] | None = None
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        self._advertised: KafkaConnection | None = None
 
     @property
     def bootstrap(self) -> str:
+        """The address clients use: Tansu's own, or the proxy's it advertises."""
+        if self._advertised is not None:
+            return self._advertised.bootstrap
         return f"{self.host}:{self.port}"
 
-    def start(self, timeout_s: float = 30.0) -> str:
+    def start(self, timeout_s: float = 30.0, advertise: KafkaConnection | None = None) -> str:
+        """Start Tansu; ``advertise``: clients reach it through this instead (the TLS proxy in
+        front, ``tls_proxy.py``), so Tansu names that address in metadata and the readiness
+        check goes through it too."""
         binary = tansu_binary()
         if port_in_use(self.port, self.host):
             raise BrokerError(
@@ -124,6 +132,8 @@ class EmbeddedBroker:
                 "--port (or 0 for a free one), or stop what is listening there"
             )
         url = f"tcp://{self.host}:{self.port}"
+        self._advertised = advertise
+        advertised_url = f"tcp://{advertise.bootstrap}" if advertise else url
         self._tmp = tempfile.TemporaryDirectory(prefix="jurystream-tansu-")
         log = self.log_path or Path(self._tmp.name) / "tansu.log"
         with log.open("ab") as out:
@@ -134,7 +144,7 @@ class EmbeddedBroker:
                     "--listener-url",
                     url,
                     "--advertised-listener-url",
-                    url,
+                    advertised_url,
                     "--storage-engine",
                     "memory://tansu/",
                 ],
@@ -152,7 +162,7 @@ class EmbeddedBroker:
                 if time.monotonic() > deadline:
                     raise BrokerError(f"Tansu did not open {url} within {timeout_s:.0f}s")
                 time.sleep(0.05)
-            wait_until_ready(self.bootstrap, timeout_s)
+            wait_until_ready(advertise or self.bootstrap, timeout_s)
         except BaseException:
             self.stop()
             raise

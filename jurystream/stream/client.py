@@ -16,17 +16,18 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from jurystream.config import Settings
+from jurystream.stream.security import Kafka, client_kwargs
 from jurystream.stream.transport import FETCH_MAX_WAIT_MS
 
 
 async def produce(
-    bootstrap: str,
+    kafka: Kafka,
     topic: str,
     items: Iterable[tuple[bytes | None, bytes | None]],
     on_sent: Callable[[int], None] | None = None,
 ) -> int:
     """Send (key, value) pairs and wait until the broker has acknowledged every one."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks="all")
+    producer = AIOKafkaProducer(**client_kwargs(kafka), linger_ms=5, acks="all")
     await producer.start()
     sent = 0
     try:
@@ -57,7 +58,7 @@ class Record:
 
 
 async def read_records(
-    bootstrap: str,
+    kafka: Kafka,
     topics: list[str],
     *,
     until: Callable[[list[Record]], bool],
@@ -70,7 +71,7 @@ async def read_records(
     """
     consumer = AIOKafkaConsumer(
         *topics,
-        bootstrap_servers=bootstrap,
+        **client_kwargs(kafka),
         group_id=None,
         auto_offset_reset="earliest",
         enable_auto_commit=False,
@@ -97,7 +98,7 @@ async def read_records(
 
 
 def group_consumer(
-    settings: Settings, bootstrap: str, group_id: str, *topics: str, **options: Any
+    settings: Settings, kafka: Kafka, group_id: str, *topics: str, **options: Any
 ) -> AIOKafkaConsumer:
     """A consumer-group member with manual commits and the broker timeouts from settings.
 
@@ -116,5 +117,5 @@ def group_consumer(
         "fetch_max_wait_ms": FETCH_MAX_WAIT_MS,  # Tansu holds fetches this long: see transport
     }
     return AIOKafkaConsumer(
-        *topics, bootstrap_servers=bootstrap, group_id=group_id, **{**defaults, **options}
+        *topics, **client_kwargs(kafka), group_id=group_id, **{**defaults, **options}
     )

@@ -43,6 +43,7 @@ from jurystream.models.audit import estimates_by_label
 from jurystream.models.quality import LabelWindow, RollingQuality, psi
 from jurystream.stream.broker import ensure_topics
 from jurystream.stream.lifecycle import run_until_signalled
+from jurystream.stream.security import kafka_connection
 from jurystream.stream.strict_json import StrictJSONError, loads_object
 
 log = logging.getLogger(__name__)
@@ -262,11 +263,9 @@ async def report_lag(consumer: AIOKafkaConsumer, group: str, metrics: Metrics) -
 
 async def monitor(settings: Settings, metrics: Metrics, stop: asyncio.Event) -> None:
     """Consume until ``stop`` is set, feeding the QualityMonitor and refreshing the gauges."""
-    bootstrap = settings.broker.bootstrap
-    if not bootstrap:
-        raise ValueError("no broker bootstrap address configured")
+    kafka = kafka_connection(settings)
     topics = settings.topics
-    await ensure_topics(bootstrap, topics.all_names(), topics.partitions, topics.replication_factor)
+    await ensure_topics(kafka, topics.all_names(), topics.partitions, topics.replication_factor)
     cfg = settings.metrics
     quality = QualityMonitor(
         metrics, cfg.quality_window, cfg.drift_window, cfg.drift_reference, cfg.join_capacity
@@ -275,7 +274,7 @@ async def monitor(settings: Settings, metrics: Metrics, stop: asyncio.Event) -> 
     group = f"{settings.app_id}-monitor"
     consumer = AIOKafkaConsumer(
         *names,
-        bootstrap_servers=bootstrap,
+        **kafka.client_kwargs(),
         group_id=group,
         auto_offset_reset="earliest",
         partition_assignment_strategy=(RangePartitionAssignor,),

@@ -37,6 +37,7 @@ from jurystream.stream.client import group_consumer
 from jurystream.stream.lifecycle import run_until_signalled
 from jurystream.stream.offsets import OffsetTracker
 from jurystream.stream.quarantine import AttemptLedger
+from jurystream.stream.security import Kafka, client_kwargs, kafka_connection
 from jurystream.stream.strict_json import StrictJSONError, loads_object
 
 log = logging.getLogger(__name__)
@@ -69,9 +70,9 @@ def hard_sample(case: Case, verdict: Verdict) -> dict[str, Any]:
 
 
 class ReviewerRole:
-    def __init__(self, settings: Settings, bootstrap: str, chain: Chain, metrics: Metrics) -> None:
+    def __init__(self, settings: Settings, kafka: Kafka, chain: Chain, metrics: Metrics) -> None:
         self.settings = settings
-        self.bootstrap = bootstrap
+        self.kafka = kafka
         self.chain = chain
         self.metrics = metrics
         topics = settings.topics
@@ -91,14 +92,14 @@ class ReviewerRole:
         """Consume until ``stop`` is set; commits only positions whose outputs are acknowledged."""
         consumer = group_consumer(
             self.settings,
-            self.bootstrap,
+            self.kafka,
             self.group_id,
             # A parked case may wait for hours; that must not make us leave the group.
             max_poll_interval_ms=24 * 3600 * 1000,
         )
         consumer.subscribe([self.review_topic], listener=_ReleaseOnRevoke(self, consumer))
         producer = AIOKafkaProducer(
-            bootstrap_servers=self.bootstrap, acks="all", linger_ms=2, enable_idempotence=False
+            **client_kwargs(self.kafka), acks="all", linger_ms=2, enable_idempotence=False
         )
         await producer.start()
         self._producer = producer
@@ -299,10 +300,10 @@ class _ReleaseOnRevoke(ConsumerRebalanceListener):
         pass
 
 
-async def serve(settings: Settings, bootstrap: str, stop: asyncio.Event) -> None:
+async def serve(settings: Settings, kafka: Kafka, stop: asyncio.Event) -> None:
     """Create the topics, build the chain and run the role until ``stop`` is set."""
     await ensure_topics(
-        bootstrap,
+        kafka,
         settings.topics.all_names(),
         settings.topics.partitions,
         settings.topics.replication_factor,
@@ -312,14 +313,12 @@ async def serve(settings: Settings, bootstrap: str, stop: asyncio.Event) -> None
     chain = build_chain(settings.reviewer, metrics)
     log.warning("reviewer: chain %s", [tier.name for tier in chain.tiers])
     try:
-        await ReviewerRole(settings, bootstrap, chain, metrics).run(stop)
+        await ReviewerRole(settings, kafka, chain, metrics).run(stop)
     finally:
         await chain.close()
 
 
 def run_reviewer(settings: Settings) -> int:
     """The ``reviewer`` command: run until SIGTERM/SIGINT."""
-    bootstrap = settings.broker.bootstrap
-    if not bootstrap:
-        raise ValueError("no broker bootstrap address configured")
-    return run_until_signalled(lambda stop: serve(settings, bootstrap, stop))
+    kafka = kafka_connection(settings)
+    return run_until_signalled(lambda stop: serve(settings, kafka, stop))

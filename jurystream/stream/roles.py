@@ -15,6 +15,7 @@ from jurystream.models.juror import Juror, ModelLoadError, load_juror
 from jurystream.models.jury import Jury
 from jurystream.models.registry import Registry, RegistryError
 from jurystream.stream.broker import ensure_topics
+from jurystream.stream.security import KafkaConnection, kafka_connection
 from jurystream.stream.worker import build_worker_app
 
 log = logging.getLogger(__name__)
@@ -63,19 +64,17 @@ def load_jury(settings: Settings) -> Jury:
     )
 
 
-def _prepare(settings: Settings) -> str:
-    bootstrap = settings.broker.bootstrap
-    if not bootstrap:
-        raise ValueError("no broker bootstrap address configured")
+def _prepare(settings: Settings) -> KafkaConnection:
+    kafka = kafka_connection(settings)
     asyncio.run(
         ensure_topics(
-            bootstrap,
+            kafka,
             settings.topics.all_names(),
             settings.topics.partitions,
             settings.topics.replication_factor,
         )
     )
-    return bootstrap
+    return kafka
 
 
 def run_faust(app: object, settings: Settings) -> int:
@@ -86,11 +85,11 @@ def run_faust(app: object, settings: Settings) -> int:
 
 
 def run_worker(settings: Settings) -> int:
-    bootstrap = _prepare(settings)
+    kafka = _prepare(settings)
     jury = load_jury(settings)
     metrics = Metrics("worker")
     metrics.serve(settings.metrics.port, settings.metrics.host)
-    app, labeling = build_worker_app(settings, bootstrap, jury, metrics)
+    app, labeling = build_worker_app(settings, kafka, jury, metrics)
     log.warning("worker: jury %s, policy %s", jury.versions, jury.policy)
     try:
         return run_faust(app, settings)

@@ -44,6 +44,7 @@ from jurystream.stream import records
 from jurystream.stream.broker import ensure_topics
 from jurystream.stream.client import group_consumer
 from jurystream.stream.lifecycle import run_until_signalled
+from jurystream.stream.security import Kafka, client_kwargs, kafka_connection
 from jurystream.stream.strict_json import loads_object
 from jurystream.stream.updates import (
     ThresholdUpdate,
@@ -120,7 +121,7 @@ class TrainerRole:
     def __init__(
         self,
         settings: Settings,
-        bootstrap: str,
+        kafka: Kafka,
         store: TrainingStore,
         runner: RoundRunner,
         metrics: Metrics,
@@ -130,7 +131,7 @@ class TrainerRole:
         self.controller = controller
         self._announced: tuple[float, dict[str, str]] | None = None
         self._audits_at_decision = 0
-        self.bootstrap = bootstrap
+        self.kafka = kafka
         self.store = store
         self.runner = runner
         self.metrics = metrics
@@ -146,10 +147,10 @@ class TrainerRole:
     async def run(self, stop: asyncio.Event) -> None:
         """Store samples, start rounds when due, announce what they promote, until ``stop``."""
         consumer = group_consumer(
-            self.settings, self.bootstrap, self.group_id, self.hard_topic, self.feedback_topic
+            self.settings, self.kafka, self.group_id, self.hard_topic, self.feedback_topic
         )
         producer = AIOKafkaProducer(
-            bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=False
+            **client_kwargs(self.kafka), acks="all", enable_idempotence=False
         )
         await producer.start()
         await consumer.start()
@@ -331,9 +332,9 @@ def build_runner(settings: Settings) -> tuple[TrainingStore, RoundRunner]:
     return store, RoundRunner(store, registry, trainer, gold, settings.data_dir / "trainer-work")
 
 
-async def serve(settings: Settings, bootstrap: str, stop: asyncio.Event) -> None:
+async def serve(settings: Settings, kafka: Kafka, stop: asyncio.Event) -> None:
     await ensure_topics(
-        bootstrap,
+        kafka,
         settings.topics.all_names(),
         settings.topics.partitions,
         settings.topics.replication_factor,
@@ -354,13 +355,11 @@ async def serve(settings: Settings, bootstrap: str, stop: asyncio.Event) -> None
         controller = ThresholdController(
             settings, runner.registry, store, runner.gold, runner.jurors()
         )
-    await TrainerRole(settings, bootstrap, store, runner, metrics, controller).run(stop)
+    await TrainerRole(settings, kafka, store, runner, metrics, controller).run(stop)
 
 
 def run_trainer(settings: Settings) -> int:
     """The ``trainer`` command: lower priority, capped threads, run until SIGTERM/SIGINT."""
-    bootstrap = settings.broker.bootstrap
-    if not bootstrap:
-        raise ValueError("no broker bootstrap address configured")
+    kafka = kafka_connection(settings)
     os.nice(settings.trainer.nice)
-    return run_until_signalled(lambda stop: serve(settings, bootstrap, stop))
+    return run_until_signalled(lambda stop: serve(settings, kafka, stop))

@@ -36,6 +36,7 @@ from jurystream.exporters.metrics import Metrics
 from jurystream.models.juror import MANIFEST, Juror, ModelLoadError, load_juror, sha256_file
 from jurystream.models.registry import Registry, RegistryError
 from jurystream.stream import records
+from jurystream.stream.security import Kafka, client_kwargs
 from jurystream.stream.strict_json import loads_object
 
 log = logging.getLogger(__name__)
@@ -163,11 +164,9 @@ async def send_updates(
     await asyncio.gather(*sent)
 
 
-async def announce(
-    settings: Settings, bootstrap: str, updates: Sequence[Mapping[str, Any]]
-) -> None:
+async def announce(settings: Settings, kafka: Kafka, updates: Sequence[Mapping[str, Any]]) -> None:
     """Announce with a producer of its own (the CLI's promote/rollback)."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=False)
+    producer = AIOKafkaProducer(**client_kwargs(kafka), acks="all", enable_idempotence=False)
     await producer.start()
     try:
         await send_updates(producer, settings.topics.name("model_updates"), updates)
@@ -212,7 +211,7 @@ class ModelUpdateFollower:
     def __init__(
         self,
         settings: Settings,
-        bootstrap: str,
+        kafka: Kafka,
         versions: Mapping[str, str],
         labels: Sequence[str],
         swap: Callable[[Juror], None],
@@ -220,7 +219,7 @@ class ModelUpdateFollower:
         set_threshold: Callable[[ThresholdUpdate], None] | None = None,
     ) -> None:
         self.topic = settings.topics.name("model_updates")
-        self.bootstrap = bootstrap
+        self.kafka = kafka
         self.threads = settings.jury.threads
         self.serving = dict(versions)  # what this worker serves or has queued for the next batch
         self.labels = tuple(labels)
@@ -231,7 +230,7 @@ class ModelUpdateFollower:
     async def run(self) -> None:
         """Catch up on the topic's history, then follow it until cancelled."""
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False
+            **client_kwargs(self.kafka), group_id=None, enable_auto_commit=False
         )
         await consumer.start()
         try:

@@ -30,17 +30,20 @@ from jurystream.models.voting import Decision
 from jurystream.stream import records
 from jurystream.stream.quarantine import AttemptLedger, MessageRef
 from jurystream.stream.routing import route
+from jurystream.stream.security import Kafka, as_connection
 from jurystream.stream.updates import ModelUpdateFollower, ThresholdUpdate
 from jurystream.stream.validation import Invalid, Post, parse_post
 
 log = logging.getLogger(__name__)
 
 
-def create_faust_app(settings: Settings, bootstrap: str, name: str | None = None) -> faust.App:
+def create_faust_app(settings: Settings, kafka: Kafka, name: str | None = None) -> faust.App:
     """A faust app tuned for at-least-once on any Kafka, Tansu included."""
+    connection = as_connection(kafka)
     return faust.App(
         name or settings.app_id,
-        broker=f"jurykafka://{bootstrap}",  # aiokafka with a short fetch wait: transport.py
+        broker=f"jurykafka://{connection.bootstrap}",  # aiokafka, short fetch wait: transport.py
+        broker_credentials=connection.faust_credentials(),
         processing_guarantee="at_least_once",
         key_serializer="raw",
         value_serializer="raw",
@@ -294,10 +297,10 @@ def _decide_and_trim(jury: Jury, texts: list[str]) -> list[Decision]:
 
 
 def build_worker_app(
-    settings: Settings, bootstrap: str, jury: Jury, metrics: Metrics
+    settings: Settings, kafka: Kafka, jury: Jury, metrics: Metrics
 ) -> tuple[faust.App, LabelingWorker]:
     """The faust app with the labeling agent wired to ``jury``."""
-    app = create_faust_app(settings, bootstrap)
+    app = create_faust_app(settings, kafka)
     topics = settings.topics
 
     def raw_topic(name: str) -> faust.types.TopicT:
@@ -307,7 +310,7 @@ def build_worker_app(
     worker = LabelingWorker(settings, jury, metrics, outputs)
 
     follower = ModelUpdateFollower(
-        settings, bootstrap, jury.versions, jury.labels, worker.swap, metrics, worker.set_threshold
+        settings, kafka, jury.versions, jury.labels, worker.swap, metrics, worker.set_threshold
     )
 
     @app.task
