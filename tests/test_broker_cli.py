@@ -8,6 +8,8 @@ import signal
 import socket
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -56,3 +58,42 @@ def test_missing_binary_is_a_clear_error(tmp_path) -> None:  # type: ignore[no-u
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 1
     assert "missing or not executable" in err
+
+
+def _gone(pid: int) -> bool:
+    """Exited (a zombie waiting for init to reap it counts: it runs nothing)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return True
+    return "\nState:\tZ" in status
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_roles_die_with_the_process_that_started_them(tmp_path: Path) -> None:
+    """A demo, bench or test killed by SIGKILL leaves no role (or broker) running unowned."""
+    script = (
+        "import os, sys, time\n"
+        "from pathlib import Path\n"
+        "from jurystream.stream.processes import RoleProcess\n"
+        "role = RoleProcess(['broker', '--port', '0'], dict(os.environ), Path(sys.argv[1]))\n"
+        "print(role.start().proc.pid, flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    log = tmp_path / "broker.log"
+    parent = subprocess.Popen(
+        [sys.executable, "-c", script, str(log)], stdout=subprocess.PIPE, text=True
+    )
+    assert parent.stdout is not None
+    child = int(parent.stdout.readline())
+    deadline = time.monotonic() + 60
+    while "127.0.0.1:" not in log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.2)  # the broker is up: Tansu runs as its child in turn
+    port = int(log.read_text().split("127.0.0.1:", 1)[1].split()[0])
+    parent.kill()
+    parent.wait()
+    while not _gone(child) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _gone(child), log.read_text()
+    with socket.socket() as sock:
+        assert sock.connect_ex(("127.0.0.1", port)) != 0, "Tansu still listening"

@@ -20,6 +20,7 @@ from types import TracebackType
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
+from jurystream.stream.processes import die_with_parent
 from jurystream.stream.security import Kafka, KafkaConnection, client_kwargs
 
 
@@ -152,6 +153,7 @@ class EmbeddedBroker:
                 stderr=subprocess.STDOUT,
                 cwd=self._tmp.name,
                 start_new_session=True,  # Ctrl-C goes to us; we stop Tansu ourselves
+                preexec_fn=die_with_parent,
             )
         try:
             deadline = time.monotonic() + timeout_s

@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import subprocess
 import sys
 import uuid
 from pathlib import Path
+
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """``preexec_fn`` for children: on Linux they get SIGTERM when their parent dies, even by
+    SIGKILL (a timed-out test, an OOM kill), instead of running on unowned. Found in CI: a demo
+    killed by its test's timeout left its worker and monitor running."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class RoleProcess:
@@ -28,6 +39,7 @@ class RoleProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # Ctrl-C reaches the parent, which stops us in order
+                preexec_fn=die_with_parent,
             )
         return self
 
