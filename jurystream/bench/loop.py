@@ -141,10 +141,13 @@ def segment_stats(
     labels: Mapping[str, Mapping[str, Any]],
     audits: Mapping[str, str],
     label_names: Sequence[str],
+    reviewer_accuracy: float = 1.0,
 ) -> dict[str, Any]:
     """What a segment's final labels and audits say, against gold.
 
     ``labels``: the last label record per id; ``audits``: the reviewer's label per audited id.
+    The audit's agreement is corrected for a reviewer right ``reviewer_accuracy`` of the time
+    (``audit.corrected_accuracy``), as the controller does with the reviewer's measured accuracy.
     """
     index = {name: i for i, name in enumerate(label_names)}
     finals = [labels[i] for i in ids]
@@ -156,7 +159,7 @@ def segment_stats(
     pred = [index[r["label"]] for r in finals]
     audited = [i for i in ids if i in audits]
     agreed = sum(audits[i] == labels[i]["label"] for i in audited)
-    est = estimate(agreed, len(audited))
+    est = estimate(agreed, len(audited), reviewer_accuracy, len(label_names))
     jury_accuracy = accuracy(jury_truth, jury_pred) if jury_ids else float("nan")
     versions = Counter(json.dumps(r.get("model_versions", {}), sort_keys=True) for r in finals)
     thresholds = Counter(r.get("threshold") for r in finals if r["source"] == "jury")
@@ -388,10 +391,15 @@ def run_loop(settings: Settings, cfg: LoopConfig, workdir: Path, log: Log = prin
     seed_file = _write_jsonl(run_dir / "seed.jsonl", seed)
     gate_file = _write_jsonl(run_dir / "gate.jsonl", gate)
 
-    reviewer_truth = 1.0 if cfg.reviewer == "oracle" else cfg.simulated_accuracy
+    # The reviewer's accuracy where the bench knows it; an LLM's is unknown here, so its
+    # audits report raw agreement and the target must be given.
+    known = {"oracle": 1.0, "simulated": cfg.simulated_accuracy}.get(cfg.reviewer)
     target = cfg.target_accuracy
     if target is None:
-        target = max(0.0, reviewer_truth - cfg.margin)
+        if known is None:
+            raise ValueError("give --target-accuracy with an openai reviewer")
+        target = max(0.0, known - cfg.margin)
+    reviewer_truth = 1.0 if known is None else known
     seg_size = cfg.feed_size // cfg.segments
     every = max(20, int(seg_size * cfg.round_share))
     env = {
@@ -477,7 +485,7 @@ def run_loop(settings: Settings, cfg: LoopConfig, workdir: Path, log: Log = prin
                     for r in hard
                     if r.key in set(ids) and r.value.get("kind") == "audit"
                 }
-                stats = segment_stats(ids, gold, labels, audits, label_names)
+                stats = segment_stats(ids, gold, labels, audits, label_names, reviewer_truth)
                 mine = [cases[i] for i in ids if i in cases]
                 stats["reviewer_calls"] = len(mine)
                 stats["reviewer_usd"] = sum(pricer.case_cost(Case.from_record(c)) for c in mine)
