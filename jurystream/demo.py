@@ -287,20 +287,27 @@ async def _drive(
         group_id=None,
         auto_offset_reset="earliest",
     )
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks="all")
     await consumer.start()
     await producer.start()
     ready = asyncio.Event()
 
     async def feed() -> None:
+        # Every send's delivery is checked: a post the broker did not take would otherwise
+        # leave the run waiting for a label that can never come.
         probe = {"id": WARMUP_ID, "text": WARMUP_TEXT}
-        await producer.send(topics.name("posts"), key=WARMUP_ID.encode(), value=dumps(probe))
+        await producer.send_and_wait(
+            topics.name("posts"), key=WARMUP_ID.encode(), value=dumps(probe)
+        )
         await ready.wait()  # the worker has joined its group and scored the probe
         ledger.started = time.monotonic()
         ledger.history.clear()
         start = time.monotonic()
+        deliveries = []
         for item in items:
-            await producer.send(topics.name("posts"), key=item.key, value=item.value)
+            deliveries.append(
+                await producer.send(topics.name("posts"), key=item.key, value=item.value)
+            )
             if item.gold is not None and gets_feedback(item.key, pacing.feedback_share):
                 # gold feedback, as a moderation team would send it for some of the posts
                 gold = {"id": item.key.decode(), "label": item.gold}
@@ -310,6 +317,7 @@ async def _drive(
             if ahead > 0:
                 await asyncio.sleep(ahead)
         await producer.flush()
+        await asyncio.gather(*deliveries)  # raises the first failed delivery
 
     feeding = asyncio.create_task(feed())
     deadline = time.monotonic() + pacing.timeout_s
@@ -318,8 +326,8 @@ async def _drive(
     try:
         with Live(_view(ledger, len(items)), console=console, refresh_per_second=4) as live:
             while not (feeding.done() and ledger.settled()):
-                if feeding.done() and feeding.exception():
-                    raise RuntimeError("feeding the posts topic failed") from feeding.exception()
+                if feeding.done() and (failed := feeding.exception()) is not None:
+                    raise DemoStopped(f"feeding the posts topic failed: {failed!r}") from failed
                 if (exited := watch()) is not None:
                     raise DemoStopped(exited)
                 if time.monotonic() > deadline:
@@ -518,6 +526,8 @@ def _dataset_setup(options: DemoOptions, data: Path, registry: Registry) -> Demo
             "JURYSTREAM_TRAINER__GOLD_SIZE": "500",
             # The trainer is niced below the worker, so it may take both cores when they idle.
             "JURYSTREAM_TRAINER__THREADS": "2",
+            # Rounds short enough to land during the run: the new samples and as many replayed.
+            "JURYSTREAM_TRAINER__REPLAY_RATIO": "1.0",
         },
     )
 
@@ -549,7 +559,7 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def _exited(group: RoleGroup) -> str | None:
+def exited_role(group: RoleGroup) -> str | None:
     """A role that is no longer running (the run cannot finish without it), or None."""
     for role in group.started:
         if not role.alive:
@@ -605,11 +615,8 @@ def run_demo(settings: Settings, options: DemoOptions) -> int:
                     f"metrics: http://127.0.0.1:{port}/metrics (worker), +1 reviewer, +2 monitor, "
                     "+3 trainer"
                 )
-            asyncio.run(
-                _drive(
-                    broker.bootstrap, settings, setup.items, ledger, pacing, lambda: _exited(group)
-                )
-            )
+            watch = lambda: exited_role(group)  # noqa: E731
+            asyncio.run(_drive(broker.bootstrap, settings, setup.items, ledger, pacing, watch))
         except DemoStopped as exc:
             stopped = str(exc)
         except KeyboardInterrupt:

@@ -12,9 +12,11 @@ from pathlib import Path
 import pytest
 
 from jurystream.config import Settings
+from jurystream.demo import Ledger, exited_role
 from jurystream.demo_jurors import COMPLETE, JurorRecipe, cached_jurors
 from jurystream.models.datasets import tweeteval_dir
 from jurystream.models.registry import Registry
+from jurystream.stream.processes import RoleGroup
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -113,3 +115,36 @@ def test_bootstrapped_jurors_are_cached_and_rebuilt_when_broken(tmp_path: Path) 
     cached_jurors(recipe, tmp_path, notes.append)
     assert "no finished bootstrap there" in notes[0]
     assert not list(tmp_path.glob(".*building*"))  # nothing half-built left behind
+
+
+def test_ledger_follows_audits_escalation_threshold_and_versions() -> None:
+    ledger = Ledger({"a": "offensive", "b": "not-offensive", "c": "offensive"})
+    versions = {"minilm-0": "1", "tfidf": "1"}
+    jury = {"source": "jury", "threshold": 0.6, "model_versions": versions}
+    ledger.apply("labels", {"id": "a", "label": "offensive", "audit": True, **jury})
+    audit = {"id": "a", "kind": "audit", "label": "not-offensive", "jury_label": "offensive"}
+    ledger.apply("hard_samples", audit)
+    ledger.apply("review", {"id": "b", "reason": "split vote"})
+    assert ledger.counts == {"labeled": 1, "in-review": 1}
+    reviewer = {"source": "reviewer:openai:gpt-4o-mini", "cost_usd": 0.0002, "threshold": 0.6}
+    ledger.apply("labels", {"id": "b", "label": "not-offensive", **reviewer})
+    hard = {"id": "b", "kind": "hard", "label": "not-offensive", "jury_label": "offensive"}
+    ledger.apply("hard_samples", hard)  # a hard sample is no audit
+    assert ledger.audit_accuracy() == 0.0 and len(ledger.audits) == 1
+    assert ledger.recent_escalation() == 0.5 and ledger.cost_usd == 0.0002
+    assert ledger.pending() == ["c"] and not ledger.settled()
+
+    newer = {"source": "jury", "threshold": 0.55, "model_versions": {"minilm-0": "2"}}
+    ledger.apply("labels", {"id": "c", "label": "offensive", **newer})
+    assert ledger.threshold == 0.55 and ledger.versions == {"minilm-0": "2", "tfidf": "1"}
+    assert ledger.settled() and ledger.accuracy() == 1.0
+
+
+def test_a_role_that_exits_is_named(tmp_path: Path) -> None:
+    group = RoleGroup("127.0.0.1:1", tmp_path)
+    role = group.start("worker", "--juror", str(tmp_path / "no-such-juror"))
+    assert role.proc is not None
+    role.proc.wait(timeout=120)
+    said = exited_role(group)
+    assert said is not None and said.startswith("the worker exited (code ")
+    assert str(role.log_path) in said
