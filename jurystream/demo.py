@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import functools
 import itertools
 import json
 import signal
@@ -615,7 +616,7 @@ def run_demo(settings: Settings, options: DemoOptions) -> int:
                     f"metrics: http://127.0.0.1:{port}/metrics (worker), +1 reviewer, +2 monitor, "
                     "+3 trainer"
                 )
-            watch = lambda: exited_role(group)  # noqa: E731
+            watch = functools.partial(exited_role, group)
             asyncio.run(_drive(broker.bootstrap, settings, setup.items, ledger, pacing, watch))
         except DemoStopped as exc:
             stopped = str(exc)
