@@ -17,7 +17,7 @@ import json
 import signal
 import time
 import zlib
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,9 +87,10 @@ class Ledger:
     fates: dict[str, Fate] = field(default_factory=dict)
     cost_usd: float = 0.0
     versions: dict[str, str] = field(default_factory=dict)
+    first_versions: dict[str, str] = field(default_factory=dict)
     threshold: float | None = None
     audits: dict[str, bool] = field(default_factory=dict)  # post id -> reviewer agreed
-    recent: deque[bool] = field(default_factory=lambda: deque(maxlen=RECENT))  # escalated?
+    order: list[str] = field(default_factory=list)  # labeled ids, in the order labels came
     started: float = field(default_factory=time.monotonic)
     history: list[Snapshot] = field(default_factory=list)
 
@@ -109,7 +110,7 @@ class Ledger:
             fate.outcome, fate.detail = "in-review", str(value.get("reason"))
         elif kind == "labels":
             if fate.outcome != "labeled":
-                self.recent.append(value.get("source") != "jury")
+                self.order.append(key)
             fate.outcome = "labeled"
             fate.label, fate.source = str(value["label"]), str(value["source"])
             latency = value.get("latency_ms")
@@ -119,6 +120,7 @@ class Ledger:
             versions = value.get("model_versions")
             if isinstance(versions, dict):
                 self.versions.update({str(k): str(v) for k, v in versions.items()})
+                self.first_versions = self.first_versions or dict(self.versions)
             threshold = value.get("threshold")
             if value.get("source") == "jury" and isinstance(threshold, int | float):
                 self.threshold = float(threshold)
@@ -139,8 +141,20 @@ class Ledger:
         """The share of audited jury labels the reviewer agreed with (None before any)."""
         return sum(self.audits.values()) / len(self.audits) if self.audits else None
 
-    def recent_escalation(self) -> float | None:
-        return sum(self.recent) / len(self.recent) if self.recent else None
+    def escalation(self, window: slice) -> float | None:
+        """The share of labels in ``window`` (of all labels, in arrival order) that the
+        reviewer gave."""
+        part = [self.fates[k].source != "jury" for k in self.order[window]]
+        return sum(part) / len(part) if part else None
+
+    def jury_accuracy(self, window: slice) -> float | None:
+        """Accuracy vs gold of the jury's own labels in ``window`` (what the audits estimate)."""
+        part = [
+            self.fates[k].label == self.gold[k]
+            for k in self.order[window]
+            if self.fates[k].source == "jury" and self.gold[k] is not None
+        ]
+        return sum(part) / len(part) if part else None
 
     def pending(self) -> list[str]:
         """Ids not settled yet (no label and no dead letter), in feed order."""
@@ -210,9 +224,10 @@ def _view(ledger: Ledger, total: int) -> Group:
     table.add_row("throughput", f"{settled / elapsed:,.1f} msg/s")
     table.add_row("labeled by jury", str(jury))
     table.add_row("escalated", _share(escalated, settled))
-    recent = ledger.recent_escalation()
+    recent = ledger.escalation(slice(-RECENT, None))
     if recent is not None:
-        table.add_row(f"escalated, last {len(ledger.recent)}", f"{recent:.1%}")
+        shown = min(RECENT, len(ledger.order))
+        table.add_row(f"escalated, last {shown} labels", f"{recent:.1%}")
     table.add_row("waiting in review", str(counts["in-review"]))
     table.add_row("dead letters", str(counts["dead-letter"]))
     acc = ledger.accuracy()
@@ -234,9 +249,7 @@ def _view(ledger: Ledger, total: int) -> Group:
         everything = ledger.cost_usd / reviewed * labeled
         saved = 1 - ledger.cost_usd / everything
         table.add_row("cost if all reviewed", f"${everything:.4f} (saved {saved:.0%})")
-    table.add_row(
-        "model versions", ", ".join(f"{k}@{v}" for k, v in sorted(ledger.versions.items()))
-    )
+    table.add_row("model versions", _versions(ledger.versions))
     table.add_row("jury threshold", "—" if ledger.threshold is None else f"{ledger.threshold:.2f}")
     return Group(table)
 
@@ -442,7 +455,36 @@ def _summary(ledger: Ledger, workdir: Path) -> Path:
         acc = f"{sum(scored) / len(scored):.1%}" if scored else "—"
         table.add_row(outcome, source, str(len(keys)), acc)
     console.print(table)
+    if len(ledger.order) >= 2 * RECENT:
+        console.print(_loop_table(ledger))
     return path
+
+
+def _versions(versions: dict[str, str]) -> str:
+    return ", ".join(f"{k}@{v}" for k, v in sorted(versions.items()))
+
+
+def _loop_table(ledger: Ledger) -> Table:
+    """The first and the last labels side by side: what the rounds and the controller did."""
+    first, last = slice(0, RECENT), slice(-RECENT, None)
+    thresholds = [s.threshold for s in ledger.history if s.threshold is not None]
+
+    def pct(value: float | None) -> str:
+        return "—" if value is None else f"{value:.1%}"
+
+    table = Table(title=f"the loop: first and last {RECENT} labels")
+    for col in ("", "first", "last"):
+        table.add_column(col)
+    table.add_row(
+        "escalated to the reviewer", pct(ledger.escalation(first)), pct(ledger.escalation(last))
+    )
+    table.add_row(
+        "jury labels vs gold", pct(ledger.jury_accuracy(first)), pct(ledger.jury_accuracy(last))
+    )
+    if thresholds:
+        table.add_row("jury threshold", f"{thresholds[0]:.2f}", f"{thresholds[-1]:.2f}")
+    table.add_row("serving versions", _versions(ledger.first_versions), _versions(ledger.versions))
+    return table
 
 
 @dataclass(frozen=True)

@@ -131,7 +131,7 @@ def test_ledger_follows_audits_escalation_threshold_and_versions() -> None:
     hard = {"id": "b", "kind": "hard", "label": "not-offensive", "jury_label": "offensive"}
     ledger.apply("hard_samples", hard)  # a hard sample is no audit
     assert ledger.audit_accuracy() == 0.0 and len(ledger.audits) == 1
-    assert ledger.recent_escalation() == 0.5 and ledger.cost_usd == 0.0002
+    assert ledger.escalation(slice(None)) == 0.5 and ledger.cost_usd == 0.0002
     assert ledger.pending() == ["c"] and not ledger.settled()
 
     newer = {"source": "jury", "threshold": 0.55, "model_versions": {"minilm-0": "2"}}
