@@ -276,7 +276,10 @@ def demo(
         int | None, typer.Option(help="Seed labels the jurors start from (default 400, 80).")
     ] = None,
     minilm: Annotated[
-        int, typer.Option(help="MiniLM jurors beside the TF-IDF one (real data; 0: TF-IDF only).")
+        int,
+        typer.Option(
+            min=0, help="MiniLM jurors beside the TF-IDF one (real data; 0: TF-IDF only)."
+        ),
     ] = 2,
     reviewer: Annotated[
         DemoReviewer,
@@ -293,7 +296,8 @@ def demo(
         int | None, typer.Option(help="A training round every this many reviewed samples.")
     ] = None,
     feedback_share: Annotated[
-        float, typer.Option(help="Share of posts whose gold label is sent as feedback.")
+        float,
+        typer.Option(min=0.0, max=1.0, help="Share of posts whose gold label is sent as feedback."),
     ] = 0.25,
     bad_every: Annotated[
         int, typer.Option(help="Every Nth generated message malformed (generated feed).")
