@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import csv
-import functools
 import itertools
 import json
 import signal
@@ -289,9 +288,9 @@ async def _drive(
 ) -> None:
     """Feed at ``pacing.rate`` once the roles answer a probe; follow outputs until all settle.
 
-    ``watch`` says which role exited, if one did: the run stops at once with that, instead of
-    waiting for labels that cannot come. A run in which nothing settles for ``stall_s`` stops
-    too, naming the messages it still waits for.
+    ``watch`` restarts roles that exited and says when one keeps exiting: the run stops at
+    once with that, instead of waiting for labels that cannot come. A run in which nothing
+    settles for ``stall_s`` stops too, naming the messages it still waits for.
     """
     topics = settings.topics
     kinds = {topics.name(k): k for k in FOLLOWED}
@@ -602,13 +601,40 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def exited_role(group: RoleGroup) -> str | None:
-    """A role that is no longer running (the run cannot finish without it), or None."""
-    for role in group.started:
-        if not role.alive:
+@dataclass
+class Supervisor:
+    """Restarts a role that exits, as a deployment's supervisor (Kubernetes, systemd) would.
+
+    The roles are built to crash on what they cannot handle in place (a worker whose produce
+    failed exits 70 without committing, a reviewer case that raises crashes the reviewer) and
+    to replay on restart. Without restarts one such crash leaves the run waiting for labels
+    that can never come; with them the crash costs a replay. A role that keeps exiting stops
+    the run, naming its log.
+    """
+
+    group: RoleGroup
+    limit: int = 3  # restarts per role
+    restarts: Counter[str] = field(default_factory=Counter)
+
+    def check(self) -> str | None:
+        """Restart what exited; the reason to stop the run, or None."""
+        for role in self.group.started:
+            if role.alive:
+                continue
+            name = role.args[0]
             code = role.proc.returncode if role.proc is not None else None
-            return f"the {role.args[0]} exited (code {code}); its log: {role.log_path}"
-    return None
+            if self.restarts[name] >= self.limit:
+                return (
+                    f"the {name} exited (code {code}) after {self.limit} restarts; "
+                    f"its log: {role.log_path}"
+                )
+            self.restarts[name] += 1
+            console.print(
+                f"[yellow]the {name} exited (code {code}); restarting it "
+                f"({self.restarts[name]} of {self.limit}); its log: {role.log_path}[/]"
+            )
+            role.start()
+        return None
 
 
 def run_demo(settings: Settings, options: DemoOptions) -> int:
@@ -658,7 +684,7 @@ def run_demo(settings: Settings, options: DemoOptions) -> int:
                     f"metrics: http://127.0.0.1:{port}/metrics (worker), +1 reviewer, +2 monitor, "
                     "+3 trainer"
                 )
-            watch = functools.partial(exited_role, group)
+            watch = Supervisor(group).check
             asyncio.run(_drive(broker.bootstrap, settings, setup.items, ledger, pacing, watch))
         except DemoStopped as exc:
             stopped = str(exc)

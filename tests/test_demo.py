@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from jurystream.config import Settings
-from jurystream.demo import Ledger, exited_role
+from jurystream.demo import Ledger, Supervisor
 from jurystream.demo_jurors import COMPLETE, JurorRecipe, cached_jurors
 from jurystream.models.datasets import tweeteval_dir
 from jurystream.models.registry import Registry
@@ -140,11 +140,16 @@ def test_ledger_follows_audits_escalation_threshold_and_versions() -> None:
     assert ledger.settled() and ledger.accuracy() == 1.0
 
 
-def test_a_role_that_exits_is_named(tmp_path: Path) -> None:
+def test_a_role_that_exits_is_restarted_and_then_named(tmp_path: Path) -> None:
     group = RoleGroup("127.0.0.1:1", tmp_path)
     role = group.start("worker", "--juror", str(tmp_path / "no-such-juror"))
-    assert role.proc is not None
-    role.proc.wait(timeout=120)
-    said = exited_role(group)
+    supervisor = Supervisor(group, limit=1)
+    started = []
+    for _ in range(2):
+        assert role.proc is not None
+        started.append(role.proc)
+        role.proc.wait(timeout=120)
+        said = supervisor.check()
+    assert started[0] is not started[1]  # restarted once, then it exited again
     assert said is not None and said.startswith("the worker exited (code ")
-    assert str(role.log_path) in said
+    assert "after 1 restarts" in said and str(role.log_path) in said
