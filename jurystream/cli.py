@@ -270,7 +270,7 @@ def demo(
         ),
     ] = None,
     count: Annotated[
-        int | None, typer.Option(help="Posts in the feed (default 1500 real, 3000 generated).")
+        int | None, typer.Option(help="Posts in the feed (default 1200 real, 3000 generated).")
     ] = None,
     seed_size: Annotated[
         int | None, typer.Option(help="Seed labels the jurors start from (default 400, 80).")
@@ -316,7 +316,7 @@ def demo(
     directory = _demo_data(data, settings.data_root)
     real = directory is not None
     options = DemoOptions(
-        count=count or (1500 if real else 3000),
+        count=count or (1200 if real else 3000),
         seed_size=seed_size or (400 if real else 80),
         workdir=workdir,
         data=directory,

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import csv
-import itertools
 import json
 import signal
 import time
@@ -67,6 +66,7 @@ class Snapshot:
     cost_usd: float
     audit_accuracy: float | None = None
     threshold: float | None = None
+    escalation: float | None = None  # over the last RECENT labels
 
 
 RECENT = 200  # labels the "recent escalation" share is taken over
@@ -175,6 +175,7 @@ class Ledger:
                 self.cost_usd,
                 self.audit_accuracy(),
                 self.threshold,
+                self.escalation(slice(-RECENT, None)),
             )
         )
 
@@ -386,8 +387,8 @@ def _stall_report(ledger: Ledger, stall_s: float) -> str:
 def plot_history(ledger: Ledger, path: Path) -> Path:
     """Accuracy, escalation rate (with the jury's threshold) and reviewer spend, as a PNG.
 
-    The escalation rate is per interval, so the effect of each training round and threshold
-    change (fewer cases sent to the reviewer) shows as a step.
+    The escalation rate is over the last labels (a window, not the whole run), so the effect
+    of each training round and threshold change shows where it happens.
     """
     import matplotlib
 
@@ -410,13 +411,9 @@ def plot_history(ledger: Ledger, path: Path) -> Path:
     top.set_ylabel("accuracy (%)")
     top.legend(loc="lower right")
     top.set_title("jurystream demo")
-    esc = [
-        (b.seconds, 100 * (1 - (b.by_jury - a.by_jury) / (b.labeled - a.labeled)))
-        for a, b in itertools.pairwise(h)
-        if b.labeled > a.labeled
-    ]
-    mid.plot([x for x, _ in esc], [y for _, y in esc], color="tab:orange", marker=".")
-    mid.set_ylabel("sent to reviewer (%)")
+    esc = [(s.seconds, s.escalation * 100) for s in h if s.escalation is not None]
+    mid.plot([x for x, _ in esc], [y for _, y in esc], color="tab:orange")
+    mid.set_ylabel(f"sent to reviewer,\nlast {RECENT} labels (%)")
     thresholds = [(s.seconds, s.threshold) for s in h if s.threshold is not None]
     if thresholds:
         twin = mid.twinx()
@@ -565,11 +562,13 @@ def _dataset_setup(options: DemoOptions, data: Path, registry: Registry) -> Demo
         ["--every-samples", str(every), "--seed-data", str(data), "--gold-data", str(data)],
         {
             "JURYSTREAM_TRAINER__SEED_SIZE": str(options.seed_size),
-            "JURYSTREAM_TRAINER__GOLD_SIZE": "500",
+            "JURYSTREAM_TRAINER__GOLD_SIZE": "300",
             # The trainer is niced below the worker, so it may take both cores when they idle.
             "JURYSTREAM_TRAINER__THREADS": "2",
-            # Rounds short enough to land during the run: the new samples and as many replayed.
+            # Rounds short enough to land during the run (about two minutes on two cores): one
+            # pass over the new samples and as many replayed ones.
             "JURYSTREAM_TRAINER__REPLAY_RATIO": "1.0",
+            "JURYSTREAM_TRAINER__EPOCHS": "1",
         },
     )
 
