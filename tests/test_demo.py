@@ -55,7 +55,7 @@ def test_demo_accounts_for_every_message(
     workdir = tmp_path / "demo"
     args = ["--count", "300", "--bad-every", "30", "--workdir", str(workdir), "--rate", "300"]
     result = _demo([*args, *extra], env)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert result.returncode == 0, result.stdout[-8000:] + result.stderr[-3000:]
     if env:
         assert "running on the generated feed instead" in result.stderr
     assert "what happened to every message" in result.stdout
@@ -83,7 +83,7 @@ def test_demo_on_real_posts_measures_the_jury_by_audits(tmp_path: Path) -> None:
         ],
         {"JURYSTREAM_JURY__AUDIT_RATE": "0.5", "JURYSTREAM_DATA_ROOT": str(data_root())},
     )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert result.returncode == 0, result.stdout[-8000:] + result.stderr[-3000:]
     said = " ".join(result.stdout.split())  # the console wraps long lines
     assert "bootstrapping a TF-IDF jurors from 400 seed labels" in said
     rows = _fates(workdir)
