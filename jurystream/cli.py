@@ -7,7 +7,7 @@ import logging
 import signal
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 from rich.console import Console
@@ -293,49 +293,112 @@ def produce(
     console.print(f"sent {sent} messages to {settings.topics.name('posts')}")
 
 
+DemoReviewer = Literal["scripted-llm", "oracle"]
+
+
 @app.command()
 def demo(
     config: ConfigOpt = None,
-    count: Annotated[int, typer.Option(help="Messages in the feed.")] = 3000,
-    seed_size: Annotated[int, typer.Option(help="Seed labels for bootstrapping jurors.")] = 80,
-    bad_every: Annotated[int, typer.Option(help="Every Nth message malformed.")] = 50,
+    data: Annotated[
+        str | None,
+        typer.Option(
+            help="A TweetEval-style dir (train/val), or 'generated' for the built-in feed "
+            "(default: <data_root>/tweeteval/offensive, else the generated feed)."
+        ),
+    ] = None,
+    count: Annotated[
+        int | None, typer.Option(help="Posts in the feed (default 1200 real, 3000 generated).")
+    ] = None,
+    seed_size: Annotated[
+        int | None, typer.Option(help="Seed labels the jurors start from (default 400, 80).")
+    ] = None,
+    minilm: Annotated[
+        int,
+        typer.Option(
+            min=0, help="MiniLM jurors beside the TF-IDF one (real data; 0: TF-IDF only)."
+        ),
+    ] = 2,
+    reviewer: Annotated[
+        DemoReviewer,
+        typer.Option(
+            help="scripted-llm: the real OpenAI reviewer tier against the project's local test "
+            "server answering the gold label (tokens and USD priced as gpt-4o-mini); oracle: "
+            "the gold label, free."
+        ),
+    ] = "scripted-llm",
+    rate: Annotated[
+        float | None, typer.Option(help="Posts per second (default 5 real, 100 generated).")
+    ] = None,
+    every_samples: Annotated[
+        int | None, typer.Option(help="A training round every this many reviewed samples.")
+    ] = None,
+    feedback_share: Annotated[
+        float,
+        typer.Option(min=0.0, max=1.0, help="Share of posts whose gold label is sent as feedback."),
+    ] = 0.25,
+    bad_every: Annotated[
+        int, typer.Option(help="Every Nth generated message malformed (generated feed).")
+    ] = 50,
     policy: Annotated[PolicyName, typer.Option(help="Voting policy.")] = "unanimous",
     metrics_port: MetricsPortOpt = None,
-    workdir: Annotated[Path, typer.Option(help="Where jurors and run outputs go.")] = Path(
-        "var/demo"
-    ),
-    data: Annotated[
-        Path | None,
-        typer.Option(help="A TweetEval-style directory (train/val) instead of the generated feed."),
-    ] = None,
-    rate: Annotated[float, typer.Option(help="Posts per second fed into the stream.")] = 100.0,
-    scripted_llm: Annotated[
-        bool,
+    workdir: Annotated[Path, typer.Option(help="Where run outputs go.")] = Path("var/demo"),
+    cache_dir: Annotated[
+        Path, typer.Option(help="Where bootstrapped jurors are kept for later runs.")
+    ] = Path("var/demo-cache"),
+    target_accuracy: Annotated[
+        float,
         typer.Option(
-            help="Review through the OpenAI API against the project's local test server "
-            "(scripted with the feed's gold labels) to see real token and USD accounting."
+            min=0.5, max=1.0, help="Accuracy of accepted labels the threshold controller holds."
         ),
-    ] = False,
+    ] = 0.85,
 ) -> None:
     """Everything in one command on the embedded broker, with a live view and a summary."""
-    from jurystream.demo import run_demo
+    from jurystream.demo import DemoOptions, run_demo
 
     settings = _settings(config, jury={"policy": policy}, metrics={"port": metrics_port})
-    if data is not None and not (data / "train_text.txt").is_file():
-        console.print(f"[red]error:[/] {data} has no train_text.txt; give a TweetEval-style dir")
-        raise typer.Exit(2)
-    sys.exit(
-        run_demo(
-            settings,
-            count=count,
-            seed_size=seed_size,
-            bad_every=bad_every,
-            workdir=workdir,
-            data=data,
-            rate=rate,
-            scripted_llm=scripted_llm,
-        )
+    directory = _demo_data(data, settings.data_root)
+    real = directory is not None
+    options = DemoOptions(
+        count=count or (1200 if real else 3000),
+        seed_size=seed_size or (400 if real else 80),
+        workdir=workdir,
+        data=directory,
+        bad_every=bad_every,
+        reviewer=reviewer,
+        rate=rate or (5.0 if real else 100.0),
+        feedback_share=feedback_share,
+        every_samples=every_samples,
+        minilm=minilm,
+        cache_dir=cache_dir,
+        target_accuracy=target_accuracy,
     )
+    sys.exit(run_demo(settings, options))
+
+
+def _demo_data(data: str | None, data_root: Path) -> Path | None:
+    """The demo's TweetEval dir, or None for the generated feed (said so when by default)."""
+    from jurystream.models.datasets import tweeteval_dir
+
+    if data == "generated":
+        return None
+    if data is not None:
+        directory = Path(data)
+        if not (directory / "train_text.txt").is_file():
+            console.print(
+                f"[red]error:[/] {directory} has no train_text.txt; give a TweetEval-style dir "
+                "or --data generated"
+            )
+            raise typer.Exit(2)
+        return directory
+    directory = tweeteval_dir(data_root, "offensive")
+    if (directory / "train_text.txt").is_file():
+        return directory
+    console.print(
+        f"[yellow]note:[/] no TweetEval offensive data at {directory}; running on the generated "
+        "feed instead (set JURYSTREAM_DATA_ROOT to the folder holding tweeteval/, or pass "
+        "--data DIR)"
+    )
+    return None
 
 
 from jurystream.cli_models import models_app  # noqa: E402  (the `models` command group)

@@ -1,19 +1,22 @@
 """`jurystream demo`: the whole pipeline on the embedded broker, watched live.
 
-It runs the real roles as child processes (as a deployment would), feeds the generated posts
-at a steady rate, follows every output topic, and accounts for every message it sent.
+It runs the real roles as child processes (as a deployment would), feeds real posts (TweetEval
+offensive from the data root, or the generated feed) at a steady rate, follows every output
+topic, and accounts for every message it sent. The trainer refines the jurors during the run,
+so the live view shows the loop at work: escalation, audit accuracy, spend, serving versions
+and the controller's threshold moving.
 """
 
 from __future__ import annotations
 
 import asyncio
 import csv
-import itertools
 import json
 import signal
 import time
+import zlib
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +27,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
 from jurystream.config import Settings
+from jurystream.demo_jurors import JurorRecipe, cached_jurors, copy_registry, seed_split
 from jurystream.models.juror import read_manifest
 from jurystream.models.registry import Registry
 from jurystream.models.sklearn_juror import build_sklearn_juror
@@ -61,29 +65,52 @@ class Snapshot:
     by_jury: int
     accuracy: float | None
     cost_usd: float
+    audit_accuracy: float | None = None
+    threshold: float | None = None
+    escalation: float | None = None  # over the last RECENT labels
+
+
+RECENT = 200  # labels the "recent escalation" share is taken over
 
 
 @dataclass
 class Ledger:
-    """Every message sent and what became of it; the live view and the summary read it."""
+    """Every message sent and what became of it; the live view and the summary read it.
+
+    Besides the fates it follows what shows the loop at work: the audits (the reviewer's
+    label against the jury's on a random share of accepted posts, read from hard-samples), the
+    serving versions and threshold the latest labels carry, and the spend.
+    """
 
     gold: dict[str, str | None]
+    sent: int = 0
     fates: dict[str, Fate] = field(default_factory=dict)
     cost_usd: float = 0.0
     versions: dict[str, str] = field(default_factory=dict)
+    first_versions: dict[str, str] = field(default_factory=dict)
+    threshold: float | None = None
+    audits: dict[str, bool] = field(default_factory=dict)  # post id -> reviewer agreed
+    order: list[str] = field(default_factory=list)  # labeled ids, in the order labels came
     started: float = field(default_factory=time.monotonic)
     history: list[Snapshot] = field(default_factory=list)
 
-    def apply(self, topic: str, value: dict[str, object]) -> None:
+    def apply(self, kind: str, value: dict[str, object]) -> None:
+        """Take in one output record; ``kind`` is the topic's field name (``labels``...)."""
         key = str(value.get("id") or "")
         if key not in self.gold:
             return
+        if kind == "hard_samples":
+            if value.get("kind") == "audit" and isinstance(value.get("jury_label"), str):
+                self.audits[key] = value.get("label") == value["jury_label"]
+            return
         fate = self.fates.setdefault(key, Fate())
-        if topic.endswith("dead-letters"):
+        if kind == "dead_letters":
             fate.outcome, fate.detail = "dead-letter", str(value.get("error"))
-        elif topic.endswith("review") and fate.outcome == "pending":
+        elif kind == "review" and fate.outcome == "pending":
             fate.outcome, fate.detail = "in-review", str(value.get("reason"))
-        elif topic.endswith("labels"):
+        elif kind == "labels":
+            if fate.outcome != "labeled":
+                self.order.append(key)
             fate.outcome = "labeled"
             fate.label, fate.source = str(value["label"]), str(value["source"])
             latency = value.get("latency_ms")
@@ -93,6 +120,10 @@ class Ledger:
             versions = value.get("model_versions")
             if isinstance(versions, dict):
                 self.versions.update({str(k): str(v) for k, v in versions.items()})
+                self.first_versions = self.first_versions or dict(self.versions)
+            threshold = value.get("threshold")
+            if value.get("source") == "jury" and isinstance(threshold, int | float):
+                self.threshold = float(threshold)
 
     @property
     def counts(self) -> Counter[str]:
@@ -105,6 +136,30 @@ class Ledger:
             if f.outcome == "labeled" and self.gold[k] is not None
         ]
         return sum(scored) / len(scored) if scored else None
+
+    def audit_accuracy(self) -> float | None:
+        """The share of audited jury labels the reviewer agreed with (None before any)."""
+        return sum(self.audits.values()) / len(self.audits) if self.audits else None
+
+    def escalation(self, window: slice) -> float | None:
+        """The share of labels in ``window`` (of all labels, in arrival order) that the
+        reviewer gave."""
+        part = [self.fates[k].source != "jury" for k in self.order[window]]
+        return sum(part) / len(part) if part else None
+
+    def jury_accuracy(self, window: slice) -> float | None:
+        """Accuracy vs gold of the jury's own labels in ``window`` (what the audits estimate)."""
+        part = [
+            self.fates[k].label == self.gold[k]
+            for k in self.order[window]
+            if self.fates[k].source == "jury" and self.gold[k] is not None
+        ]
+        return sum(part) / len(part) if part else None
+
+    def pending(self) -> list[str]:
+        """Ids not settled yet (no label and no dead letter), in feed order."""
+        done = ("labeled", "dead-letter")
+        return [k for k in self.gold if self.fates.get(k, Fate()).outcome not in done]
 
     def settled(self) -> bool:
         done = sum(1 for f in self.fates.values() if f.outcome in ("labeled", "dead-letter"))
@@ -119,6 +174,9 @@ class Ledger:
                 by_jury,
                 self.accuracy(),
                 self.cost_usd,
+                self.audit_accuracy(),
+                self.threshold,
+                self.escalation(slice(-RECENT, None)),
             )
         )
 
@@ -149,7 +207,11 @@ def bootstrap_demo_jurors(directory: Path, seed_size: int) -> list[Path]:
     return out
 
 
-def _view(ledger: Ledger, sent: int) -> Group:
+def _share(part: int, whole: int) -> str:
+    return f"{part} ({part / max(whole, 1):.1%})"
+
+
+def _view(ledger: Ledger, total: int) -> Group:
     counts = ledger.counts
     elapsed = max(time.monotonic() - ledger.started, 1e-6)
     labeled = counts["labeled"]
@@ -159,14 +221,23 @@ def _view(ledger: Ledger, sent: int) -> Group:
     escalated += counts["in-review"]
     latencies = sorted(f.latency_ms for f in ledger.fates.values() if f.latency_ms is not None)
     table = Table(title="jurystream demo", show_header=False, min_width=60)
-    table.add_row("sent / settled", f"{sent} / {settled}")
-    table.add_row("throughput", f"{settled / elapsed:,.0f} msg/s")
+    table.add_row("sent / settled / total", f"{ledger.sent} / {settled} / {total}")
+    table.add_row("throughput", f"{settled / elapsed:,.1f} msg/s")
     table.add_row("labeled by jury", str(jury))
-    table.add_row("escalated", f"{escalated} ({escalated / max(settled, 1):.1%})")
+    table.add_row("escalated", _share(escalated, settled))
+    recent = ledger.escalation(slice(-RECENT, None))
+    if recent is not None:
+        shown = min(RECENT, len(ledger.order))
+        table.add_row(f"escalated, last {shown} labels", f"{recent:.1%}")
     table.add_row("waiting in review", str(counts["in-review"]))
     table.add_row("dead letters", str(counts["dead-letter"]))
     acc = ledger.accuracy()
     table.add_row("accuracy vs gold", "—" if acc is None else f"{acc:.1%}")
+    audit = ledger.audit_accuracy()
+    table.add_row(
+        "audit: reviewer agrees with jury",
+        "—" if audit is None else f"{audit:.1%} of {len(ledger.audits)} audited",
+    )
     if latencies:
         p50 = latencies[len(latencies) // 2]
         p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
@@ -179,14 +250,34 @@ def _view(ledger: Ledger, sent: int) -> Group:
         everything = ledger.cost_usd / reviewed * labeled
         saved = 1 - ledger.cost_usd / everything
         table.add_row("cost if all reviewed", f"${everything:.4f} (saved {saved:.0%})")
-    table.add_row(
-        "model versions", ", ".join(f"{k}@{v}" for k, v in sorted(ledger.versions.items()))
-    )
+    table.add_row("model versions", _versions(ledger.versions))
+    table.add_row("jury threshold", "—" if ledger.threshold is None else f"{ledger.threshold:.2f}")
     return Group(table)
 
 
 WARMUP_ID = "demo-warmup"
 WARMUP_TEXT = "warming up the jury"
+FOLLOWED = ("labels", "review", "dead_letters", "hard_samples")
+
+
+class DemoStopped(RuntimeError):
+    """The run cannot finish (a role exited, or nothing settles any more); says what to read."""
+
+
+def gets_feedback(key: bytes, share: float) -> bool:
+    """Whether a post's gold label is sent as feedback: a stable hash of its id, so a replay of
+    the same feed gives feedback on the same posts."""
+    return zlib.crc32(key) % 10_000 < share * 10_000
+
+
+@dataclass(frozen=True)
+class Pacing:
+    """How the feed is sent and how long the run may wait."""
+
+    rate: float  # posts per second
+    feedback_share: float  # share of posts whose gold label goes to the feedback topic
+    timeout_s: float  # the whole run
+    stall_s: float = 120.0  # no message settles for this long while some are pending: stop
 
 
 async def _drive(
@@ -194,76 +285,111 @@ async def _drive(
     settings: Settings,
     items: list[FeedItem],
     ledger: Ledger,
-    rate: float,
-    timeout_s: float,
-) -> int:
-    """Feed at ``rate`` msg/s once the roles answer a probe; follow outputs until all settle."""
+    pacing: Pacing,
+    watch: Callable[[], str | None],
+) -> None:
+    """Feed at ``pacing.rate`` once the roles answer a probe; follow outputs until all settle.
+
+    ``watch`` restarts roles that exited and says when one keeps exiting: the run stops at
+    once with that, instead of waiting for labels that cannot come. A run in which nothing
+    settles for ``stall_s`` stops too, naming the messages it still waits for.
+    """
     topics = settings.topics
+    kinds = {topics.name(k): k for k in FOLLOWED}
     consumer = AIOKafkaConsumer(
-        topics.name("labels"),
-        topics.name("review"),
-        topics.name("dead_letters"),
+        *kinds,
         **client_kwargs(bootstrap),
         group_id=None,
         auto_offset_reset="earliest",
     )
-    producer = AIOKafkaProducer(**client_kwargs(bootstrap), linger_ms=5)
+    producer = AIOKafkaProducer(**client_kwargs(bootstrap), linger_ms=5, acks="all")
     await consumer.start()
     await producer.start()
-    sent = 0
     ready = asyncio.Event()
 
     async def feed() -> None:
-        nonlocal sent
+        # Every send's delivery is checked: a post the broker did not take would otherwise
+        # leave the run waiting for a label that can never come.
         probe = {"id": WARMUP_ID, "text": WARMUP_TEXT}
-        await producer.send(topics.name("posts"), key=WARMUP_ID.encode(), value=dumps(probe))
+        await producer.send_and_wait(
+            topics.name("posts"), key=WARMUP_ID.encode(), value=dumps(probe)
+        )
         await ready.wait()  # the worker has joined its group and scored the probe
         ledger.started = time.monotonic()
         ledger.history.clear()
         start = time.monotonic()
+        deliveries = []
         for item in items:
-            await producer.send(topics.name("posts"), key=item.key, value=item.value)
-            if item.gold is not None:  # gold feedback, as a moderation team would send it
+            deliveries.append(
+                await producer.send(topics.name("posts"), key=item.key, value=item.value)
+            )
+            if item.gold is not None and gets_feedback(item.key, pacing.feedback_share):
+                # gold feedback, as a moderation team would send it for some of the posts
                 gold = {"id": item.key.decode(), "label": item.gold}
                 await producer.send(topics.name("feedback"), key=item.key, value=dumps(gold))
-            sent += 1
-            ahead = sent / rate - (time.monotonic() - start)
+            ledger.sent += 1
+            ahead = ledger.sent / pacing.rate - (time.monotonic() - start)
             if ahead > 0:
                 await asyncio.sleep(ahead)
         await producer.flush()
+        await asyncio.gather(*deliveries)  # raises the first failed delivery
 
     feeding = asyncio.create_task(feed())
-    deadline = time.monotonic() + timeout_s
+    deadline = time.monotonic() + pacing.timeout_s
     last_snapshot = 0.0
+    progress = (0, time.monotonic())  # (settled count, when it last moved)
     try:
-        with Live(_view(ledger, sent), console=console, refresh_per_second=4) as live:
-            while time.monotonic() < deadline and not (feeding.done() and ledger.settled()):
-                if feeding.done() and feeding.exception():
-                    raise RuntimeError("feeding the posts topic failed") from feeding.exception()
+        with Live(_view(ledger, len(items)), console=console, refresh_per_second=4) as live:
+            while not (feeding.done() and ledger.settled()):
+                if feeding.done() and (failed := feeding.exception()) is not None:
+                    raise DemoStopped(f"feeding the posts topic failed: {failed!r}") from failed
+                if (exited := watch()) is not None:
+                    raise DemoStopped(exited)
+                if time.monotonic() > deadline:
+                    raise DemoStopped(f"not settled within {pacing.timeout_s:.0f}s")
                 batches = await consumer.getmany(timeout_ms=250, max_records=5000)
                 for tp, messages in batches.items():
                     for m in messages:
                         value = json.loads(m.value or b"{}")
                         if m.key == WARMUP_ID.encode():
                             ready.set()
-                        ledger.apply(tp.topic, value)
+                        if isinstance(value, dict):
+                            ledger.apply(kinds[tp.topic], value)
+                settled = len(ledger.gold) - len(ledger.pending())
+                if settled != progress[0]:
+                    progress = (settled, time.monotonic())
+                elif time.monotonic() - progress[1] > pacing.stall_s:
+                    if not ready.is_set():
+                        raise DemoStopped(
+                            f"the worker did not answer the probe within {pacing.stall_s:.0f}s"
+                        )
+                    raise DemoStopped(_stall_report(ledger, pacing.stall_s))
                 if ready.is_set() and time.monotonic() - last_snapshot >= 1.0:
                     ledger.snapshot()
                     last_snapshot = time.monotonic()
-                live.update(_view(ledger, sent))
+                live.update(_view(ledger, len(items)))
             ledger.snapshot()
     finally:
         feeding.cancel()
         await producer.stop()
         await consumer.stop()
-    return sent
+
+
+def _stall_report(ledger: Ledger, stall_s: float) -> str:
+    pending = ledger.pending()
+    where = Counter(ledger.fates.get(k, Fate()).outcome for k in pending)
+    states = ", ".join(f"{n} {state}" for state, n in sorted(where.items()))
+    return (
+        f"nothing settled for {stall_s:.0f}s; {len(pending)} messages wait ({states}), "
+        f"e.g. {pending[:5]}"
+    )
 
 
 def plot_history(ledger: Ledger, path: Path) -> Path:
-    """Accuracy, escalation rate and reviewer spend over the run, as a PNG.
+    """Accuracy, escalation rate (with the jury's threshold) and reviewer spend, as a PNG.
 
-    The escalation rate is per interval, so the effect of each training round (fewer cases
-    sent to the reviewer) shows as a step down.
+    The escalation rate is over the last labels (a window, not the whole run), so the effect
+    of each training round and threshold change shows where it happens.
     """
     import matplotlib
 
@@ -273,16 +399,27 @@ def plot_history(ledger: Ledger, path: Path) -> Path:
     h = ledger.history
     fig, (top, mid, bottom) = plt.subplots(3, 1, figsize=(8, 8), sharex=True)
     acc = [(s.seconds, s.accuracy * 100) for s in h if s.accuracy is not None]
-    top.plot([a for a, _ in acc], [b for _, b in acc], color="tab:green")
-    top.set_ylabel("accuracy vs gold (%)")
+    top.plot(
+        [a for a, _ in acc], [b for _, b in acc], color="tab:green", label="all labels vs gold"
+    )
+    audit = [(s.seconds, s.audit_accuracy * 100) for s in h if s.audit_accuracy is not None]
+    top.plot(
+        [a for a, _ in audit],
+        [b for _, b in audit],
+        color="tab:blue",
+        label="audit: reviewer agrees with jury",
+    )
+    top.set_ylabel("accuracy (%)")
+    top.legend(loc="lower right")
     top.set_title("jurystream demo")
-    esc = [
-        (b.seconds, 100 * (1 - (b.by_jury - a.by_jury) / (b.labeled - a.labeled)))
-        for a, b in itertools.pairwise(h)
-        if b.labeled > a.labeled
-    ]
-    mid.plot([x for x, _ in esc], [y for _, y in esc], color="tab:orange", marker=".")
-    mid.set_ylabel("sent to reviewer (%)")
+    esc = [(s.seconds, s.escalation * 100) for s in h if s.escalation is not None]
+    mid.plot([x for x, _ in esc], [y for _, y in esc], color="tab:orange")
+    mid.set_ylabel(f"sent to reviewer,\nlast {RECENT} labels (%)")
+    thresholds = [(s.seconds, s.threshold) for s in h if s.threshold is not None]
+    if thresholds:
+        twin = mid.twinx()
+        twin.step([x for x, _ in thresholds], [y for _, y in thresholds], color="tab:gray")
+        twin.set_ylabel("jury threshold", color="tab:gray")
     bottom.plot([s.seconds for s in h], [s.cost_usd for s in h], color="tab:red")
     bottom.set_ylabel("reviewer spend (USD)")
     bottom.set_xlabel("seconds since the feed started")
@@ -315,7 +452,56 @@ def _summary(ledger: Ledger, workdir: Path) -> Path:
         acc = f"{sum(scored) / len(scored):.1%}" if scored else "—"
         table.add_row(outcome, source, str(len(keys)), acc)
     console.print(table)
+    if len(ledger.order) >= 2 * RECENT:
+        console.print(_loop_table(ledger))
     return path
+
+
+def _versions(versions: dict[str, str]) -> str:
+    return ", ".join(f"{k}@{v}" for k, v in sorted(versions.items()))
+
+
+def _loop_table(ledger: Ledger) -> Table:
+    """The first and the last labels side by side: what the rounds and the controller did."""
+    first, last = slice(0, RECENT), slice(-RECENT, None)
+    thresholds = [s.threshold for s in ledger.history if s.threshold is not None]
+
+    def pct(value: float | None) -> str:
+        return "—" if value is None else f"{value:.1%}"
+
+    table = Table(title=f"the loop: first and last {RECENT} labels")
+    for col in ("", "first", "last"):
+        table.add_column(col)
+    table.add_row(
+        "escalated to the reviewer", pct(ledger.escalation(first)), pct(ledger.escalation(last))
+    )
+    table.add_row(
+        "jury labels vs gold", pct(ledger.jury_accuracy(first)), pct(ledger.jury_accuracy(last))
+    )
+    if thresholds:
+        table.add_row("jury threshold", f"{thresholds[0]:.2f}", f"{thresholds[-1]:.2f}")
+    table.add_row("serving versions", _versions(ledger.first_versions), _versions(ledger.versions))
+    return table
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    """One demo run. ``data`` None is the generated feed; ``every_samples`` None lets the feed
+    choose (rounds take seconds on the generated feed, minutes with MiniLM jurors)."""
+
+    count: int
+    seed_size: int
+    workdir: Path
+    data: Path | None = None
+    bad_every: int = 50
+    reviewer: str = "scripted-llm"  # or "oracle"
+    rate: float = 100.0
+    feedback_share: float = 0.25
+    every_samples: int | None = None
+    minilm: int = 2
+    cache_dir: Path = Path("var/demo-cache")
+    timeout_s: float = 900.0
+    target_accuracy: float = 0.85  # of accepted labels, held by the threshold controller
 
 
 @dataclass(frozen=True)
@@ -335,10 +521,9 @@ def _write_jsonl(path: Path, texts: Sequence[str], labels: Sequence[str]) -> str
     return str(path)
 
 
-def _generated_setup(
-    workdir: Path, registry: Registry, count: int, seed_size: int, bad_every: int
-) -> DemoSetup:
+def _generated_setup(options: DemoOptions, registry: Registry) -> DemoSetup:
     """TF-IDF jurors from a small seed set of the generated feed; rounds take seconds."""
+    workdir, seed_size = options.workdir, options.seed_size
     dirs = bootstrap_demo_jurors(workdir / "jurors", seed_size)
     names = []
     for directory in dirs:
@@ -348,39 +533,53 @@ def _generated_setup(
     gold_texts, gold_labels = labeled_examples(400, seed=99)
     seed = _write_jsonl(workdir / "seed.jsonl", seed_texts, [LABELS[y] for y in seed_labels])
     gold = _write_jsonl(workdir / "gold.jsonl", gold_texts, [LABELS[y] for y in gold_labels])
-    items = list(generate_posts(count, seed=7, bad_every=bad_every, id_prefix="demo"))
+    items = list(
+        generate_posts(options.count, seed=7, bad_every=options.bad_every, id_prefix="demo")
+    )
+    every = options.every_samples or 100
     return DemoSetup(
         names,
         items,
-        ["--every-samples", "100", "--seed-data", seed, "--gold-data", gold],
-        {"JURYSTREAM_TRAINER__SEED_SIZE": str(seed_size), "JURYSTREAM_TRAINER__GOLD_SIZE": "400"},
+        ["--every-samples", str(every), "--seed-data", seed, "--gold-data", gold],
+        {
+            "JURYSTREAM_TRAINER__SEED_SIZE": str(seed_size),
+            "JURYSTREAM_TRAINER__GOLD_SIZE": "400",
+            "JURYSTREAM_CONTROLLER__TARGET_ACCURACY": str(options.target_accuracy),
+        },
     )
 
 
-def _dataset_setup(data: Path, registry: Registry, count: int, seed_size: int) -> DemoSetup:
-    """MiniLM + TF-IDF jurors from a seed sample of ``data``'s train split.
+def _dataset_setup(options: DemoOptions, data: Path, registry: Registry) -> DemoSetup:
+    """MiniLM + TF-IDF jurors from a seed sample of ``data``'s train split (cached).
 
-    The stream is the rest of the train split (texts no juror has seen); the gate judges on
-    the val split, which is never streamed, so nothing the jurors learn from leaks into it.
+    The stream is the rest of the train split (texts no juror has seen); the gate and the
+    threshold controller judge on the val split, which is never streamed, so nothing the
+    jurors learn from leaks into it.
     """
-    from jurystream.models.bootstrap import BootstrapPlan, bootstrap_jurors
-    from jurystream.models.datasets import load_tweeteval
-    from jurystream.models.training import TrainConfig
-
-    train = load_tweeteval(data, "train", drop_empty=True)
-    val = load_tweeteval(data, "val", drop_empty=True)
-    seed = train.sample(seed_size, seed=0)
-    seen = set(seed.texts)
-    unseen = [i for i, t in enumerate(train.texts) if t not in seen][:count]
-    stream = train.subset(unseen)
-    plan = BootstrapPlan(transformers=2, tfidf=True, train=TrainConfig(epochs=3, threads=2))
-    console.print(f"bootstrapping jurors from {len(seed)} seed labels of {data}")
-    made = bootstrap_jurors(seed, registry, plan, heldout=val, log=console.print)
+    recipe = JurorRecipe(data, options.seed_size, options.minilm)
+    cached = cached_jurors(recipe, options.cache_dir, log=console.print)
+    copy_registry(cached, Path(registry.root))
+    _, rest, _ = seed_split(data, options.seed_size)
+    stream = rest.subset(range(min(options.count, len(rest))))
+    every = options.every_samples or 100
     return DemoSetup(
-        [j.name for j in made],
+        recipe.names,
         list(posts_from_dataset(stream.texts, stream.gold(), id_prefix="demo")),
-        ["--every-samples", "200", "--seed-data", str(data), "--gold-data", str(data)],
-        {"JURYSTREAM_TRAINER__SEED_SIZE": str(seed_size), "JURYSTREAM_TRAINER__GOLD_SIZE": "500"},
+        ["--every-samples", str(every), "--seed-data", str(data), "--gold-data", str(data)],
+        {
+            "JURYSTREAM_TRAINER__SEED_SIZE": str(options.seed_size),
+            "JURYSTREAM_TRAINER__GOLD_SIZE": "300",
+            # The trainer is niced below the worker, so it may take both cores when they idle.
+            "JURYSTREAM_TRAINER__THREADS": "2",
+            # Rounds short enough to land during the run (about two minutes on two cores): one
+            # pass over the new samples and as many replayed ones.
+            "JURYSTREAM_TRAINER__REPLAY_RATIO": "1.0",
+            "JURYSTREAM_TRAINER__EPOCHS": "1",
+            # The demo's reviewers are always right, so the default target (the reviewer's
+            # accuracy minus 5 points: 95 %) would send most posts to review and the bill would
+            # rise as the jurors improve. A team sets its own; 85 % is what `bench loop` holds.
+            "JURYSTREAM_CONTROLLER__TARGET_ACCURACY": str(options.target_accuracy),
+        },
     )
 
 
@@ -411,18 +610,44 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def run_demo(
-    settings: Settings,
-    *,
-    count: int,
-    seed_size: int,
-    bad_every: int,
-    workdir: Path,
-    data: Path | None = None,
-    rate: float = 400.0,
-    timeout_s: float = 600.0,
-    scripted_llm: bool = False,
-) -> int:
+@dataclass
+class Supervisor:
+    """Restarts a role that exits, as a deployment's supervisor (Kubernetes, systemd) would.
+
+    The roles are built to crash on what they cannot handle in place (a worker whose produce
+    failed exits 70 without committing, a reviewer case that raises crashes the reviewer) and
+    to replay on restart. Without restarts one such crash leaves the run waiting for labels
+    that can never come; with them the crash costs a replay. A role that keeps exiting stops
+    the run, naming its log.
+    """
+
+    group: RoleGroup
+    limit: int = 3  # restarts per role
+    restarts: Counter[str] = field(default_factory=Counter)
+
+    def check(self) -> str | None:
+        """Restart what exited; the reason to stop the run, or None."""
+        for role in self.group.started:
+            if role.alive:
+                continue
+            name = role.args[0]
+            code = role.proc.returncode if role.proc is not None else None
+            if self.restarts[name] >= self.limit:
+                return (
+                    f"the {name} exited (code {code}) after {self.limit} restarts; "
+                    f"its log: {role.log_path}"
+                )
+            self.restarts[name] += 1
+            console.print(
+                f"[yellow]the {name} exited (code {code}); restarting it "
+                f"({self.restarts[name]} of {self.limit}); its log: {role.log_path}[/]"
+            )
+            role.start()
+        return None
+
+
+def run_demo(settings: Settings, options: DemoOptions) -> int:
+    workdir = options.workdir
     workdir.mkdir(parents=True, exist_ok=True)
     # SIGTERM (a supervisor, `timeout`, docker stop) stops everything like Ctrl-C does: the
     # roles run in their own sessions and would otherwise outlive the demo.
@@ -432,11 +657,11 @@ def run_demo(
         asyncio.run(
             ensure_topics(broker.bootstrap, settings.topics.all_names(), settings.topics.partitions)
         )
-        registry = Registry(str(workdir / "registry"))
-        if data is None:
-            setup = _generated_setup(workdir, registry, count, seed_size, bad_every)
+        registry = Registry(str((workdir / "registry").resolve()))
+        if options.data is None:
+            setup = _generated_setup(options, registry)
         else:
-            setup = _dataset_setup(data, registry, count, seed_size)
+            setup = _dataset_setup(options, options.data, registry)
         ledger = Ledger({i.key.decode(): i.gold for i in setup.items})
         group = RoleGroup(
             broker.bootstrap,
@@ -449,7 +674,9 @@ def run_demo(
         def metrics(offset: int) -> list[str]:
             return ["--metrics-port", str(port + offset)] if port else []
 
-        llm = _scripted_llm(setup.items) if scripted_llm else None
+        llm = _scripted_llm(setup.items) if options.reviewer == "scripted-llm" else None
+        stopped: str | None = None
+        pacing = Pacing(options.rate, options.feedback_share, options.timeout_s)
         try:
             juror_args = [a for j in setup.jurors for a in ("--juror", j)]
             group.start("worker", "--policy", settings.jury.policy, *juror_args, *metrics(0))
@@ -463,11 +690,13 @@ def run_demo(
             group.start("trainer", *setup.trainer_args, *metrics(3), env=setup.trainer_env)
             if port:
                 console.print(
-                    f"metrics: http://127.0.0.1:{port}/metrics (worker), +1 reviewer, +2 monitor"
+                    f"metrics: http://127.0.0.1:{port}/metrics (worker), +1 reviewer, +2 monitor, "
+                    "+3 trainer"
                 )
-            sent = asyncio.run(
-                _drive(broker.bootstrap, settings, setup.items, ledger, rate, timeout_s)
-            )
+            watch = Supervisor(group).check
+            asyncio.run(_drive(broker.bootstrap, settings, setup.items, ledger, pacing, watch))
+        except DemoStopped as exc:
+            stopped = str(exc)
         except KeyboardInterrupt:
             console.print("[yellow]interrupted: stopping the roles and the broker[/]")
             return 130
@@ -479,10 +708,15 @@ def run_demo(
     path = _summary(ledger, workdir)
     chart = plot_history(ledger, workdir / "demo.png")
     missing = [k for k in ledger.gold if k not in ledger.fates]
-    console.print(f"sent {sent}, accounted for {len(ledger.fates)}; per-message fates in {path}")
+    console.print(
+        f"sent {ledger.sent}, accounted for {len(ledger.fates)}; per-message fates in {path}"
+    )
     console.print(f"accuracy and cost over time: {chart}")
-    if missing:
-        console.print(f"[red]{len(missing)} messages unaccounted for[/], e.g. {missing[:5]}")
+    if stopped is not None or missing:
+        if stopped is not None:
+            console.print(f"[red]stopped:[/] {stopped}")
+        if missing:
+            console.print(f"[red]{len(missing)} messages unaccounted for[/], e.g. {missing[:5]}")
         console.print(group.logs())
         return 1
     return 0

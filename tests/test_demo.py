@@ -11,38 +11,55 @@ from pathlib import Path
 
 import pytest
 
+from jurystream.config import Settings
+from jurystream.demo import Ledger, Supervisor
+from jurystream.demo_jurors import COMPLETE, JurorRecipe, cached_jurors
+from jurystream.models.datasets import tweeteval_dir
+from jurystream.models.registry import Registry
+from jurystream.stream.processes import RoleGroup
 
-@pytest.mark.parametrize(
-    ("extra", "reviewer"),
-    [([], "oracle"), (["--scripted-llm"], "reviewer:openai:gpt-4o-mini")],
-)
-def test_demo_accounts_for_every_message(tmp_path: Path, extra: list[str], reviewer: str) -> None:
-    workdir = tmp_path / "demo"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "jurystream.cli",
-            "demo",
-            "--count",
-            "300",
-            "--bad-every",
-            "30",
-            "--workdir",
-            str(workdir),
-            "--rate",
-            "300",
-            *extra,
-        ],
+REPO = Path(__file__).resolve().parents[1]
+
+
+def data_root() -> Path:
+    root = Settings().data_root
+    return root if root.is_absolute() else REPO / root
+
+
+def _demo(args: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "jurystream.cli", "demo", *args],
         capture_output=True,
         text=True,
-        timeout=300,
-        env={**os.environ, "JURYSTREAM_APP_ID": "demo-test", "COLUMNS": "120"},
+        timeout=240,
+        env={**os.environ, "JURYSTREAM_APP_ID": "demo-test", "COLUMNS": "120", **(env or {})},
     )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "what happened to every message" in result.stdout
+
+
+def _fates(workdir: Path) -> list[dict[str, str]]:
     with (workdir / "fates.csv").open() as fh:
-        rows = list(csv.DictReader(fh))
+        return list(csv.DictReader(fh))
+
+
+@pytest.mark.parametrize(
+    ("extra", "env", "reviewer"),
+    [
+        # No data root: the demo says so and falls back to the generated feed.
+        (["--reviewer", "oracle"], {"JURYSTREAM_DATA_ROOT": "/nonexistent"}, "oracle"),
+        (["--data", "generated"], {}, "reviewer:openai:gpt-4o-mini"),
+    ],
+)
+def test_demo_accounts_for_every_message(
+    tmp_path: Path, extra: list[str], env: dict[str, str], reviewer: str
+) -> None:
+    workdir = tmp_path / "demo"
+    args = ["--count", "300", "--bad-every", "30", "--workdir", str(workdir), "--rate", "300"]
+    result = _demo([*args, *extra], env)
+    assert result.returncode == 0, result.stdout[-8000:] + result.stderr[-3000:]
+    if env:
+        assert "running on the generated feed instead" in result.stderr
+    assert "what happened to every message" in result.stdout
+    rows = _fates(workdir)
     assert len(rows) == 300 and len({r["id"] for r in rows}) == 300
     outcomes = Counter(r["outcome"] for r in rows)
     assert outcomes["dead-letter"] == 10
@@ -53,3 +70,86 @@ def test_demo_accounts_for_every_message(tmp_path: Path, extra: list[str], revie
         assert "cost if all reviewed" in result.stdout
     png = (workdir / "demo.png").read_bytes()
     assert png.startswith(b"\x89PNG")
+
+
+def test_demo_on_real_posts_measures_the_jury_by_audits(tmp_path: Path) -> None:
+    """The default feed (TweetEval offensive from the data root), a TF-IDF-only jury to keep
+    it quick, every post audited or reviewed so the audit line fills."""
+    workdir = tmp_path / "demo"
+    result = _demo(
+        [
+            *("--minilm", "0", "--count", "200", "--rate", "100", "--every-samples", "60"),
+            *("--workdir", str(workdir), "--cache-dir", str(tmp_path / "cache")),
+        ],
+        {"JURYSTREAM_JURY__AUDIT_RATE": "0.5", "JURYSTREAM_DATA_ROOT": str(data_root())},
+    )
+    assert result.returncode == 0, result.stdout[-8000:] + result.stderr[-3000:]
+    said = " ".join(result.stdout.split())  # the console wraps long lines
+    assert "bootstrapping a TF-IDF jurors from 400 seed labels" in said
+    rows = _fates(workdir)
+    assert len(rows) == 200 and Counter(r["outcome"] for r in rows) == {"labeled": 200}
+    assert {r["gold"] for r in rows} == {"offensive", "not-offensive"}
+    assert "audit: reviewer agrees with jury" in said
+    assert " audited" in said  # at least one audit came back measured
+
+
+def test_bootstrapped_jurors_are_cached_and_rebuilt_when_broken(tmp_path: Path) -> None:
+    recipe = JurorRecipe(tweeteval_dir(data_root(), "offensive"), seed_size=100, minilm=0)
+    notes: list[str] = []
+    first = cached_jurors(recipe, tmp_path, notes.append)
+    assert Registry(str(first)).serving_version("tfidf") == "1"
+    assert any(n.startswith("bootstrapping a TF-IDF jurors from 100 seed labels") for n in notes)
+
+    notes.clear()
+    assert cached_jurors(recipe, tmp_path, notes.append) == first
+    assert notes == [f"reusing the jurors cached in {tmp_path / recipe.key}"]
+
+    for path in (first / "tfidf").rglob("*.onnx"):  # a juror's model gone from the cache
+        path.unlink()
+    notes.clear()
+    assert Registry(str(cached_jurors(recipe, tmp_path, notes.append))).load("tfidf")
+    assert "unusable" in notes[0] and "bootstrapping the jurors again" in notes[0]
+
+    (tmp_path / recipe.key / COMPLETE).unlink()  # as if a bootstrap had been interrupted
+    notes.clear()
+    cached_jurors(recipe, tmp_path, notes.append)
+    assert "no finished bootstrap there" in notes[0]
+    assert not list(tmp_path.glob(".*building*"))  # nothing half-built left behind
+
+
+def test_ledger_follows_audits_escalation_threshold_and_versions() -> None:
+    ledger = Ledger({"a": "offensive", "b": "not-offensive", "c": "offensive"})
+    versions = {"minilm-0": "1", "tfidf": "1"}
+    jury = {"source": "jury", "threshold": 0.6, "model_versions": versions}
+    ledger.apply("labels", {"id": "a", "label": "offensive", "audit": True, **jury})
+    audit = {"id": "a", "kind": "audit", "label": "not-offensive", "jury_label": "offensive"}
+    ledger.apply("hard_samples", audit)
+    ledger.apply("review", {"id": "b", "reason": "split vote"})
+    assert ledger.counts == {"labeled": 1, "in-review": 1}
+    reviewer = {"source": "reviewer:openai:gpt-4o-mini", "cost_usd": 0.0002, "threshold": 0.6}
+    ledger.apply("labels", {"id": "b", "label": "not-offensive", **reviewer})
+    hard = {"id": "b", "kind": "hard", "label": "not-offensive", "jury_label": "offensive"}
+    ledger.apply("hard_samples", hard)  # a hard sample is no audit
+    assert ledger.audit_accuracy() == 0.0 and len(ledger.audits) == 1
+    assert ledger.escalation(slice(None)) == 0.5 and ledger.cost_usd == 0.0002
+    assert ledger.pending() == ["c"] and not ledger.settled()
+
+    newer = {"source": "jury", "threshold": 0.55, "model_versions": {"minilm-0": "2"}}
+    ledger.apply("labels", {"id": "c", "label": "offensive", **newer})
+    assert ledger.threshold == 0.55 and ledger.versions == {"minilm-0": "2", "tfidf": "1"}
+    assert ledger.settled() and ledger.accuracy() == 1.0
+
+
+def test_a_role_that_exits_is_restarted_and_then_named(tmp_path: Path) -> None:
+    group = RoleGroup("127.0.0.1:1", tmp_path)
+    role = group.start("worker", "--juror", str(tmp_path / "no-such-juror"))
+    supervisor = Supervisor(group, limit=1)
+    started = []
+    for _ in range(2):
+        assert role.proc is not None
+        started.append(role.proc)
+        role.proc.wait(timeout=120)
+        said = supervisor.check()
+    assert started[0] is not started[1]  # restarted once, then it exited again
+    assert said is not None and said.startswith("the worker exited (code ")
+    assert "after 1 restarts" in said and str(role.log_path) in said
