@@ -43,6 +43,16 @@ LabelFieldOpt = Annotated[str, typer.Option(help="Label field/column of JSONL/CS
 DropEmptyOpt = Annotated[
     bool, typer.Option(help="Skip examples with an empty text instead of refusing the data.")
 ]
+MinInt8Opt = Annotated[
+    float,
+    typer.Option(
+        "--min-int8-agreement",
+        min=0.0,
+        max=1.0,
+        help="Share of check texts where int8 must pick fp32's label to serve int8; "
+        "below it the juror serves fp32 (slower, recorded in the manifest).",
+    ),
+]
 
 
 def _settings(config: Path | None, registry: str | None = None) -> Settings:
@@ -134,10 +144,14 @@ def bootstrap(
     text_field: TextFieldOpt = "text",
     label_field: LabelFieldOpt = "label",
     drop_empty: DropEmptyOpt = False,
+    min_int8_agreement: MinInt8Opt = 0.98,
 ) -> None:
-    """Train K diverse jurors from a few hundred labels, export, verify, register as serving."""
+    """Train K diverse jurors from a few hundred labels, export, verify, register as serving.
+
+    A juror that fails is reported and the others are still published (exit code 1).
+    """
     from jurystream.exporters.onnx import ExportVerificationError
-    from jurystream.models.bootstrap import BootstrapPlan, bootstrap_jurors
+    from jurystream.models.bootstrap import BootstrapIncomplete, BootstrapPlan, bootstrap_jurors
     from jurystream.models.juror import ModelLoadError
     from jurystream.models.training import TrainConfig
 
@@ -155,6 +169,7 @@ def bootstrap(
         tfidf=tfidf,
         base=base,
         prefix=prefix,
+        min_agreement=min_int8_agreement,
         train=TrainConfig(
             epochs=epochs or TrainConfig().epochs,
             batch_size=batch_size or trainer.batch_size,
@@ -167,6 +182,15 @@ def bootstrap(
         results = bootstrap_jurors(
             seed, _registry(settings), plan, heldout=heldout, log=lambda m: err.print(m)
         )
+    except BootstrapIncomplete as exc:
+        for result in exc.published:
+            print(f"{result.name}\t{result.version}")
+        for name, why in exc.failures:
+            err.print(f"[red]error:[/] {name} not published: {why}")
+        err.print(
+            f"{len(exc.published)} of {len(exc.published) + len(exc.failures)} jurors published"
+        )
+        raise typer.Exit(1) from exc
     except (ExportVerificationError, ModelLoadError, ValueError) as exc:
         raise _fail(exc) from exc
     for result in results:
@@ -197,11 +221,16 @@ def export_checkpoint(
     text_field: TextFieldOpt = "text",
     label_field: LabelFieldOpt = "label",
     drop_empty: DropEmptyOpt = False,
+    min_int8_agreement: MinInt8Opt = 0.98,
 ) -> None:
     """Bring your own juror: export + quantize + verify a checkpoint, then register it."""
     import tempfile
 
-    from jurystream.exporters.onnx import ExportVerificationError, export_transformer
+    from jurystream.exporters.onnx import (
+        ExportVerificationError,
+        export_transformer,
+        precision_note,
+    )
     from jurystream.models.juror import ModelLoadError
 
     settings = _settings(config, registry)
@@ -218,13 +247,17 @@ def export_checkpoint(
                 quantize=quantize,
                 cost=cost,
                 max_length=max_length,
+                min_agreement=min_int8_agreement,
                 threads=settings.trainer.threads,
             )
             version = reg.publish(directory, name=name, promote=promote)
+            note = precision_note(reg.manifest(name, version).extra)
     except (ExportVerificationError, ModelLoadError, FileNotFoundError, ValueError) as exc:
         raise _fail(exc) from exc
     state = "serving" if promote else "not promoted"
     err.print(f"[green]registered[/] {name} v{version} ({state})")
+    if note:
+        err.print(f"[yellow]{name} v{version}:[/] {note}")
     print(f"{name}\t{version}")
 
 
