@@ -371,6 +371,7 @@ def evaluate_models(
     from jurystream.models.evaluation import calibrate as run_calibration
     from jurystream.models.evaluation import evaluate, write_thresholds
     from jurystream.models.juror import ModelLoadError, load_juror
+    from jurystream.models.labelsets import LabelSetError, align_juror
     from jurystream.models.registry import RegistryError, resolve_juror_dir
 
     settings = _settings(config, registry)
@@ -381,15 +382,15 @@ def evaluate_models(
     labeled = _data(settings, data, split, text_field, label_field, drop_empty)
     try:
         jurors = [
-            load_juror(resolve_juror_dir(s, settings.registry_url), settings.jury.threads)
+            align_juror(
+                load_juror(resolve_juror_dir(s, settings.registry_url), settings.jury.threads),
+                labeled.label_names,
+                f"juror {s} vs the data",
+            )
             for s in specs
         ]
-    except (RegistryError, ModelLoadError) as exc:
+    except (RegistryError, ModelLoadError, LabelSetError) as exc:
         raise _fail(exc) from exc
-    if any(tuple(j.labels) != labeled.label_names for j in jurors):
-        raise _fail(
-            ValueError(f"jurors' labels differ from the data's {list(labeled.label_names)}")
-        )
     th = settings.jury.threshold if threshold is None else threshold
     report = evaluate(jurors, labeled.texts, labeled.labels, threshold=th)
     if as_json:

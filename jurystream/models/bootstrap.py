@@ -89,11 +89,8 @@ def bootstrap_jurors(
     if len(set(seed.labels)) < len(seed.label_names):
         missing = sorted(set(seed.label_names) - set(seed.gold()))
         raise ValueError(f"the seed set has no example of {missing}; every label needs some")
-    if heldout is not None and heldout.label_names != seed.label_names:
-        raise ValueError(
-            f"held-out labels {list(heldout.label_names)} differ from seed labels "
-            f"{list(seed.label_names)}"
-        )
+    if heldout is not None:  # same names in another order is the same label set
+        heldout = heldout.with_label_order(seed.label_names, "held-out set vs seed set")
     base = plan.base or base_model_path()
     check = list((heldout or seed).texts[: plan.check_size])
     data = {"seed": seed.summary(), "heldout": heldout.summary() if heldout else None}

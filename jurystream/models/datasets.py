@@ -81,6 +81,20 @@ class LabeledSet:
         chosen.extend(rng.sample(remaining, n - len(chosen)))
         return self.subset(sorted(chosen))
 
+    def with_label_order(self, names: Sequence[str], what: str = "data") -> LabeledSet:
+        """The same examples with label ids into ``names``, the same label set in another order.
+
+        Raises ``LabelSetError`` when ``names`` is not the same set of label names.
+        """
+        from jurystream.models.labelsets import label_order
+
+        if tuple(names) == self.label_names:
+            return self
+        order = label_order(names, self.label_names, what)  # our id -> id in ``names``
+        return LabeledSet(
+            self.texts, tuple(order[y] for y in self.labels), tuple(names), self.source
+        )
+
     def summary(self) -> dict[str, Any]:
         """What a model was trained or evaluated on (kept in manifests and reports)."""
         counts = Counter(self.labels)
