@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 
 from jurystream.config import PolicyName, Settings, load_settings
+from jurystream.stream.posts_file import PostsFormat
 
 app = typer.Typer(
     help="Real-time labeling of Kafka streams by a jury of small ONNX models.",
@@ -241,19 +242,120 @@ def trainer(
 def produce(
     config: ConfigOpt = None,
     bootstrap: BootstrapOpt = None,
-    count: Annotated[int, typer.Option(help="How many generated posts.")] = 1000,
-    seed: Annotated[int, typer.Option(help="Generator seed.")] = 0,
-    bad_every: Annotated[int, typer.Option(help="Every Nth message malformed (0: none).")] = 0,
+    file: Annotated[
+        str | None,
+        typer.Option(
+            "--file",
+            "-f",
+            help="Your posts: a .jsonl or .csv file, or - for stdin (else the generated feed).",
+        ),
+    ] = None,
+    text_field: Annotated[str, typer.Option(help="Text field/column of --file.")] = "text",
+    id_field: Annotated[
+        str | None,
+        typer.Option(help="Id field/column of --file (default: ids <prefix>-<line>)."),
+    ] = None,
+    id_prefix: Annotated[
+        str | None, typer.Option(help="Prefix of generated ids (default: the file's name).")
+    ] = None,
+    file_format: Annotated[
+        PostsFormat | None,
+        typer.Option("--format", help="jsonl or csv (default: from the name or the content)."),
+    ] = None,
+    rate: Annotated[
+        float | None, typer.Option(min=0.001, help="Posts per second (default: as fast as it can).")
+    ] = None,
+    count: Annotated[int, typer.Option(help="How many generated posts (without --file).")] = 1000,
+    seed: Annotated[int, typer.Option(help="Generator seed (without --file).")] = 0,
+    bad_every: Annotated[
+        int, typer.Option(help="Every Nth generated message malformed (0: none).")
+    ] = 0,
 ) -> None:
-    """Push the built-in generated feed into the posts topic."""
+    """Push posts into the posts topic: your own file (--file) or the built-in generated feed.
+
+    Rows the worker would refuse (no text, empty text, too long, bad JSON...) are not sent; the
+    summary lists them with their line numbers and the exit code is then 1.
+    """
     from jurystream.stream.client import produce as send
-    from jurystream.stream.feed import generate_posts
 
     settings = _settings(config, broker={"bootstrap": bootstrap})
     address = _require_bootstrap(settings)
-    items = ((i.key, i.value) for i in generate_posts(count, seed=seed, bad_every=bad_every))
-    sent = asyncio.run(send(address, settings.topics.name("posts"), items))
-    console.print(f"sent {sent} messages to {settings.topics.name('posts')}")
+    topic = settings.topics.name("posts")
+    if file is None:
+        from jurystream.stream.feed import generate_posts
+
+        generated = generate_posts(count, seed=seed, bad_every=bad_every)
+        messages = [(i.key, i.value) for i in generated]
+        refused: list[Any] = []
+    else:
+        batch = _read_posts_file(settings, file, file_format, text_field, id_field, id_prefix)
+        messages = [(key, value) for _, key, value in batch.messages]
+        refused = batch.refused
+    with _progress_bar() as bar:
+        task = bar.add_task(f"sending to {topic}", total=len(messages))
+        sent = asyncio.run(
+            send(address, topic, messages, on_sent=lambda n: bar.advance(task, n), rate=rate)
+        )
+    console.print(f"sent {sent} messages to {topic}")
+    if refused:
+        console.print(f"[red]refused {len(refused)} rows[/] (not sent):")
+        for row in refused[:50]:
+            console.print(f"  line {row.line}: {row.reason}")
+        if len(refused) > 50:
+            console.print(f"  … and {len(refused) - 50} more")
+        raise typer.Exit(1)
+
+
+def _read_posts_file(
+    settings: Settings,
+    file: str,
+    file_format: PostsFormat | None,
+    text_field: str,
+    id_field: str | None,
+    id_prefix: str | None,
+) -> Any:
+    """Read and check ``file`` (``-``: stdin); unreadable input stops with exit code 2."""
+    from jurystream.stream.posts_file import detect_format, read_posts
+
+    try:
+        raw = sys.stdin.buffer.read() if file == "-" else Path(file).read_bytes()
+    except OSError as exc:
+        console.print(f"[red]error:[/] cannot read {file}: {exc.strerror or exc}")
+        raise typer.Exit(2) from exc
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        console.print(
+            f"[red]error:[/] {file}:{line}: not UTF-8; convert it first "
+            f"(e.g. iconv -f latin1 -t utf-8 {file})"
+        )
+        raise typer.Exit(2) from exc
+    fmt = file_format or detect_format(file, text[:1000])
+    prefix = id_prefix or ("stdin" if file == "-" else Path(file).stem)
+    return read_posts(
+        text,
+        fmt,
+        text_field=text_field,
+        id_field=id_field,
+        id_prefix=prefix,
+        delimiter="\t" if file.lower().endswith(".tsv") else ",",
+        max_bytes=settings.jury.max_message_bytes,
+        max_chars=settings.jury.max_text_chars,
+    )
+
+
+def _progress_bar() -> Any:
+    """Rich progress on stderr (stdout stays for results)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    )
 
 
 @app.command()

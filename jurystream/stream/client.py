@@ -24,14 +24,27 @@ async def produce(
     topic: str,
     items: Iterable[tuple[bytes | None, bytes | None]],
     on_sent: Callable[[int], None] | None = None,
+    rate: float | None = None,
 ) -> int:
-    """Send (key, value) pairs and wait until the broker has acknowledged every one."""
+    """Send (key, value) pairs and wait until the broker has acknowledged every one.
+
+    ``on_sent(n)`` reports acknowledged messages as they come; ``rate`` (messages per second)
+    paces the sending, e.g. to replay a file at the speed it would arrive in production.
+    """
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks="all")
     await producer.start()
     sent = 0
+    started = time.monotonic()
     try:
-        pending = []
+        pending: list[Any] = []
         for key, value in items:
+            delay = started + sent / rate - time.monotonic() if rate else 0.0
+            if delay > 0:
+                await asyncio.gather(*pending)  # acknowledged while we wait anyway
+                if on_sent and pending:
+                    on_sent(len(pending))
+                pending.clear()
+                await asyncio.sleep(delay)
             pending.append(await producer.send(topic, value=value, key=key))
             sent += 1
             if len(pending) >= 500:
