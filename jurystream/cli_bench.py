@@ -245,3 +245,32 @@ def loop(
         docs.parent.mkdir(parents=True, exist_ok=True)
         docs.write_text(json.dumps(result.headline, indent=2) + "\n")
     out.print(f"results: {path}, chart: {chart} ({result.seconds:.0f} s)")
+
+
+@bench_app.command()
+def tfidf(
+    config: ConfigOpt = None,
+    task: Annotated[
+        list[str] | None,
+        typer.Option("--task", "-t", help="TweetEval task (repeatable; default all four)."),
+    ] = None,
+    seed_size: SeedSizeOpt = 400,
+    samples: Annotated[int, typer.Option(help="Seed samples averaged over (seeds 0..N-1).")] = 3,
+) -> None:
+    """The TF-IDF juror's class weighting and C, measured: macro-F1 vs the majority class."""
+    from jurystream.bench.tfidf import TASKS, markdown, run_tfidf_bench
+    from jurystream.models.datasets import DatasetError
+
+    settings = _settings(config)
+    try:
+        rows = run_tfidf_bench(
+            settings.data_root,
+            tuple(task or TASKS),
+            seed_size,
+            tuple(range(samples)),
+            log=err.print,
+        )
+    except DatasetError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from exc
+    print(markdown(rows, seed_size))

@@ -213,9 +213,8 @@ def test_minilm_jurors_from_400_tweeteval_labels_beat_the_baseline(tmp_path: Pat
         verification = read_manifest(registry.serving_dir(result.name)).extra["verification"]
         assert verification["int8_agreement"] >= 0.98
         assert verification["max_abs_diff"] <= 1e-3
-    # TF-IDF on 400 tweets mostly learns the majority class; it is the cheap first tier of a
-    # cascade, not a juror of MiniLM's quality, so it only has to add signal.
-    assert results[2].metrics["macro_f1"] >= baseline["macro_f1"] + 0.05
+    # TF-IDF, balanced by class, earns its vote (BENCHMARKS.md: +0.18 macro-F1 on offensive).
+    assert results[2].metrics["macro_f1"] >= baseline["macro_f1"] + 0.12
     juror = load_juror(registry.serving_dir("minilm-0"))
     assert juror.predict_proba(["you are a complete idiot"]).shape == (1, 2)
 

@@ -229,7 +229,7 @@ class RoundRunner:
         s = self.settings
         target = work / name
         if manifest.kind == "onnx-sklearn":
-            from jurystream.models.sklearn_juror import build_sklearn_juror
+            from jurystream.models.sklearn_juror import DEFAULT_C, build_sklearn_juror
 
             hyper = manifest.extra.get("training") or {}
             return build_sklearn_juror(
@@ -242,6 +242,9 @@ class RoundRunner:
                 seed=int(hyper.get("seed", 0)),
                 bootstrap=bool(hyper.get("bootstrap", False)),
                 ngram_max=int(hyper.get("ngram_max", 2)),
+                c=float(hyper.get("c", DEFAULT_C)),
+                # Jurors from before class weighting was recorded were trained without it.
+                class_weight=hyper.get("class_weight"),
                 weights=data.weights,
             )
         from jurystream.exporters.onnx import export_transformer
