@@ -4,33 +4,94 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 from rich.console import Console
 
-from jurystream.config import PolicyName, Settings, load_settings
+from jurystream.cli_help import ReadableGroup
+from jurystream.config import PolicyName, Settings, env_var, load_settings
 from jurystream.stream.posts_file import PostsFormat
 
 app = typer.Typer(
+    cls=ReadableGroup,
     help="Real-time labeling of Kafka streams by a jury of small ONNX models.",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
 )
 console = Console(stderr=True, soft_wrap=True)  # errors stay greppable in logs
 
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+
+# Options that set a setting read its environment variable too (shown in --help); the value
+# then reaches load_settings as a flag, which is where the variable would have put it anyway.
 ConfigOpt = Annotated[
-    Path | None, typer.Option("--config", "-c", help="TOML config file (else $JURYSTREAM_CONFIG).")
+    Path | None,
+    typer.Option(
+        "--config", "-c", metavar="FILE", envvar="JURYSTREAM_CONFIG", help="TOML config file."
+    ),
 ]
 BootstrapOpt = Annotated[
-    str | None, typer.Option("--bootstrap", "-b", help="Kafka bootstrap address host:port.")
+    str | None,
+    typer.Option(
+        "--bootstrap",
+        "-b",
+        metavar="HOST:PORT",
+        envvar=env_var("broker.bootstrap"),
+        help="Kafka bootstrap address.",
+    ),
 ]
 MetricsPortOpt = Annotated[
-    int | None, typer.Option("--metrics-port", help="Serve Prometheus /metrics on this port.")
+    int | None,
+    typer.Option(
+        "--metrics-port",
+        metavar="PORT",
+        envvar=env_var("metrics.port"),
+        help="Serve Prometheus /metrics on this port.",
+    ),
 ]
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            print(f"jurystream {version('jurystream')}")
+        except PackageNotFoundError:  # run from a source tree without an install
+            print("jurystream (not installed)")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    _version_flag: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+    log_level: Annotated[
+        LogLevel | None,
+        typer.Option(
+            metavar="LEVEL",
+            envvar=env_var("log_level"),
+            case_sensitive=False,
+            help="DEBUG, INFO, WARNING or ERROR (every command; default WARNING).",
+        ),
+    ] = None,
+) -> None:
+    """Real-time labeling of Kafka streams by a jury of small ONNX models."""
+    if log_level is not None:
+        # Through the environment, so settings, every command and the roles the demo starts
+        # all see the same level.
+        os.environ[env_var("log_level")] = log_level.upper()
+        logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        logging.getLogger().setLevel(log_level.upper())
 
 
 def _settings(config: Path | None, **overrides: Any) -> Settings:
@@ -63,7 +124,9 @@ def _require_bootstrap(settings: Settings) -> str:
 @app.command()
 def broker(
     config: ConfigOpt = None,
-    port: Annotated[int, typer.Option(help="Loopback port; 0 picks a free one.")] = 0,
+    port: Annotated[
+        int, typer.Option(metavar="PORT", help="Loopback port; 0 picks a free one.")
+    ] = 0,
 ) -> None:
     """Start the embedded Tansu broker, create the topics, and run until Ctrl-C/SIGTERM."""
     from jurystream.stream.broker import BrokerError, EmbeddedBroker, ensure_topics
@@ -83,16 +146,17 @@ def broker(
     except BrokerError as exc:
         console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(1) from exc
-    console.print(f"created topics: {', '.join(created) or '(all existed)'}")
-    console.print("[green]broker ready[/] — stop with Ctrl-C")
-    print(bootstrap, flush=True)  # stdout: the bootstrap address, for scripts
     stop = {"now": False}
 
     def _stop(*_: object) -> None:
         stop["now"] = True
 
+    # Before the address is printed: a script may send SIGTERM as soon as it reads it.
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
+    console.print(f"created topics: {', '.join(created) or '(all existed)'}")
+    console.print("[green]broker ready[/] — stop with Ctrl-C")
+    print(bootstrap, flush=True)  # stdout: the bootstrap address, for scripts
     try:
         while not stop["now"]:
             signal.pause()
@@ -107,11 +171,28 @@ def worker(
     bootstrap: BootstrapOpt = None,
     juror: Annotated[
         list[str] | None,
-        typer.Option("--juror", "-j", help="Juror directory or registry name (repeatable)."),
+        typer.Option(
+            "--juror",
+            "-j",
+            metavar="DIR|NAME",
+            help="Juror directory or registry name (repeatable; env var "
+            f"{env_var('jury.jurors')} takes a JSON list).",
+        ),
     ] = None,
-    policy: Annotated[PolicyName | None, typer.Option(help="Voting policy.")] = None,
-    threshold: Annotated[float | None, typer.Option(help="Confidence threshold.")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Micro-batch size.")] = None,
+    policy: Annotated[
+        PolicyName | None,
+        typer.Option(envvar=env_var("jury.policy"), help="Voting policy."),
+    ] = None,
+    threshold: Annotated[
+        float | None,
+        typer.Option(
+            metavar="0..1", envvar=env_var("jury.threshold"), help="Confidence threshold."
+        ),
+    ] = None,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(metavar="N", envvar=env_var("jury.batch_size"), help="Micro-batch size."),
+    ] = None,
     metrics_port: MetricsPortOpt = None,
 ) -> None:
     """Label posts: read `posts`, run the jury, write `labels`, `review` or `dead-letters`."""
@@ -139,16 +220,43 @@ def reviewer(
     tier: Annotated[
         list[str] | None,
         typer.Option(
-            "--tier", "-t", help="Chain tier, cheapest first: local, openai, oracle, simulated."
+            "--tier",
+            "-t",
+            metavar="TIER",
+            help="Chain tier, cheapest first: local, openai, oracle, simulated (repeatable; "
+            f"env var {env_var('reviewer.chain')} takes a JSON list).",
         ),
     ] = None,
     base_url: Annotated[
-        str | None, typer.Option(help="OpenAI-compatible endpoint, e.g. http://host/v1.")
+        str | None,
+        typer.Option(
+            metavar="URL",
+            envvar=env_var("reviewer.base_url"),
+            help="OpenAI-compatible endpoint, e.g. http://host/v1.",
+        ),
     ] = None,
-    model: Annotated[str | None, typer.Option(help="Reviewer model name.")] = None,
-    concurrency: Annotated[int | None, typer.Option(help="Concurrent LLM calls.")] = None,
-    budget_per_hour: Annotated[float | None, typer.Option(help="USD per hour.")] = None,
-    budget_per_day: Annotated[float | None, typer.Option(help="USD per day.")] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(metavar="NAME", envvar=env_var("reviewer.model"), help="Reviewer model."),
+    ] = None,
+    concurrency: Annotated[
+        int | None,
+        typer.Option(
+            metavar="N", envvar=env_var("reviewer.concurrency"), help="Concurrent LLM calls."
+        ),
+    ] = None,
+    budget_per_hour: Annotated[
+        float | None,
+        typer.Option(
+            metavar="USD", envvar=env_var("reviewer.budget_per_hour_usd"), help="USD per hour."
+        ),
+    ] = None,
+    budget_per_day: Annotated[
+        float | None,
+        typer.Option(
+            metavar="USD", envvar=env_var("reviewer.budget_per_day_usd"), help="USD per day."
+        ),
+    ] = None,
     metrics_port: MetricsPortOpt = None,
 ) -> None:
     """Review escalated cases: read `review`, ask the chain, write `labels` and `hard-samples`.
@@ -198,19 +306,44 @@ def trainer(
     config: ConfigOpt = None,
     bootstrap: BootstrapOpt = None,
     registry: Annotated[
-        str | None, typer.Option(help="Registry path or fsspec URL (shared with the workers).")
+        str | None,
+        typer.Option(
+            metavar="PATH|URL",
+            envvar=env_var("registry"),
+            help="Registry path or fsspec URL (shared with the workers).",
+        ),
     ] = None,
     every_samples: Annotated[
-        int | None, typer.Option(help="β: a round every this many new hard samples.")
+        int | None,
+        typer.Option(
+            metavar="N",
+            envvar=env_var("trainer.every_samples"),
+            help="β: a round every this many new hard samples.",
+        ),
     ] = None,
     every_minutes: Annotated[
-        float | None, typer.Option(help="T: or every this many minutes (if anything is new).")
+        float | None,
+        typer.Option(
+            metavar="MINUTES",
+            envvar=env_var("trainer.every_minutes"),
+            help="T: or every this many minutes (if anything is new).",
+        ),
     ] = None,
     seed_data: Annotated[
-        str | None, typer.Option(help="Seed set for replay (dataset as for `models bootstrap`).")
+        str | None,
+        typer.Option(
+            metavar="DATASET",
+            envvar=env_var("trainer.seed_data"),
+            help="Seed set for replay (dataset as for `models bootstrap`).",
+        ),
     ] = None,
     gold_data: Annotated[
-        str | None, typer.Option(help="Held-out gold set the gate judges candidates on.")
+        str | None,
+        typer.Option(
+            metavar="DATASET",
+            envvar=env_var("trainer.gold_data"),
+            help="Held-out gold set the gate judges candidates on.",
+        ),
     ] = None,
     metrics_port: MetricsPortOpt = None,
 ) -> None:
@@ -247,28 +380,43 @@ def produce(
         typer.Option(
             "--file",
             "-f",
+            metavar="FILE|-",
             help="Your posts: a .jsonl or .csv file, or - for stdin (else the generated feed).",
         ),
     ] = None,
-    text_field: Annotated[str, typer.Option(help="Text field/column of --file.")] = "text",
+    text_field: Annotated[
+        str, typer.Option(metavar="FIELD", help="Text field/column of --file.")
+    ] = "text",
     id_field: Annotated[
         str | None,
-        typer.Option(help="Id field/column of --file (default: ids <prefix>-<line>)."),
+        typer.Option(
+            metavar="FIELD", help="Id field/column of --file (default: ids <prefix>-<line>)."
+        ),
     ] = None,
     id_prefix: Annotated[
-        str | None, typer.Option(help="Prefix of generated ids (default: the file's name).")
+        str | None,
+        typer.Option(metavar="PREFIX", help="Prefix of generated ids (default: the file's name)."),
     ] = None,
     file_format: Annotated[
         PostsFormat | None,
-        typer.Option("--format", help="jsonl or csv (default: from the name or the content)."),
+        typer.Option(
+            "--format",
+            metavar="jsonl|csv",
+            help="Format of --file (default: from the name or the content).",
+        ),
     ] = None,
     rate: Annotated[
-        float | None, typer.Option(min=0.001, help="Posts per second (default: as fast as it can).")
+        float | None,
+        typer.Option(
+            min=0.001, metavar="POSTS/S", help="Posts per second (default: as fast as it can)."
+        ),
     ] = None,
-    count: Annotated[int, typer.Option(help="How many generated posts (without --file).")] = 1000,
-    seed: Annotated[int, typer.Option(help="Generator seed (without --file).")] = 0,
+    count: Annotated[
+        int, typer.Option(metavar="N", help="How many generated posts (without --file).")
+    ] = 1000,
+    seed: Annotated[int, typer.Option(metavar="N", help="Generator seed (without --file).")] = 0,
     bad_every: Annotated[
-        int, typer.Option(help="Every Nth generated message malformed (0: none).")
+        int, typer.Option(metavar="N", help="Every Nth generated message malformed (0: none).")
     ] = 0,
 ) -> None:
     """Push posts into the posts topic: your own file (--file) or the built-in generated feed.

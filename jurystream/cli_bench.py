@@ -23,7 +23,10 @@ out = Console()
 err = Console(stderr=True, soft_wrap=True)
 
 ConfigOpt = Annotated[
-    Path | None, typer.Option("--config", "-c", help="TOML config file (else $JURYSTREAM_CONFIG).")
+    Path | None,
+    typer.Option(
+        "--config", "-c", metavar="FILE", envvar="JURYSTREAM_CONFIG", help="TOML config file."
+    ),
 ]
 WorkdirOpt = Annotated[
     Path, typer.Option(help="Bench jurors (reused between runs) and results go here.")

@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from jurystream.config import Settings, load_settings
+from jurystream.config import Settings, env_var, load_settings
 
 models_app = typer.Typer(
     help="Jurors: bootstrap, export, registry (list/show/promote/rollback), evaluation.",
@@ -26,20 +26,34 @@ out = Console()
 err = Console(stderr=True, soft_wrap=True)  # never break a path or message mid-line
 
 ConfigOpt = Annotated[
-    Path | None, typer.Option("--config", "-c", help="TOML config file (else $JURYSTREAM_CONFIG).")
+    Path | None,
+    typer.Option(
+        "--config", "-c", metavar="FILE", envvar="JURYSTREAM_CONFIG", help="TOML config file."
+    ),
 ]
 RegistryOpt = Annotated[
-    str | None, typer.Option("--registry", help="Registry path or fsspec URL (else settings).")
+    str | None,
+    typer.Option(
+        "--registry",
+        metavar="PATH|URL",
+        envvar=env_var("registry"),
+        help="Registry path or fsspec URL (default <data_dir>/registry).",
+    ),
 ]
 DataOpt = Annotated[
     str | None,
     typer.Option(
         "--data",
+        metavar="DATASET",
         help="TweetEval dir, .jsonl, .csv or hub:NAME (default <data_root>/tweeteval/offensive).",
     ),
 ]
-TextFieldOpt = Annotated[str, typer.Option(help="Text field/column of JSONL/CSV data.")]
-LabelFieldOpt = Annotated[str, typer.Option(help="Label field/column of JSONL/CSV data.")]
+TextFieldOpt = Annotated[
+    str, typer.Option(metavar="FIELD", help="Text field/column of JSONL/CSV data.")
+]
+LabelFieldOpt = Annotated[
+    str, typer.Option(metavar="FIELD", help="Label field/column of JSONL/CSV data.")
+]
 DropEmptyOpt = Annotated[
     bool, typer.Option(help="Skip examples with an empty text instead of refusing the data.")
 ]
@@ -47,6 +61,7 @@ MinInt8Opt = Annotated[
     float,
     typer.Option(
         "--min-int8-agreement",
+        metavar="0..1",
         min=0.0,
         max=1.0,
         help="Share of check texts where int8 must pick fp32's label to serve int8; "

@@ -271,6 +271,12 @@ OWN_VARIABLES = frozenset({"JURYSTREAM_CONFIG", "JURYSTREAM_TANSU_BIN", "JURYSTR
 PREFIX = "JURYSTREAM_"
 
 
+def env_var(setting: str) -> str:
+    """The environment variable of a dotted setting: ``broker.bootstrap`` →
+    ``JURYSTREAM_BROKER__BOOTSTRAP`` (the CLI shows it next to the option that sets it)."""
+    return PREFIX + setting.upper().replace(".", "__")
+
+
 def _key_env(init: Mapping[str, Any], toml: Mapping[str, Any]) -> str:
     """The variable that holds the reviewer's API key (it may carry the JURYSTREAM_ prefix)."""
     reviewer = init.get("reviewer")
