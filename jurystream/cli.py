@@ -11,10 +11,17 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import typer
-from rich.console import Console
 
+from jurystream.cli_common import (
+    BootstrapOpt,
+    ConfigOpt,
+    MetricsPortOpt,
+    _require_bootstrap,
+    _settings,
+    console,
+)
 from jurystream.cli_help import ReadableGroup
-from jurystream.config import PolicyName, Settings, env_var, load_settings
+from jurystream.config import PolicyName, Settings, env_var
 from jurystream.stream.posts_file import PostsFormat
 
 app = typer.Typer(
@@ -23,37 +30,8 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
 )
-console = Console(stderr=True, soft_wrap=True)  # errors stay greppable in logs
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
-
-# Options that set a setting read its environment variable too (shown in --help); the value
-# then reaches load_settings as a flag, which is where the variable would have put it anyway.
-ConfigOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--config", "-c", metavar="FILE", envvar="JURYSTREAM_CONFIG", help="TOML config file."
-    ),
-]
-BootstrapOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--bootstrap",
-        "-b",
-        metavar="HOST:PORT",
-        envvar=env_var("broker.bootstrap"),
-        help="Kafka bootstrap address.",
-    ),
-]
-MetricsPortOpt = Annotated[
-    int | None,
-    typer.Option(
-        "--metrics-port",
-        metavar="PORT",
-        envvar=env_var("metrics.port"),
-        help="Serve Prometheus /metrics on this port.",
-    ),
-]
 
 
 def _version(value: bool) -> None:
@@ -92,33 +70,6 @@ def main(
         os.environ[env_var("log_level")] = log_level.upper()
         logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         logging.getLogger().setLevel(log_level.upper())
-
-
-def _settings(config: Path | None, **overrides: Any) -> Settings:
-    cleaned = {
-        k: ({kk: vv for kk, vv in v.items() if vv is not None} if isinstance(v, dict) else v)
-        for k, v in overrides.items()
-        if v is not None
-    }
-    try:
-        settings = load_settings(config, **cleaned)
-    except Exception as exc:
-        console.print(f"[red]error:[/] bad configuration: {exc}")
-        raise typer.Exit(2) from exc
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    return settings
-
-
-def _require_bootstrap(settings: Settings) -> str:
-    if not settings.broker.bootstrap:
-        console.print(
-            "[red]error:[/] no Kafka address. Start one with [bold]jurystream broker[/] and pass "
-            "--bootstrap HOST:PORT (or set JURYSTREAM_BROKER__BOOTSTRAP)."
-        )
-        raise typer.Exit(2)
-    return settings.broker.bootstrap
 
 
 @app.command()
@@ -558,6 +509,11 @@ app.add_typer(models_app, name="models")
 from jurystream.cli_bench import bench_app  # noqa: E402  (the `bench` command group)
 
 app.add_typer(bench_app, name="bench")
+
+from jurystream.cli_labels import feedback, labels_app  # noqa: E402  (labels out, corrections in)
+
+app.add_typer(labels_app, name="labels")
+app.command()(feedback)
 
 if __name__ == "__main__":
     app()

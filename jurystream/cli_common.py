@@ -1,0 +1,73 @@
+"""What every role command shares: the --config and --bootstrap options, settings loading.
+
+Kept apart from ``cli.py`` so command groups in other modules (``cli_labels``) can use them
+without importing ``cli`` itself, which ``python -m jurystream.cli`` runs as ``__main__``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from jurystream.config import Settings, env_var, load_settings
+
+console = Console(stderr=True, soft_wrap=True)  # errors stay greppable in logs
+
+# Options that set a setting read its environment variable too (shown in --help); the value
+# then reaches load_settings as a flag, which is where the variable would have put it anyway.
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--config", "-c", metavar="FILE", envvar="JURYSTREAM_CONFIG", help="TOML config file."
+    ),
+]
+BootstrapOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--bootstrap",
+        "-b",
+        metavar="HOST:PORT",
+        envvar=env_var("broker.bootstrap"),
+        help="Kafka bootstrap address.",
+    ),
+]
+MetricsPortOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--metrics-port",
+        metavar="PORT",
+        envvar=env_var("metrics.port"),
+        help="Serve Prometheus /metrics on this port.",
+    ),
+]
+
+
+def _settings(config: Path | None, **overrides: Any) -> Settings:
+    cleaned = {
+        k: ({kk: vv for kk, vv in v.items() if vv is not None} if isinstance(v, dict) else v)
+        for k, v in overrides.items()
+        if v is not None
+    }
+    try:
+        settings = load_settings(config, **cleaned)
+    except Exception as exc:
+        console.print(f"[red]error:[/] bad configuration: {exc}")
+        raise typer.Exit(2) from exc
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    return settings
+
+
+def _require_bootstrap(settings: Settings) -> str:
+    if not settings.broker.bootstrap:
+        console.print(
+            "[red]error:[/] no Kafka address. Start one with [bold]jurystream broker[/] and pass "
+            "--bootstrap HOST:PORT (or set JURYSTREAM_BROKER__BOOTSTRAP)."
+        )
+        raise typer.Exit(2)
+    return settings.broker.bootstrap
