@@ -140,8 +140,18 @@ def bootstrap(
         str | None, typer.Option(help="Held-out split for metrics and checks ('' for none).")
     ] = "val",
     eval_data: Annotated[
-        str | None, typer.Option(help="Held-out data source (default: --data).")
+        str | None, typer.Option(metavar="DATASET", help="Held-out data source (default: --data).")
     ] = None,
+    holdout: Annotated[
+        float,
+        typer.Option(
+            min=0.05,
+            max=0.9,
+            metavar="SHARE",
+            help="When --data is one labeled file and no --eval-data is given: the stratified "
+            "share of it held out for metrics and checks (a file has no val split).",
+        ),
+    ] = 0.2,
     seed_size: Annotated[int, typer.Option(help="Seed labels to train on (stratified).")] = 400,
     sample_seed: Annotated[int, typer.Option(help="Seed of the seed-set sample.")] = 0,
     jurors: Annotated[int, typer.Option(help="Fine-tuned transformer jurors.")] = 3,
@@ -173,12 +183,15 @@ def bootstrap(
     settings = _settings(config, registry)
     trainer = settings.trainer
     full = _data(settings, data, split, text_field, label_field, drop_empty)
+    one_file = data is not None and not data.startswith("hub:") and not Path(data).is_dir()
+    heldout = None
+    if eval_split and one_file and eval_data is None:
+        full, heldout = full.split_off(holdout, seed=sample_seed)
+        err.print(f"held out {len(heldout)} rows of {data} for metrics and checks (--holdout)")
+    elif eval_split:
+        source = eval_data or data
+        heldout = _data(settings, source, eval_split, text_field, label_field, drop_empty)
     seed = full.sample(seed_size, seed=sample_seed)
-    heldout = (
-        _data(settings, eval_data or data, eval_split, text_field, label_field, drop_empty)
-        if eval_split
-        else None
-    )
     plan = BootstrapPlan(
         transformers=jurors,
         tfidf=tfidf,
