@@ -112,3 +112,13 @@ def test_bootstrap_scores_a_held_out_set_in_another_label_order(tmp_path: Path) 
         log=lambda _: None,
     )
     assert result.metrics["accuracy"] > 0.85
+
+
+def test_a_rounds_gate_scores_a_juror_against_gold_by_label_name(tmp_path: Path) -> None:
+    from jurystream.models.juror import load_juror
+    from jurystream.models.rounds import evaluate_on
+
+    juror = load_juror(reversed_tfidf(tmp_path / "rev"))
+    texts, labels = labeled_examples(120, seed=74)
+    metrics = evaluate_on(juror, [(t, LABELS[y]) for t, y in zip(texts, labels, strict=True)])
+    assert metrics["examples"] == 120 and metrics["accuracy"] > 0.85

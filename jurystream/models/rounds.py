@@ -169,7 +169,11 @@ class RoundRunner:
             examples, manifest.labels, self.store.gold_labels(), trust, s.reliability_prior
         )
         if not data.texts:
-            raise ValueError("no usable training examples (labels outside the juror's label set)")
+            unknown = sorted(data.summary["unknown_labels"])
+            raise ValueError(
+                f"no usable training examples: their labels {unknown} are not in {name}'s "
+                f"label set {list(manifest.labels)} (labels are matched by name)"
+            )
         serving_metrics = evaluate_on(serving, holdout)
 
         def outcome(
