@@ -49,11 +49,11 @@ def test_jsonl_rows_become_posts_and_bad_rows_are_refused_with_their_lines() -> 
 
 
 def test_csv_rows_get_generated_ids_and_their_physical_line_numbers() -> None:
-    text = 'body,author\n"two\nlines",ann\n,bob\nplain,cy,extra\nlast,dee\n'
+    text = 'body,author\n"two\nlines",ann\n,bob\nplain,cy,extra\n\nlast,dee\n'
     batch = read_posts(text, "csv", text_field="body", id_prefix="posts")
     assert values(batch) == [
         {"id": "posts-2", "text": "two\nlines", "meta": {"author": "ann"}},
-        {"id": "posts-6", "text": "last", "meta": {"author": "dee"}},
+        {"id": "posts-7", "text": "last", "meta": {"author": "dee"}},  # after a blank line
     ]
     assert [(r.line, r.reason) for r in batch.refused] == [
         (4, "field 'text' is empty"),

@@ -63,18 +63,20 @@ def _jsonl_rows(text: str) -> Iterator[tuple[int, dict[str, Any] | str]]:
 
 def _csv_rows(text: str, delimiter: str) -> Iterator[tuple[int, dict[str, Any] | str]]:
     reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
-    start = 2  # line 1 is the header
     try:
         for row in reader:
-            number, start = start, reader.line_num + 1
+            # The row's first line: where the reader is, less the line breaks inside its cells
+            # (blank lines before it are skipped by the reader, so counting rows would drift).
+            cells = [v for v in row.values() if isinstance(v, str)]
+            number = reader.line_num - sum(v.count("\n") for v in cells)
             if None in row:  # DictReader puts cells beyond the header under the key None
                 yield number, f"more cells than the header's {len(reader.fieldnames or [])}"
                 continue
-            if not any((v or "").strip() for v in row.values()):
+            if not any(v.strip() for v in cells):
                 continue
             yield number, {k: v for k, v in row.items() if v is not None}
     except csv.Error as exc:
-        yield start, f"bad CSV: {exc}"
+        yield reader.line_num, f"bad CSV: {exc}"
 
 
 def read_posts(
