@@ -294,7 +294,9 @@ def list_models(config: ConfigOpt = None, registry: RegistryOpt = None) -> None:
     """Every juror version in the registry; * marks the serving one."""
     settings = _settings(config, registry)
     rows = _registry(settings).list()
-    table = Table("juror", "version", "serving", "parent", "created", "accuracy", "macro-F1")
+    table = Table(
+        "juror", "version", "serving", "parent", "created", "precision", "accuracy", "macro-F1"
+    )
     for r in rows:
         acc, f1 = r.metrics.get("accuracy"), r.metrics.get("macro_f1")
         table.add_row(
@@ -303,6 +305,7 @@ def list_models(config: ConfigOpt = None, registry: RegistryOpt = None) -> None:
             "*" if r.serving else "",
             r.parent or "",
             r.created_at or "",
+            r.precision,
             f"{acc:.3f}" if isinstance(acc, float) else "",
             f"{f1:.3f}" if isinstance(f1, float) else "",
         )

@@ -22,6 +22,7 @@ from jurystream.exporters.onnx import (
     write_tokenizer,
 )
 from jurystream.models.juror import load_juror, read_manifest, sha256_file
+from jurystream.models.registry import Registry
 from jurystream.stream.feed import LABELS, labeled_examples
 
 
@@ -160,6 +161,11 @@ def test_int8_that_misses_the_bar_falls_back_to_fp32_with_its_cost_recorded(
     juror = load_juror(directory)
     assert (juror.predict_proba(texts).argmax(1) == np.array(gold)).mean() >= 0.9
     assert precision_note(read_manifest(tiny_jurors[0]).extra) is None
+    registry = Registry(tmp_path / "registry")
+    registry.publish(directory, name="strict")
+    registry.publish(tiny_jurors[0], name="tiny")
+    shown = {r.name: r.precision for r in registry.list()}
+    assert shown == {"strict": f"fp32 ({fallback['slowdown']}x slower than int8)", "tiny": "int8"}
 
 
 def test_fp32_export_without_quantization(tiny_jurors: list[Path], tmp_path: Path) -> None:
