@@ -4,84 +4,83 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
-from rich.console import Console
 
-from jurystream.config import PolicyName, Settings, load_settings
+from jurystream.cli_common import (
+    BootstrapOpt,
+    ConfigOpt,
+    MetricsPortOpt,
+    _require_bootstrap,
+    _settings,
+    console,
+)
+from jurystream.cli_help import ReadableGroup
+from jurystream.config import PolicyName, Settings, env_var
+from jurystream.stream.posts_file import PostsFormat
 
 if TYPE_CHECKING:
-    from jurystream.stream.security import KafkaConnection
+    pass
 
 app = typer.Typer(
+    cls=ReadableGroup,
     help="Real-time labeling of Kafka streams by a jury of small ONNX models.",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
 )
-console = Console(stderr=True, soft_wrap=True)  # errors stay greppable in logs
 
-ConfigOpt = Annotated[
-    Path | None, typer.Option("--config", "-c", help="TOML config file (else $JURYSTREAM_CONFIG).")
-]
-BootstrapOpt = Annotated[
-    str | None, typer.Option("--bootstrap", "-b", help="Kafka bootstrap address host:port.")
-]
-MetricsPortOpt = Annotated[
-    int | None, typer.Option("--metrics-port", help="Serve Prometheus /metrics on this port.")
-]
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 
 
-def _settings(config: Path | None, **overrides: Any) -> Settings:
-    cleaned = {
-        k: ({kk: vv for kk, vv in v.items() if vv is not None} if isinstance(v, dict) else v)
-        for k, v in overrides.items()
-        if v is not None
-    }
-    try:
-        settings = load_settings(config, **cleaned)
-    except Exception as exc:
-        console.print(f"[red]error:[/] bad configuration: {exc}")
-        raise typer.Exit(2) from exc
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    return settings
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            print(f"jurystream {version('jurystream')}")
+        except PackageNotFoundError:  # run from a source tree without an install
+            print("jurystream (not installed)")
+        raise typer.Exit()
 
 
-def _require_bootstrap(settings: Settings) -> KafkaConnection:
-    """The configured Kafka connection, checked before the role starts: a role that cannot
-    connect (no address, unknown CA, wrong hostname, plaintext client on a TLS listener, bad
-    credentials) stops here with what to check, instead of retrying forever."""
-    from jurystream.stream.preflight import KafkaUnreachable, check_kafka
-    from jurystream.stream.security import KafkaSecurityError, kafka_connection
-
-    if not settings.broker.bootstrap:
-        console.print(
-            "[red]error:[/] no Kafka address. Start one with [bold]jurystream broker[/] and pass "
-            "--bootstrap HOST:PORT (or set JURYSTREAM_BROKER__BOOTSTRAP)."
-        )
-        raise typer.Exit(2)
-    try:
-        kafka = kafka_connection(settings)
-    except KafkaSecurityError as exc:
-        console.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(2) from exc
-    try:
-        asyncio.run(check_kafka(kafka))
-    except KafkaUnreachable as exc:
-        console.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(1) from exc
-    return kafka
+@app.callback()
+def main(
+    _version_flag: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+    log_level: Annotated[
+        LogLevel | None,
+        typer.Option(
+            metavar="LEVEL",
+            envvar=env_var("log_level"),
+            case_sensitive=False,
+            help="DEBUG, INFO, WARNING or ERROR (every command; default WARNING).",
+        ),
+    ] = None,
+) -> None:
+    """Real-time labeling of Kafka streams by a jury of small ONNX models."""
+    if log_level is not None:
+        # Through the environment, so settings, every command and the roles the demo starts
+        # all see the same level.
+        os.environ[env_var("log_level")] = log_level.upper()
+        logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        logging.getLogger().setLevel(log_level.upper())
 
 
 @app.command()
 def broker(
     config: ConfigOpt = None,
-    port: Annotated[int, typer.Option(help="Loopback port; 0 picks a free one.")] = 0,
+    port: Annotated[
+        int, typer.Option(metavar="PORT", help="Loopback port; 0 picks a free one.")
+    ] = 0,
     tls: Annotated[
         bool, typer.Option(help="Serve TLS (through a local proxy), with a CA made in --cert-dir.")
     ] = False,
@@ -115,6 +114,14 @@ def broker(
         embedded.stop()
         raise typer.Exit(1) from exc
     bootstrap = embedded.bootstrap
+    stop = {"now": False}
+
+    def _stop(*_: object) -> None:
+        stop["now"] = True
+
+    # Before the address is printed: a script may send SIGTERM as soon as it reads it.
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
     if isinstance(embedded, TlsBroker):
         console.print("clients connect with these settings (or the same keys in \\[broker]):")
         for name, value in embedded.env().items():
@@ -122,13 +129,6 @@ def broker(
     console.print(f"created topics: {', '.join(created) or '(all existed)'}")
     console.print("[green]broker ready[/] — stop with Ctrl-C")
     print(bootstrap, flush=True)  # stdout: the bootstrap address, for scripts
-    stop = {"now": False}
-
-    def _stop(*_: object) -> None:
-        stop["now"] = True
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
     try:
         while not stop["now"]:
             signal.pause()
@@ -143,11 +143,28 @@ def worker(
     bootstrap: BootstrapOpt = None,
     juror: Annotated[
         list[str] | None,
-        typer.Option("--juror", "-j", help="Juror directory or registry name (repeatable)."),
+        typer.Option(
+            "--juror",
+            "-j",
+            metavar="DIR|NAME",
+            help="Juror directory or registry name (repeatable; env var "
+            f"{env_var('jury.jurors')} takes a JSON list).",
+        ),
     ] = None,
-    policy: Annotated[PolicyName | None, typer.Option(help="Voting policy.")] = None,
-    threshold: Annotated[float | None, typer.Option(help="Confidence threshold.")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Micro-batch size.")] = None,
+    policy: Annotated[
+        PolicyName | None,
+        typer.Option(envvar=env_var("jury.policy"), help="Voting policy."),
+    ] = None,
+    threshold: Annotated[
+        float | None,
+        typer.Option(
+            metavar="0..1", envvar=env_var("jury.threshold"), help="Confidence threshold."
+        ),
+    ] = None,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(metavar="N", envvar=env_var("jury.batch_size"), help="Micro-batch size."),
+    ] = None,
     metrics_port: MetricsPortOpt = None,
 ) -> None:
     """Label posts: read `posts`, run the jury, write `labels`, `review` or `dead-letters`."""
@@ -175,16 +192,43 @@ def reviewer(
     tier: Annotated[
         list[str] | None,
         typer.Option(
-            "--tier", "-t", help="Chain tier, cheapest first: local, openai, oracle, simulated."
+            "--tier",
+            "-t",
+            metavar="TIER",
+            help="Chain tier, cheapest first: local, openai, oracle, simulated (repeatable; "
+            f"env var {env_var('reviewer.chain')} takes a JSON list).",
         ),
     ] = None,
     base_url: Annotated[
-        str | None, typer.Option(help="OpenAI-compatible endpoint, e.g. http://host/v1.")
+        str | None,
+        typer.Option(
+            metavar="URL",
+            envvar=env_var("reviewer.base_url"),
+            help="OpenAI-compatible endpoint, e.g. http://host/v1.",
+        ),
     ] = None,
-    model: Annotated[str | None, typer.Option(help="Reviewer model name.")] = None,
-    concurrency: Annotated[int | None, typer.Option(help="Concurrent LLM calls.")] = None,
-    budget_per_hour: Annotated[float | None, typer.Option(help="USD per hour.")] = None,
-    budget_per_day: Annotated[float | None, typer.Option(help="USD per day.")] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(metavar="NAME", envvar=env_var("reviewer.model"), help="Reviewer model."),
+    ] = None,
+    concurrency: Annotated[
+        int | None,
+        typer.Option(
+            metavar="N", envvar=env_var("reviewer.concurrency"), help="Concurrent LLM calls."
+        ),
+    ] = None,
+    budget_per_hour: Annotated[
+        float | None,
+        typer.Option(
+            metavar="USD", envvar=env_var("reviewer.budget_per_hour_usd"), help="USD per hour."
+        ),
+    ] = None,
+    budget_per_day: Annotated[
+        float | None,
+        typer.Option(
+            metavar="USD", envvar=env_var("reviewer.budget_per_day_usd"), help="USD per day."
+        ),
+    ] = None,
     metrics_port: MetricsPortOpt = None,
 ) -> None:
     """Review escalated cases: read `review`, ask the chain, write `labels` and `hard-samples`.
@@ -234,19 +278,44 @@ def trainer(
     config: ConfigOpt = None,
     bootstrap: BootstrapOpt = None,
     registry: Annotated[
-        str | None, typer.Option(help="Registry path or fsspec URL (shared with the workers).")
+        str | None,
+        typer.Option(
+            metavar="PATH|URL",
+            envvar=env_var("registry"),
+            help="Registry path or fsspec URL (shared with the workers).",
+        ),
     ] = None,
     every_samples: Annotated[
-        int | None, typer.Option(help="β: a round every this many new hard samples.")
+        int | None,
+        typer.Option(
+            metavar="N",
+            envvar=env_var("trainer.every_samples"),
+            help="β: a round every this many new hard samples.",
+        ),
     ] = None,
     every_minutes: Annotated[
-        float | None, typer.Option(help="T: or every this many minutes (if anything is new).")
+        float | None,
+        typer.Option(
+            metavar="MINUTES",
+            envvar=env_var("trainer.every_minutes"),
+            help="T: or every this many minutes (if anything is new).",
+        ),
     ] = None,
     seed_data: Annotated[
-        str | None, typer.Option(help="Seed set for replay (dataset as for `models bootstrap`).")
+        str | None,
+        typer.Option(
+            metavar="DATASET",
+            envvar=env_var("trainer.seed_data"),
+            help="Seed set for replay (dataset as for `models bootstrap`).",
+        ),
     ] = None,
     gold_data: Annotated[
-        str | None, typer.Option(help="Held-out gold set the gate judges candidates on.")
+        str | None,
+        typer.Option(
+            metavar="DATASET",
+            envvar=env_var("trainer.gold_data"),
+            help="Held-out gold set the gate judges candidates on.",
+        ),
     ] = None,
     metrics_port: MetricsPortOpt = None,
 ) -> None:
@@ -278,19 +347,135 @@ def trainer(
 def produce(
     config: ConfigOpt = None,
     bootstrap: BootstrapOpt = None,
-    count: Annotated[int, typer.Option(help="How many generated posts.")] = 1000,
-    seed: Annotated[int, typer.Option(help="Generator seed.")] = 0,
-    bad_every: Annotated[int, typer.Option(help="Every Nth message malformed (0: none).")] = 0,
+    file: Annotated[
+        str | None,
+        typer.Option(
+            "--file",
+            "-f",
+            metavar="FILE|-",
+            help="Your posts: a .jsonl or .csv file, or - for stdin (else the generated feed).",
+        ),
+    ] = None,
+    text_field: Annotated[
+        str, typer.Option(metavar="FIELD", help="Text field/column of --file.")
+    ] = "text",
+    id_field: Annotated[
+        str | None,
+        typer.Option(
+            metavar="FIELD", help="Id field/column of --file (default: ids <prefix>-<line>)."
+        ),
+    ] = None,
+    id_prefix: Annotated[
+        str | None,
+        typer.Option(metavar="PREFIX", help="Prefix of generated ids (default: the file's name)."),
+    ] = None,
+    file_format: Annotated[
+        PostsFormat | None,
+        typer.Option(
+            "--format",
+            metavar="jsonl|csv",
+            help="Format of --file (default: from the name or the content).",
+        ),
+    ] = None,
+    rate: Annotated[
+        float | None,
+        typer.Option(
+            min=0.001, metavar="POSTS/S", help="Posts per second (default: as fast as it can)."
+        ),
+    ] = None,
+    count: Annotated[
+        int, typer.Option(metavar="N", help="How many generated posts (without --file).")
+    ] = 1000,
+    seed: Annotated[int, typer.Option(metavar="N", help="Generator seed (without --file).")] = 0,
+    bad_every: Annotated[
+        int, typer.Option(metavar="N", help="Every Nth generated message malformed (0: none).")
+    ] = 0,
 ) -> None:
-    """Push the built-in generated feed into the posts topic."""
+    """Push posts into the posts topic: your own file (--file) or the built-in generated feed.
+
+    Rows the worker would refuse (no text, empty text, too long, bad JSON...) are not sent; the
+    summary lists them with their line numbers and the exit code is then 1.
+    """
     from jurystream.stream.client import produce as send
-    from jurystream.stream.feed import generate_posts
 
     settings = _settings(config, broker={"bootstrap": bootstrap})
     address = _require_bootstrap(settings)
-    items = ((i.key, i.value) for i in generate_posts(count, seed=seed, bad_every=bad_every))
-    sent = asyncio.run(send(address, settings.topics.name("posts"), items))
-    console.print(f"sent {sent} messages to {settings.topics.name('posts')}")
+    topic = settings.topics.name("posts")
+    if file is None:
+        from jurystream.stream.feed import generate_posts
+
+        generated = generate_posts(count, seed=seed, bad_every=bad_every)
+        messages = [(i.key, i.value) for i in generated]
+        refused: list[Any] = []
+    else:
+        batch = _read_posts_file(settings, file, file_format, text_field, id_field, id_prefix)
+        messages = [(key, value) for _, key, value in batch.messages]
+        refused = batch.refused
+    with _progress_bar() as bar:
+        task = bar.add_task(f"sending to {topic}", total=len(messages))
+        sent = asyncio.run(
+            send(address, topic, messages, on_sent=lambda n: bar.advance(task, n), rate=rate)
+        )
+    console.print(f"sent {sent} messages to {topic}")
+    if refused:
+        console.print(f"[red]refused {len(refused)} rows[/] (not sent):")
+        for row in refused[:50]:
+            console.print(f"  line {row.line}: {row.reason}")
+        if len(refused) > 50:
+            console.print(f"  … and {len(refused) - 50} more")
+        raise typer.Exit(1)
+
+
+def _read_posts_file(
+    settings: Settings,
+    file: str,
+    file_format: PostsFormat | None,
+    text_field: str,
+    id_field: str | None,
+    id_prefix: str | None,
+) -> Any:
+    """Read and check ``file`` (``-``: stdin); unreadable input stops with exit code 2."""
+    from jurystream.stream.posts_file import detect_format, read_posts
+
+    try:
+        raw = sys.stdin.buffer.read() if file == "-" else Path(file).read_bytes()
+    except OSError as exc:
+        console.print(f"[red]error:[/] cannot read {file}: {exc.strerror or exc}")
+        raise typer.Exit(2) from exc
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        console.print(
+            f"[red]error:[/] {file}:{line}: not UTF-8; convert it first "
+            f"(e.g. iconv -f latin1 -t utf-8 {file})"
+        )
+        raise typer.Exit(2) from exc
+    fmt = file_format or detect_format(file, text[:1000])
+    prefix = id_prefix or ("stdin" if file == "-" else Path(file).stem)
+    return read_posts(
+        text,
+        fmt,
+        text_field=text_field,
+        id_field=id_field,
+        id_prefix=prefix,
+        delimiter="\t" if file.lower().endswith(".tsv") else ",",
+        max_bytes=settings.jury.max_message_bytes,
+        max_chars=settings.jury.max_text_chars,
+    )
+
+
+def _progress_bar() -> Any:
+    """Rich progress on stderr (stdout stays for results)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    )
 
 
 DemoReviewer = Literal["scripted-llm", "oracle"]
@@ -408,6 +593,11 @@ app.add_typer(models_app, name="models")
 from jurystream.cli_bench import bench_app  # noqa: E402  (the `bench` command group)
 
 app.add_typer(bench_app, name="bench")
+
+from jurystream.cli_labels import feedback, labels_app  # noqa: E402  (labels out, corrections in)
+
+app.add_typer(labels_app, name="labels")
+app.command()(feedback)
 
 if __name__ == "__main__":
     app()

@@ -23,7 +23,10 @@ out = Console()
 err = Console(stderr=True, soft_wrap=True)
 
 ConfigOpt = Annotated[
-    Path | None, typer.Option("--config", "-c", help="TOML config file (else $JURYSTREAM_CONFIG).")
+    Path | None,
+    typer.Option(
+        "--config", "-c", metavar="FILE", envvar="JURYSTREAM_CONFIG", help="TOML config file."
+    ),
 ]
 WorkdirOpt = Annotated[
     Path, typer.Option(help="Bench jurors (reused between runs) and results go here.")
@@ -289,3 +292,32 @@ def recipe(
     path.write_text(json.dumps(result, indent=2) + "\n")
     out.print(markdown(result))
     out.print(f"results: {path}")
+
+
+@bench_app.command()
+def tfidf(
+    config: ConfigOpt = None,
+    task: Annotated[
+        list[str] | None,
+        typer.Option("--task", "-t", help="TweetEval task (repeatable; default all four)."),
+    ] = None,
+    seed_size: SeedSizeOpt = 400,
+    samples: Annotated[int, typer.Option(help="Seed samples averaged over (seeds 0..N-1).")] = 3,
+) -> None:
+    """The TF-IDF juror's class weighting and C, measured: macro-F1 vs the majority class."""
+    from jurystream.bench.tfidf import TASKS, markdown, run_tfidf_bench
+    from jurystream.models.datasets import DatasetError
+
+    settings = _settings(config)
+    try:
+        rows = run_tfidf_bench(
+            settings.data_root,
+            tuple(task or TASKS),
+            seed_size,
+            tuple(range(samples)),
+            log=err.print,
+        )
+    except DatasetError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from exc
+    print(markdown(rows, seed_size))

@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from jurystream.config import Settings, load_settings
+from jurystream.config import Settings, env_var, load_settings
 
 models_app = typer.Typer(
     help="Jurors: bootstrap, export, registry (list/show/promote/rollback), evaluation.",
@@ -26,22 +26,47 @@ out = Console()
 err = Console(stderr=True, soft_wrap=True)  # never break a path or message mid-line
 
 ConfigOpt = Annotated[
-    Path | None, typer.Option("--config", "-c", help="TOML config file (else $JURYSTREAM_CONFIG).")
+    Path | None,
+    typer.Option(
+        "--config", "-c", metavar="FILE", envvar="JURYSTREAM_CONFIG", help="TOML config file."
+    ),
 ]
 RegistryOpt = Annotated[
-    str | None, typer.Option("--registry", help="Registry path or fsspec URL (else settings).")
+    str | None,
+    typer.Option(
+        "--registry",
+        metavar="PATH|URL",
+        envvar=env_var("registry"),
+        help="Registry path or fsspec URL (default <data_dir>/registry).",
+    ),
 ]
 DataOpt = Annotated[
     str | None,
     typer.Option(
         "--data",
+        metavar="DATASET",
         help="TweetEval dir, .jsonl, .csv or hub:NAME (default <data_root>/tweeteval/offensive).",
     ),
 ]
-TextFieldOpt = Annotated[str, typer.Option(help="Text field/column of JSONL/CSV data.")]
-LabelFieldOpt = Annotated[str, typer.Option(help="Label field/column of JSONL/CSV data.")]
+TextFieldOpt = Annotated[
+    str, typer.Option(metavar="FIELD", help="Text field/column of JSONL/CSV data.")
+]
+LabelFieldOpt = Annotated[
+    str, typer.Option(metavar="FIELD", help="Label field/column of JSONL/CSV data.")
+]
 DropEmptyOpt = Annotated[
     bool, typer.Option(help="Skip examples with an empty text instead of refusing the data.")
+]
+MinInt8Opt = Annotated[
+    float,
+    typer.Option(
+        "--min-int8-agreement",
+        metavar="0..1",
+        min=0.0,
+        max=1.0,
+        help="Share of check texts where int8 must pick fp32's label to serve int8; "
+        "below it the juror serves fp32 (slower, recorded in the manifest).",
+    ),
 ]
 
 
@@ -119,8 +144,18 @@ def bootstrap(
         str | None, typer.Option(help="Held-out split for metrics and checks ('' for none).")
     ] = "val",
     eval_data: Annotated[
-        str | None, typer.Option(help="Held-out data source (default: --data).")
+        str | None, typer.Option(metavar="DATASET", help="Held-out data source (default: --data).")
     ] = None,
+    holdout: Annotated[
+        float,
+        typer.Option(
+            min=0.05,
+            max=0.9,
+            metavar="SHARE",
+            help="When --data is one labeled file and no --eval-data is given: the stratified "
+            "share of it held out for metrics and checks (a file has no val split).",
+        ),
+    ] = 0.2,
     seed_size: Annotated[int, typer.Option(help="Seed labels to train on (stratified).")] = 400,
     sample_seed: Annotated[int, typer.Option(help="Seed of the seed-set sample.")] = 0,
     jurors: Annotated[int, typer.Option(help="Fine-tuned transformer jurors.")] = 3,
@@ -138,27 +173,35 @@ def bootstrap(
     text_field: TextFieldOpt = "text",
     label_field: LabelFieldOpt = "label",
     drop_empty: DropEmptyOpt = False,
+    min_int8_agreement: MinInt8Opt = 0.98,
 ) -> None:
-    """Train K diverse jurors from a few hundred labels, export, verify, register as serving."""
+    """Train K diverse jurors from a few hundred labels, export, verify, register as serving.
+
+    A juror that fails is reported and the others are still published (exit code 1).
+    """
     from jurystream.exporters.onnx import ExportVerificationError
-    from jurystream.models.bootstrap import BootstrapPlan, bootstrap_jurors
+    from jurystream.models.bootstrap import BootstrapIncomplete, BootstrapPlan, bootstrap_jurors
     from jurystream.models.juror import ModelLoadError
     from jurystream.models.training import TrainConfig
 
     settings = _settings(config, registry)
     trainer = settings.trainer
     full = _data(settings, data, split, text_field, label_field, drop_empty)
+    one_file = data is not None and not data.startswith("hub:") and not Path(data).is_dir()
+    heldout = None
+    if eval_split and one_file and eval_data is None:
+        full, heldout = full.split_off(holdout, seed=sample_seed)
+        err.print(f"held out {len(heldout)} rows of {data} for metrics and checks (--holdout)")
+    elif eval_split:
+        source = eval_data or data
+        heldout = _data(settings, source, eval_split, text_field, label_field, drop_empty)
     seed = full.sample(seed_size, seed=sample_seed)
-    heldout = (
-        _data(settings, eval_data or data, eval_split, text_field, label_field, drop_empty)
-        if eval_split
-        else None
-    )
     plan = BootstrapPlan(
         transformers=jurors,
         tfidf=tfidf,
         base=base,
         prefix=prefix,
+        min_agreement=min_int8_agreement,
         train=TrainConfig(
             epochs=epochs or TrainConfig().epochs,
             batch_size=batch_size or trainer.batch_size,
@@ -171,6 +214,15 @@ def bootstrap(
         results = bootstrap_jurors(
             seed, _registry(settings), plan, heldout=heldout, log=lambda m: err.print(m)
         )
+    except BootstrapIncomplete as exc:
+        for result in exc.published:
+            print(f"{result.name}\t{result.version}")
+        for name, why in exc.failures:
+            err.print(f"[red]error:[/] {name} not published: {why}")
+        err.print(
+            f"{len(exc.published)} of {len(exc.published) + len(exc.failures)} jurors published"
+        )
+        raise typer.Exit(1) from exc
     except (ExportVerificationError, ModelLoadError, ValueError) as exc:
         raise _fail(exc) from exc
     for result in results:
@@ -201,11 +253,16 @@ def export_checkpoint(
     text_field: TextFieldOpt = "text",
     label_field: LabelFieldOpt = "label",
     drop_empty: DropEmptyOpt = False,
+    min_int8_agreement: MinInt8Opt = 0.98,
 ) -> None:
     """Bring your own juror: export + quantize + verify a checkpoint, then register it."""
     import tempfile
 
-    from jurystream.exporters.onnx import ExportVerificationError, export_transformer
+    from jurystream.exporters.onnx import (
+        ExportVerificationError,
+        export_transformer,
+        precision_note,
+    )
     from jurystream.models.juror import ModelLoadError
 
     settings = _settings(config, registry)
@@ -222,13 +279,17 @@ def export_checkpoint(
                 quantize=quantize,
                 cost=cost,
                 max_length=max_length,
+                min_agreement=min_int8_agreement,
                 threads=settings.trainer.threads,
             )
             version = reg.publish(directory, name=name, promote=promote)
+            note = precision_note(reg.manifest(name, version).extra)
     except (ExportVerificationError, ModelLoadError, FileNotFoundError, ValueError) as exc:
         raise _fail(exc) from exc
     state = "serving" if promote else "not promoted"
     err.print(f"[green]registered[/] {name} v{version} ({state})")
+    if note:
+        err.print(f"[yellow]{name} v{version}:[/] {note}")
     print(f"{name}\t{version}")
 
 
@@ -237,7 +298,9 @@ def list_models(config: ConfigOpt = None, registry: RegistryOpt = None) -> None:
     """Every juror version in the registry; * marks the serving one."""
     settings = _settings(config, registry)
     rows = _registry(settings).list()
-    table = Table("juror", "version", "serving", "parent", "created", "accuracy", "macro-F1")
+    table = Table(
+        "juror", "version", "serving", "parent", "created", "precision", "accuracy", "macro-F1"
+    )
     for r in rows:
         acc, f1 = r.metrics.get("accuracy"), r.metrics.get("macro_f1")
         table.add_row(
@@ -246,6 +309,7 @@ def list_models(config: ConfigOpt = None, registry: RegistryOpt = None) -> None:
             "*" if r.serving else "",
             r.parent or "",
             r.created_at or "",
+            r.precision,
             f"{acc:.3f}" if isinstance(acc, float) else "",
             f"{f1:.3f}" if isinstance(f1, float) else "",
         )
@@ -342,6 +406,7 @@ def evaluate_models(
     from jurystream.models.evaluation import calibrate as run_calibration
     from jurystream.models.evaluation import evaluate, write_thresholds
     from jurystream.models.juror import ModelLoadError, load_juror
+    from jurystream.models.labelsets import LabelSetError, align_juror
     from jurystream.models.registry import RegistryError, resolve_juror_dir
 
     settings = _settings(config, registry)
@@ -352,15 +417,15 @@ def evaluate_models(
     labeled = _data(settings, data, split, text_field, label_field, drop_empty)
     try:
         jurors = [
-            load_juror(resolve_juror_dir(s, settings.registry_url), settings.jury.threads)
+            align_juror(
+                load_juror(resolve_juror_dir(s, settings.registry_url), settings.jury.threads),
+                labeled.label_names,
+                f"juror {s} vs the data",
+            )
             for s in specs
         ]
-    except (RegistryError, ModelLoadError) as exc:
+    except (RegistryError, ModelLoadError, LabelSetError) as exc:
         raise _fail(exc) from exc
-    if any(tuple(j.labels) != labeled.label_names for j in jurors):
-        raise _fail(
-            ValueError(f"jurors' labels differ from the data's {list(labeled.label_names)}")
-        )
     th = settings.jury.threshold if threshold is None else threshold
     report = evaluate(jurors, labeled.texts, labeled.labels, threshold=th)
     if as_json:

@@ -328,6 +328,12 @@ def _secret_variables(init: Mapping[str, Any], toml: Mapping[str, Any]) -> froze
     return frozenset(_secret_variable(init, toml, *setting) for setting in SECRET_VARIABLE_SETTINGS)
 
 
+def env_var(setting: str) -> str:
+    """The environment variable of a dotted setting: ``broker.bootstrap`` →
+    ``JURYSTREAM_BROKER__BOOTSTRAP`` (the CLI shows it next to the option that sets it)."""
+    return PREFIX + setting.upper().replace(".", "__")
+
+
 def _lookup(path: list[str]) -> str | None:
     """None if ``path`` names a setting (or a key inside a dict setting), else the dotted
     prefix of it that is unknown."""

@@ -213,8 +213,66 @@ def test_minilm_jurors_from_400_tweeteval_labels_beat_the_baseline(tmp_path: Pat
         verification = read_manifest(registry.serving_dir(result.name)).extra["verification"]
         assert verification["int8_agreement"] >= 0.98
         assert verification["max_abs_diff"] <= 1e-3
-    # TF-IDF on 400 tweets mostly learns the majority class; it is the cheap first tier of a
-    # cascade, not a juror of MiniLM's quality, so it only has to add signal.
-    assert results[2].metrics["macro_f1"] >= baseline["macro_f1"] + 0.05
+    # TF-IDF, balanced by class, earns its vote (BENCHMARKS.md: +0.18 macro-F1 on offensive).
+    assert results[2].metrics["macro_f1"] >= baseline["macro_f1"] + 0.12
     juror = load_juror(registry.serving_dir("minilm-0"))
     assert juror.predict_proba(["you are a complete idiot"]).shape == (1, 2)
+
+
+def test_a_failing_juror_is_reported_and_the_others_are_published(tmp_path: Path) -> None:
+    registry = str(tmp_path / "registry")
+    seed = write_jsonl(tmp_path / "seed.jsonl", feed_set(120, seed=60))
+    result = CliRunner().invoke(
+        app,
+        [
+            "models", "bootstrap", "--registry", registry, "--data", str(seed),
+            "--eval-split", "", "--jurors", "1", "--base", str(tmp_path / "no-checkpoint"),
+            "--prefix", "tiny", "--seed-size", "120",
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 1, result.output
+    assert result.stdout.split() == ["tfidf", "1"]
+    assert "tiny-0 not published" in result.stderr
+    assert "1 of 2 jurors published" in result.stderr
+    assert Registry(registry).jurors() == ["tfidf"]
+
+
+def test_bootstrap_and_export_take_the_int8_bar(
+    tiny_base: Path, tiny_jurors: list[Path], tmp_path: Path
+) -> None:
+    registry = str(tmp_path / "registry")
+    val = write_jsonl(tmp_path / "val.jsonl", feed_set(100, seed=61))
+    out = run(
+        "models", "export", str(tiny_jurors[0] / "checkpoint"), "--name", "mine",
+        "--registry", registry, "--check-data", str(val), "--min-int8-agreement", "0.5",
+    )  # fmt: skip
+    assert out.split() == ["mine", "1"]
+    verification = Registry(registry).manifest("mine").extra["verification"]
+    assert verification["min_agreement"] == 0.5
+    refused = CliRunner().invoke(
+        app, ["models", "bootstrap", "--registry", registry, "--min-int8-agreement", "1.5"]
+    )
+    assert refused.exit_code == 2 and "--min-int8-agreement" in refused.output
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)  # 100 s of CPU (6 min wall on a loaded 2-core box): cheapest settings
+def test_bootstrap_with_default_checks_publishes_a_jury_on_every_tweeteval_task(
+    tmp_path: Path,
+) -> None:
+    """One short MiniLM run per task: the int8 bar (default 0.98) may be missed, never fatal."""
+    for task in ("offensive", "hate", "emotion", "irony"):
+        registry = str(tmp_path / task)
+        out = run(
+            "models", "bootstrap", "--registry", registry,
+            "--data", str(tweeteval_dir(data_root(), task)), "--drop-empty", "--eval-split", "",
+            "--jurors", "1", "--seed-size", "100", "--epochs", "1", "--batch-size", "32",
+            "--threads", str(min(2, os.cpu_count() or 1)),
+        )  # fmt: skip
+        assert out.split() == ["minilm-0", "1", "tfidf", "1"], (task, out)
+        manifest = Registry(registry).manifest("minilm-0").extra
+        if manifest["precision"] == "fp32":
+            assert manifest["quantization_recipe"] == "fp32-fallback"
+            assert manifest["fp32_fallback"]["slowdown"] > 0
+        else:
+            assert manifest["verification"]["int8_agreement"] >= 0.98

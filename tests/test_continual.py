@@ -126,6 +126,7 @@ def test_training_set_prefers_gold_and_skips_unknown_labels() -> None:
     assert data.labels == (1, 0, 0)
     assert data.weights == (pytest.approx(0.9), GOLD_WEIGHT, GOLD_WEIGHT)
     assert data.summary["skipped_unknown_label"] == 1
+    assert data.summary["unknown_labels"] == {"spam": 1}
     assert data.summary["gold_overrides"] == 1
     assert data.summary["by_origin"] == {"gold": 1, "hard": 1, "seed": 1}
 

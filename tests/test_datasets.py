@@ -196,3 +196,11 @@ def test_stratified_sample_properties(labels: list[int], n: int, seed: int) -> N
         for y in set(labels):
             expected = len(sample) * labels.count(y) / len(labels)
             assert abs(sample.labels.count(y) - expected) <= 4
+
+
+def test_split_off_holds_out_a_stratified_share_disjoint_from_the_rest() -> None:
+    data = LabeledSet(tuple(f"t{i}" for i in range(100)), tuple([0] * 80 + [1] * 20), ("a", "b"))
+    rest, held = data.split_off(0.2, seed=3)
+    assert len(held) == 20 and len(rest) == 80
+    assert set(held.texts).isdisjoint(rest.texts)
+    assert held.labels.count(1) == 4  # the file's 20% share of "b"

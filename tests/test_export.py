@@ -10,16 +10,19 @@ import pytest
 
 from jurystream.exporters.onnx import (
     CHECKPOINT_DIR,
+    FP32_FALLBACK,
     RECIPES,
     ExportVerificationError,
     down_projections,
     export_fp32,
     export_transformer,
+    precision_note,
     quantize_int8,
     verify_export,
     write_tokenizer,
 )
 from jurystream.models.juror import load_juror, read_manifest, sha256_file
+from jurystream.models.registry import Registry
 from jurystream.stream.feed import LABELS, labeled_examples
 
 
@@ -120,9 +123,49 @@ def test_failed_verification_publishes_nothing(tiny_jurors: list[Path], tmp_path
             check_texts=texts,
             max_length=64,
             min_agreement=1.01,  # impossible: proves a failing check blocks publishing
+            fp32_fallback=False,
         )
     assert not target.exists()
     assert list((tmp_path / "out").iterdir()) == []  # no staging leftovers
+
+
+def test_int8_that_misses_the_bar_falls_back_to_fp32_with_its_cost_recorded(
+    tiny_jurors: list[Path], tmp_path: Path
+) -> None:
+    texts, gold = labeled_examples(64, seed=5)
+    directory = export_transformer(
+        tiny_jurors[0] / CHECKPOINT_DIR,
+        tmp_path / "fallback",
+        name="strict",
+        version="1",
+        check_texts=texts,
+        max_length=64,
+        min_agreement=1.01,  # no int8 recipe can meet it
+    )
+    manifest = read_manifest(directory)
+    assert manifest.extra["precision"] == "fp32"
+    assert manifest.extra["quantization_recipe"] == FP32_FALLBACK
+    assert manifest.extra["verification"]["passed"] is True
+    fallback = manifest.extra["fp32_fallback"]
+    assert set(fallback["int8_agreement"]) == set(RECIPES)
+    assert fallback["min_agreement"] == 1.01
+    assert fallback["fp32_texts_per_s"] > 0 and fallback["int8_texts_per_s"] > 0
+    assert fallback["slowdown"] == pytest.approx(
+        fallback["int8_texts_per_s"] / fallback["fp32_texts_per_s"], rel=0.02
+    )
+    assert set(manifest.files) == {"model.onnx", "tokenizer.json"} | {
+        f for f in manifest.files if f.startswith(CHECKPOINT_DIR)
+    }  # no int8 model left beside the fp32 one
+    note = precision_note(manifest.extra)
+    assert note is not None and "serving fp32" in note and "--min-int8-agreement" in note
+    juror = load_juror(directory)
+    assert (juror.predict_proba(texts).argmax(1) == np.array(gold)).mean() >= 0.9
+    assert precision_note(read_manifest(tiny_jurors[0]).extra) is None
+    registry = Registry(tmp_path / "registry")
+    registry.publish(directory, name="strict")
+    registry.publish(tiny_jurors[0], name="tiny")
+    shown = {r.name: r.precision for r in registry.list()}
+    assert shown == {"strict": f"fp32 ({fallback['slowdown']}x slower than int8)", "tiny": "int8"}
 
 
 def test_fp32_export_without_quantization(tiny_jurors: list[Path], tmp_path: Path) -> None:

@@ -9,7 +9,11 @@ saying which check failed and by how much; the staging directory is removed.
 
 Quantization tries the recipes in ``RECIPES`` in order and keeps the first that passes (the
 manifest records which): everything int8 first, then with the feed-forward down-projections
-left in fp32, which is what models fine-tuned on a few hundred labels tend to need.
+left in fp32, which is what models fine-tuned on a few hundred labels tend to need. When no
+recipe meets the bar, the ladder ends with serving the verified fp32 model (``fp32_fallback``):
+a slower juror is worth more than none. The manifest then records ``fp32-fallback``, what each
+int8 recipe reached, and the measured speed cost (fp32 vs int8 texts per second), so the choice
+is visible in ``jurystream models show`` rather than silent.
 
 We do not run optimum's graph optimizations (``--optimize O2``): the fused graph breaks
 dynamic quantization here, and int8 is where the speed comes from.
@@ -22,8 +26,9 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -120,6 +125,8 @@ def down_projections(fp32_model: Path) -> list[str]:
 # fastest), then the feed-forward down-projections kept in fp32 (~25% slower on MiniLM, but
 # it keeps int8 within the agreement bar for models trained on a few hundred labels).
 RECIPES = ("all-int8", "ffn-down-fp32")
+FP32_FALLBACK = "fp32-fallback"  # the last rung: no int8 recipe met the bar, fp32 serves
+SPEED_TEXTS = 64  # check texts timed per runtime when measuring the fp32 fallback's cost
 
 
 def write_tokenizer(checkpoint: Path, destination: Path) -> Path:
@@ -265,13 +272,16 @@ def export_transformer(
     keep_fp32: bool = False,
     threads: int = 1,
     extra: dict[str, Any] | None = None,
+    fp32_fallback: bool = True,
 ) -> Path:
     """Export, quantize and verify ``checkpoint`` into the juror directory ``output_dir``.
 
     ``output_dir`` must not exist; it appears (by rename) only after every check passed and
     the directory loads as a juror. ``model.onnx`` is the int8 model when ``quantize`` (the
     serving default), else fp32. With ``keep_checkpoint`` the HF checkpoint is kept under
-    ``checkpoint/`` so the trainer can continue from exactly the serving version.
+    ``checkpoint/`` so the trainer can continue from exactly the serving version. With
+    ``fp32_fallback`` a model whose int8 versions all miss ``min_agreement`` is served in fp32
+    (the fp32 export must still match torch); without it, that export fails.
     """
     checkpoint = Path(checkpoint)
     output_dir = Path(output_dir)
@@ -307,6 +317,15 @@ def export_transformer(
             if report.passed or not report.max_abs_diff <= tolerance:
                 break  # passed, or the fp32 export itself is wrong: no recipe can help
         recipe, report = reports[-1]
+        fallback: dict[str, Any] | None = None
+        fp32_right = report.max_abs_diff <= tolerance
+        if not report.passed and fp32_fallback and int8 is not None and fp32_right:
+            fallback = _fallback_record(
+                fp32, int8, tokenizer_file, check_texts, reports, max_length, threads
+            )
+            report = replace(report, int8_agreement=None)
+            int8.unlink()
+            recipe, int8 = FP32_FALLBACK, None
         if not report.passed:
             raise ExportVerificationError(_why(name, reports))
         if int8 is not None:
@@ -330,8 +349,9 @@ def export_transformer(
             created_at=datetime.now(UTC).isoformat(timespec="seconds"),
             extra={
                 "tokenizer": "tokenizer.json",
-                "precision": "int8-dynamic-per-channel" if quantize else "fp32",
+                "precision": "fp32" if int8 is None else "int8-dynamic-per-channel",
                 "quantization_recipe": recipe,
+                **({"fp32_fallback": fallback} if fallback else {}),
                 "verification": {**asdict(report), "passed": True},
                 "training": read_training_summary(checkpoint),
                 **(extra or {}),
@@ -344,6 +364,62 @@ def export_transformer(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return output_dir
+
+
+def texts_per_second(
+    model: Path, tokenizer_file: Path, texts: Sequence[str], max_length: int, threads: int = 1
+) -> float:
+    """Serving speed of ``model`` on ``texts`` in batches of 8, best of two passes."""
+    session = onnx_session(model, threads)
+    starts = range(0, len(texts), 8)
+    batches = [encode(tokenizer_file, texts[i : i + 8], max_length) for i in starts]
+    best = float("inf")
+    for _ in range(2):
+        started = time.perf_counter()
+        for feeds in batches:
+            onnx_logits(session, feeds)
+        best = min(best, time.perf_counter() - started)
+    return len(texts) / max(best, 1e-9)
+
+
+def _fallback_record(
+    fp32: Path,
+    int8: Path,
+    tokenizer_file: Path,
+    check_texts: Sequence[str],
+    reports: Sequence[tuple[str, Verification]],
+    max_length: int,
+    threads: int,
+) -> dict[str, Any]:
+    """Why fp32 serves and what it costs: each int8 recipe's agreement, both speeds."""
+    texts = list(check_texts[:SPEED_TEXTS])
+    fp32_speed = texts_per_second(fp32, tokenizer_file, texts, max_length, threads)
+    int8_speed = texts_per_second(int8, tokenizer_file, texts, max_length, threads)
+    return {
+        "min_agreement": reports[-1][1].min_agreement,
+        "int8_agreement": {recipe: r.int8_agreement for recipe, r in reports},
+        "fp32_texts_per_s": round(fp32_speed, 1),
+        "int8_texts_per_s": round(int8_speed, 1),
+        "slowdown": round(int8_speed / fp32_speed, 2),
+    }
+
+
+def precision_note(extra: dict[str, Any]) -> str | None:
+    """One line for the user when a juror serves fp32 because int8 missed the bar, else None."""
+    fallback = extra.get("fp32_fallback")
+    if not isinstance(fallback, dict):
+        return None
+    reached = ", ".join(
+        f"{recipe} {agreement:.1%}"
+        for recipe, agreement in fallback["int8_agreement"].items()
+        if agreement is not None
+    )
+    return (
+        f"serving fp32: int8 agreement with fp32 ({reached}) is under the bar "
+        f"{fallback['min_agreement']:.1%}; fp32 runs {fallback['fp32_texts_per_s']:.0f} texts/s "
+        f"vs int8 {fallback['int8_texts_per_s']:.0f} ({fallback['slowdown']:.2f}x slower). "
+        "Lower the bar with --min-int8-agreement to serve int8."
+    )
 
 
 def file_checksums(directory: Path) -> dict[str, str]:

@@ -6,6 +6,10 @@ in a different order (its seed), so their mistakes differ and unanimity means so
 TF-IDF juror adds a model of a different family that costs almost nothing (a cascade's first
 tier). Every juror is exported, quantized and verified before it is published, and its
 metrics on a held-out split, if one is given, go into its manifest.
+
+A bootstrap never ends empty-handed because of one juror: a juror that fails (training, export,
+verification) is reported and the others are still published; ``BootstrapIncomplete`` then
+carries both lists so the command can show them and exit non-zero.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from jurystream.exporters.onnx import precision_note
 from jurystream.models.datasets import LabeledSet
 from jurystream.models.evaluation import classification_report, juror_probabilities
 from jurystream.models.juror import load_juror
@@ -47,6 +52,19 @@ class BootstrappedJuror:
     metrics: dict[str, Any]
 
 
+class BootstrapIncomplete(RuntimeError):
+    """Some jurors failed; ``published`` were still registered, ``failures`` says why not."""
+
+    def __init__(self, published: list[BootstrappedJuror], failures: list[tuple[str, str]]) -> None:
+        self.published = published
+        self.failures = failures
+        detail = "; ".join(f"{name}: {why}" for name, why in failures)
+        super().__init__(
+            f"{len(failures)} juror(s) failed ({detail}); "
+            f"{len(published)} published: {', '.join(r.name for r in published) or 'none'}"
+        )
+
+
 def bootstrap_jurors(
     seed: LabeledSet,
     registry: Registry,
@@ -71,54 +89,67 @@ def bootstrap_jurors(
     if len(set(seed.labels)) < len(seed.label_names):
         missing = sorted(set(seed.label_names) - set(seed.gold()))
         raise ValueError(f"the seed set has no example of {missing}; every label needs some")
-    if heldout is not None and heldout.label_names != seed.label_names:
-        raise ValueError(
-            f"held-out labels {list(heldout.label_names)} differ from seed labels "
-            f"{list(seed.label_names)}"
-        )
+    if heldout is not None:  # same names in another order is the same label set
+        heldout = heldout.with_label_order(seed.label_names, "held-out set vs seed set")
     base = plan.base or base_model_path()
     check = list((heldout or seed).texts[: plan.check_size])
     data = {"seed": seed.summary(), "heldout": heldout.summary() if heldout else None}
-    results = []
+    results: list[BootstrappedJuror] = []
+    failures: list[tuple[str, str]] = []
     with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
         work = Path(tmp)
+
+        def attempt(name: str, build: Callable[[], Path]) -> None:
+            try:
+                results.append(_publish(registry, build(), name, heldout, data, log))
+            except Exception as exc:  # one juror's failure must not discard the others
+                failures.append((name, f"{type(exc).__name__}: {exc}"))
+                log(f"{name} failed, not published: {exc}")
+
         for i in range(plan.transformers):
             name = f"{plan.prefix}-{i}"
-            config = replace(plan.train, seed=plan.train.seed + i, bootstrap=True)
-            trained = train_transformer(
-                base,
-                seed.texts,
-                seed.labels,
-                seed.label_names,
-                work / f"{name}-checkpoint",
-                config,
-                progress=progress,
-                description=f"training {name}",
-            )
-            directory = export_transformer(
-                trained.checkpoint,
-                work / name,
-                name=name,
-                version="0",
-                check_texts=check,
-                labels=seed.label_names,
-                max_length=plan.max_length,
-                tolerance=plan.tolerance,
-                min_agreement=plan.min_agreement,
-                threads=plan.train.threads,
-            )
-            results.append(_publish(registry, directory, name, heldout, data, log))
+
+            def transformer(name: str = name, i: int = i) -> Path:
+                config = replace(plan.train, seed=plan.train.seed + i, bootstrap=True)
+                trained = train_transformer(
+                    base,
+                    seed.texts,
+                    seed.labels,
+                    seed.label_names,
+                    work / f"{name}-checkpoint",
+                    config,
+                    progress=progress,
+                    description=f"training {name}",
+                )
+                return export_transformer(
+                    trained.checkpoint,
+                    work / name,
+                    name=name,
+                    version="0",
+                    check_texts=check,
+                    labels=seed.label_names,
+                    max_length=plan.max_length,
+                    tolerance=plan.tolerance,
+                    min_agreement=plan.min_agreement,
+                    threads=plan.train.threads,
+                )
+
+            attempt(name, transformer)
         if plan.tfidf:
-            directory = build_sklearn_juror(
-                seed.texts,
-                seed.labels,
-                seed.label_names,
-                work / TFIDF_NAME,
-                name=TFIDF_NAME,
-                version="0",
-                seed=plan.train.seed,
+            attempt(
+                TFIDF_NAME,
+                lambda: build_sklearn_juror(
+                    seed.texts,
+                    seed.labels,
+                    seed.label_names,
+                    work / TFIDF_NAME,
+                    name=TFIDF_NAME,
+                    version="0",
+                    seed=plan.train.seed,
+                ),
             )
-            results.append(_publish(registry, directory, TFIDF_NAME, heldout, data, log))
+    if failures:
+        raise BootstrapIncomplete(results, failures)
     return results
 
 
@@ -142,4 +173,7 @@ def _publish(
         )
     else:
         log(f"{name} v{version} published")
+    note = precision_note(registry.manifest(name, version).extra)
+    if note:
+        log(f"{name} v{version}: {note}")
     return BootstrappedJuror(name, version, metrics)

@@ -151,6 +151,7 @@ def training_set(
     labels: list[int] = []
     weights: list[float] = []
     origins: Counter[str] = Counter()
+    unknown: Counter[str] = Counter()  # label names outside ``label_names``: matched by name
     skipped = overridden = 0
     for example in examples:
         if (example.origin, example.id) in seen:
@@ -162,6 +163,7 @@ def training_set(
             example = Example(example.id, example.text, gold, "gold", "gold")
         if example.label not in index:
             skipped += 1
+            unknown[example.label] += 1
             continue
         texts.append(example.text)
         labels.append(index[example.label])
@@ -172,6 +174,7 @@ def training_set(
         "by_origin": dict(sorted(origins.items())),
         "label_counts": {name: labels.count(i) for i, name in enumerate(label_names)},
         "skipped_unknown_label": skipped,
+        "unknown_labels": dict(sorted(unknown.items())),
         "gold_overrides": overridden,
         "mean_weight": round(sum(weights) / len(weights), 4) if weights else None,
     }

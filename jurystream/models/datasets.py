@@ -61,9 +61,20 @@ class LabeledSet:
         """
         if n >= len(self):
             return self
+        return self.subset(self._sample_indices(n, seed, stratified))
+
+    def split_off(self, share: float, seed: int = 0) -> tuple[LabeledSet, LabeledSet]:
+        """(the rest, a stratified ``share`` held out): one labeled file made into train and
+        held-out sets, so metrics are not measured on the examples trained on."""
+        n = max(1, round(len(self) * share))
+        held = set(self._sample_indices(min(n, len(self) - 1), seed, stratified=True))
+        rest = [i for i in range(len(self)) if i not in held]
+        return self.subset(rest), self.subset(sorted(held))
+
+    def _sample_indices(self, n: int, seed: int, stratified: bool) -> list[int]:
         rng = random.Random(seed)
         if not stratified:
-            return self.subset(sorted(rng.sample(range(len(self)), n)))
+            return sorted(rng.sample(range(len(self)), n))
         by_label: dict[int, list[int]] = {}
         for i, y in enumerate(self.labels):
             by_label.setdefault(y, []).append(i)
@@ -79,7 +90,21 @@ class LabeledSet:
             del pool[:take]
         remaining = [i for pool in pools.values() for i in pool]
         chosen.extend(rng.sample(remaining, n - len(chosen)))
-        return self.subset(sorted(chosen))
+        return sorted(chosen)
+
+    def with_label_order(self, names: Sequence[str], what: str = "data") -> LabeledSet:
+        """The same examples with label ids into ``names``, the same label set in another order.
+
+        Raises ``LabelSetError`` when ``names`` is not the same set of label names.
+        """
+        from jurystream.models.labelsets import label_order
+
+        if tuple(names) == self.label_names:
+            return self
+        order = label_order(names, self.label_names, what)  # our id -> id in ``names``
+        return LabeledSet(
+            self.texts, tuple(order[y] for y in self.labels), tuple(names), self.source
+        )
 
     def summary(self) -> dict[str, Any]:
         """What a model was trained or evaluated on (kept in manifests and reports)."""

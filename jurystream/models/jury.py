@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from jurystream.models.juror import Juror
+from jurystream.models.labelsets import align_juror
 from jurystream.models.voting import POLICIES, Decision, Vote, confident, votes_of, weighted
 
 
@@ -25,13 +26,13 @@ class Jury:
     def __post_init__(self) -> None:
         if not self.jurors:
             raise ValueError("a jury needs at least one juror")
-        labels = self.jurors[0].labels
-        for juror in self.jurors[1:]:
-            if tuple(juror.labels) != tuple(labels):
-                raise ValueError(
-                    f"juror {juror.name} labels {list(juror.labels)} differ from "
-                    f"{self.jurors[0].name}'s {list(labels)}; all jurors must share one label set"
-                )
+        first = self.jurors[0]
+        # Jurors may list one label set in different orders; they vote in the first's order.
+        aligned = tuple(
+            align_juror(j, first.labels, f"juror {j.name} vs juror {first.name}")
+            for j in self.jurors
+        )
+        object.__setattr__(self, "jurors", aligned)
         if self.policy != "cascade" and self.policy not in POLICIES:
             known = ", ".join([*POLICIES, "cascade"])
             raise ValueError(f"unknown voting policy {self.policy!r}; choose one of {known}")
@@ -45,7 +46,11 @@ class Jury:
         return {j.name: j.version for j in self.jurors}
 
     def with_juror(self, juror: Juror) -> Jury:
-        """A new jury with ``juror`` replacing the one of the same name (or added)."""
+        """A new jury with ``juror`` replacing the one of the same name (or added).
+
+        The new juror answers in this jury's label order, whatever its own order.
+        """
+        juror = align_juror(juror, self.labels, f"juror {juror.name} vs the jury")
         if any(j.name == juror.name for j in self.jurors):
             jurors = [juror if j.name == juror.name else j for j in self.jurors]
         else:

@@ -61,6 +61,15 @@ class VersionInfo:
     created_at: str | None
     serving: bool
     metrics: dict[str, Any]
+    precision: str = ""  # "int8", or "fp32" with its slowdown when int8 missed the bar
+
+
+def _precision(extra: dict[str, Any]) -> str:
+    fallback = extra.get("fp32_fallback")
+    if isinstance(fallback, dict):
+        return f"fp32 ({fallback.get('slowdown')}x slower than int8)"
+    precision = str(extra.get("precision", ""))
+    return "int8" if precision.startswith("int8") else precision
 
 
 def _now() -> str:
@@ -198,10 +207,14 @@ class Registry:
                 try:
                     m = self.manifest(name, version)
                     parent, created, metrics = m.parent, m.created_at, m.extra.get("metrics", {})
+                    precision = _precision(m.extra)
                 except ModelLoadError:
                     parent, created, metrics = None, None, {"error": "unreadable manifest"}
+                    precision = ""
                 rows.append(
-                    VersionInfo(name, version, parent, created, version == serving, metrics)
+                    VersionInfo(
+                        name, version, parent, created, version == serving, metrics, precision
+                    )
                 )
         return rows
 

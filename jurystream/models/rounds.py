@@ -169,7 +169,11 @@ class RoundRunner:
             examples, manifest.labels, self.store.gold_labels(), trust, s.reliability_prior
         )
         if not data.texts:
-            raise ValueError("no usable training examples (labels outside the juror's label set)")
+            unknown = sorted(data.summary["unknown_labels"])
+            raise ValueError(
+                f"no usable training examples: their labels {unknown} are not in {name}'s "
+                f"label set {list(manifest.labels)} (labels are matched by name)"
+            )
         serving_metrics = evaluate_on(serving, holdout)
 
         def outcome(
@@ -229,7 +233,7 @@ class RoundRunner:
         s = self.settings
         target = work / name
         if manifest.kind == "onnx-sklearn":
-            from jurystream.models.sklearn_juror import build_sklearn_juror
+            from jurystream.models.sklearn_juror import DEFAULT_C, build_sklearn_juror
 
             hyper = manifest.extra.get("training") or {}
             return build_sklearn_juror(
@@ -242,6 +246,9 @@ class RoundRunner:
                 seed=int(hyper.get("seed", 0)),
                 bootstrap=bool(hyper.get("bootstrap", False)),
                 ngram_max=int(hyper.get("ngram_max", 2)),
+                c=float(hyper.get("c", DEFAULT_C)),
+                # Jurors from before class weighting was recorded were trained without it.
+                class_weight=hyper.get("class_weight"),
                 weights=data.weights,
             )
         from jurystream.exporters.onnx import export_transformer

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from jurystream.config import Settings
 from jurystream.stream.security import Kafka, client_kwargs
@@ -25,14 +25,27 @@ async def produce(
     topic: str,
     items: Iterable[tuple[bytes | None, bytes | None]],
     on_sent: Callable[[int], None] | None = None,
+    rate: float | None = None,
 ) -> int:
-    """Send (key, value) pairs and wait until the broker has acknowledged every one."""
+    """Send (key, value) pairs and wait until the broker has acknowledged every one.
+
+    ``on_sent(n)`` reports acknowledged messages as they come; ``rate`` (messages per second)
+    paces the sending, e.g. to replay a file at the speed it would arrive in production.
+    """
     producer = AIOKafkaProducer(**client_kwargs(kafka), linger_ms=5, acks="all")
     await producer.start()
     sent = 0
+    started = time.monotonic()
     try:
-        pending = []
+        pending: list[Any] = []
         for key, value in items:
+            delay = started + sent / rate - time.monotonic() if rate else 0.0
+            if delay > 0:
+                await asyncio.gather(*pending)  # acknowledged while we wait anyway
+                if on_sent and pending:
+                    on_sent(len(pending))
+                pending.clear()
+                await asyncio.sleep(delay)
             pending.append(await producer.send(topic, value=value, key=key))
             sent += 1
             if len(pending) >= 500:
@@ -119,3 +132,109 @@ def group_consumer(
     return AIOKafkaConsumer(
         *topics, **client_kwargs(kafka), group_id=group_id, **{**defaults, **options}
     )
+
+
+def _json_value(raw: bytes | None) -> dict[str, Any] | None:
+    """A record's value as a JSON object, or None (tools that read topics skip the rest)."""
+    try:
+        value = json.loads(raw or b"null")
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+async def read_to_end(kafka: Kafka, topics: list[str], timeout_s: float = 60.0) -> list[Record]:
+    """Every record now in ``topics`` (no consumer group). Values that are not JSON objects
+    are skipped (posts may hold malformed input).
+
+    The end is where fetches come back empty and every partition's position has reached the
+    high watermark its last fetch reported: Tansu's ListOffsets answers 1 for any non-empty
+    partition, so the end offsets cannot be asked for up front.
+    """
+    consumer = AIOKafkaConsumer(
+        **client_kwargs(kafka),
+        group_id=None,
+        enable_auto_commit=False,
+        fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
+    )
+    await consumer.start()
+    out: list[Record] = []
+    try:
+        await consumer.topics()  # loads the metadata partitions_for_topic reads
+        partitions = [
+            TopicPartition(topic, p)
+            for topic in topics
+            for p in sorted(consumer.partitions_for_topic(topic) or ())
+        ]
+        if not partitions:
+            return out
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        deadline = time.monotonic() + timeout_s
+        empty = 0
+        while time.monotonic() < deadline:
+            batches = await consumer.getmany(timeout_ms=300, max_records=5000)
+            for tp, messages in batches.items():
+                for m in messages:
+                    value = _json_value(m.value)
+                    if value is None:
+                        continue
+                    key = m.key.decode("utf-8", "replace") if m.key is not None else None
+                    out.append(Record(tp.topic, key, value, tp.partition, m.offset))
+            empty = 0 if batches else empty + 1
+            if empty >= 2 and await _caught_up(consumer, partitions):
+                break
+    finally:
+        await consumer.stop()
+    return out
+
+
+async def _caught_up(consumer: AIOKafkaConsumer, partitions: list[TopicPartition]) -> bool:
+    for tp in partitions:
+        highwater = consumer.highwater(tp)
+        if highwater is not None and await consumer.position(tp) < highwater:
+            return False
+    return True
+
+
+async def follow(
+    kafka: Kafka,
+    topics: list[str],
+    on_record: Callable[[Record], None],
+    *,
+    from_beginning: bool = False,
+    limit: int | None = None,
+    idle_s: float | None = None,
+) -> int:
+    """Call ``on_record`` for each record of ``topics`` as it arrives (no consumer group);
+    stops after ``limit`` records or ``idle_s`` seconds without one. Returns how many came."""
+    consumer = AIOKafkaConsumer(
+        *topics,
+        **client_kwargs(kafka),
+        group_id=None,
+        auto_offset_reset="earliest" if from_beginning else "latest",
+        enable_auto_commit=False,
+        fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
+    )
+    await consumer.start()
+    seen = 0
+    last = time.monotonic()
+    try:
+        while limit is None or seen < limit:
+            if idle_s is not None and time.monotonic() - last > idle_s:
+                break
+            batches = await consumer.getmany(timeout_ms=200, max_records=500)
+            for tp, messages in batches.items():
+                for m in messages:
+                    value = _json_value(m.value)
+                    if value is None:
+                        continue
+                    key = m.key.decode("utf-8", "replace") if m.key is not None else None
+                    on_record(Record(tp.topic, key, value, tp.partition, m.offset))
+                    seen += 1
+                    last = time.monotonic()
+                    if limit is not None and seen >= limit:
+                        return seen
+    finally:
+        await consumer.stop()
+    return seen

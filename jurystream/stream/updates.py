@@ -34,6 +34,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from jurystream.config import Settings
 from jurystream.exporters.metrics import Metrics
 from jurystream.models.juror import MANIFEST, Juror, ModelLoadError, load_juror, sha256_file
+from jurystream.models.labelsets import align_juror
 from jurystream.models.registry import Registry, RegistryError
 from jurystream.stream import records
 from jurystream.stream.security import Kafka, client_kwargs
@@ -284,11 +285,8 @@ class ModelUpdateFollower:
             return False
         try:
             juror = await asyncio.to_thread(load_update, update, self.threads)
-            if tuple(juror.labels) != self.labels:
-                raise ModelLoadError(
-                    f"{update.name} v{update.version} labels {list(juror.labels)} differ from "
-                    f"the jury's {list(self.labels)}"
-                )
+            # Matched by name: the same labels in another order serve; other names do not.
+            juror = align_juror(juror, self.labels, f"{update.name} v{update.version} vs the jury")
         except Exception as exc:
             # The old version keeps serving: a bad announcement must never stop labeling.
             log.error(
