@@ -8,9 +8,11 @@ dashboard is what the generator produces, and promtool accepts (and unit-tests) 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,8 @@ from jurystream.cli import app
 from jurystream.config import Settings
 from jurystream.exporters import dashboard
 from jurystream.exporters.metrics import Metrics
+from jurystream.models.reviewer.chain import build_chain
+from jurystream.models.reviewer.openai_backend import OpenAIBackend
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -279,7 +283,13 @@ def k8s_docs() -> list[dict[str, Any]]:
         assert path.is_file(), resource
         docs += load_yaml(path)
     listed = {DEPLOY / "k8s" / r for r in kustomization["resources"]}
-    unlisted = set((DEPLOY / "k8s").glob("*.yaml")) - listed - {DEPLOY / "k8s/kustomization.yaml"}
+    examples = set((DEPLOY / "k8s").glob("*.example.yaml"))  # applied by hand, never by -k
+    unlisted = (
+        set((DEPLOY / "k8s").glob("*.yaml"))
+        - listed
+        - examples
+        - {DEPLOY / "k8s/kustomization.yaml"}
+    )
     assert not unlisted, f"not in kustomization.yaml: {unlisted}"
     return docs
 
@@ -290,7 +300,8 @@ def test_k8s_deployment_per_role_with_config_secret_and_metrics_port() -> None:
     for doc in docs:
         by_kind.setdefault(doc["kind"], {})[doc["metadata"]["name"]] = doc
     config = by_kind["ConfigMap"]["jurystream-config"]["data"]
-    assert "jurystream-secrets" in by_kind["Secret"]
+    # The Secret is created out of band: `kubectl apply -k` must never overwrite the real key.
+    assert "Secret" not in by_kind
     for key in config:
         if key.startswith("JURYSTREAM_"):
             assert setting_exists(key), key
@@ -305,7 +316,10 @@ def test_k8s_deployment_per_role_with_config_secret_and_metrics_port() -> None:
         assert container["args"][0] in commands, name
         refs = {next(iter(ref.values()))["name"] for ref in container["envFrom"]}
         assert "jurystream-config" in refs
-        assert refs <= set(by_kind["ConfigMap"]) | set(by_kind["Secret"])
+        for ref in container["envFrom"]:
+            if "secretRef" in ref:  # out of band, so optional: key-less tiers start without it
+                assert ref["secretRef"] == {"name": "jurystream-secrets", "optional": True}
+        assert refs <= set(by_kind["ConfigMap"]) | {"jurystream-secrets"}
         port = str(container["ports"][0]["containerPort"])
         assert port == config["JURYSTREAM_METRICS__PORT"]
         annotations = deployment["spec"]["template"]["metadata"]["annotations"]
@@ -354,3 +368,139 @@ def test_serving_image_has_no_torch_and_trainer_image_does() -> None:
     trainer = text.split("AS trainer", 1)[1]
     assert "torch" not in serving.replace("import torch", "").replace("torch leaked", "")
     assert "pip install ." in serving and '".[train]"' in trainer and "torch==" in trainer
+
+
+# --- the reviewer starts as the container would ---
+#
+# No Docker engine here: compose's interpolation and environment rules are applied by hand (the
+# subset the file uses), the image's ENV is read from the Dockerfile, and the result is loaded
+# into Settings and the reviewer chain exactly as `jurystream reviewer` does at start.
+
+INTERPOLATION = re.compile(
+    r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}"
+)
+
+
+class ComposeError(ValueError):
+    """What `docker compose` itself would refuse, before any container starts."""
+
+
+def interpolate(value: Any, shell: Mapping[str, str]) -> Any:
+    """Compose's ${VAR}, ${VAR:-default}, ${VAR-default}, ${VAR:?error}, $$ over a document."""
+    if isinstance(value, dict):
+        return {k: interpolate(v, shell) for k, v in value.items()}
+    if isinstance(value, list):
+        return [interpolate(v, shell) for v in value]
+    if not isinstance(value, str):
+        return value
+
+    def substitute(match: re.Match[str]) -> str:
+        name, op, arg = match["name"], match["op"], match["arg"]
+        current = shell.get(name)
+        missing = not current if op and op.startswith(":") else current is None
+        if op in (":?", "?") and missing:
+            raise ComposeError(f"required variable {name} is missing a value: {arg}")
+        if op in (":-", "-") and missing:
+            return str(arg)
+        return current or ""
+
+    return INTERPOLATION.sub(substitute, value.replace("$$", "\0")).replace("\0", "$")
+
+
+def image_env() -> dict[str, str]:
+    """The ENV the Dockerfile's base stage sets (every image inherits it)."""
+    text = (DEPLOY / "Dockerfile").read_text().replace("\\\n", " ")
+    env: dict[str, str] = {}
+    for line in re.findall(r"^ENV (.+)$", text, re.MULTILINE):
+        env.update(dict(pair.split("=", 1) for pair in line.split()))
+    return env
+
+
+def compose_env(service: str, shell: Mapping[str, str]) -> dict[str, str]:
+    """The container's environment: image ENV, then the service's, a bare key passed through
+    from the shell only when set there (compose leaves it out otherwise)."""
+    resolved = interpolate(compose(), shell)
+    env = image_env()
+    for key, value in resolved["services"][service]["environment"].items():
+        if value is None:
+            if key in shell:
+                env[key] = shell[key]
+        else:
+            env[key] = str(value)
+    return env
+
+
+def k8s_env(secret: Mapping[str, str]) -> dict[str, str]:
+    """A pod's environment: image ENV, the ConfigMap, then the (optional) Secret."""
+    config = next(d for d in k8s_docs() if d["kind"] == "ConfigMap")["data"]
+    return {**image_env(), **{k: str(v) for k, v in config.items()}, **secret}
+
+
+def start_reviewer(
+    env: Mapping[str, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> list[Any]:
+    """Settings from exactly ``env`` (nothing inherited), then the chain the role builds."""
+    for key in list(os.environ):
+        if key.startswith("JURYSTREAM_") or key == "OPENAI_API_KEY":
+            monkeypatch.delenv(key)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.chdir(tmp_path)  # no jurystream.toml
+    settings = Settings()
+    return build_chain(settings.reviewer, Metrics("reviewer")).tiers
+
+
+def test_compose_config_resolves_with_an_empty_shell() -> None:
+    resolved = interpolate(compose(), {})
+    assert resolved["services"]["reviewer"]["command"] == ["reviewer"]
+    with pytest.raises(ComposeError):  # the check itself can fail
+        interpolate({"x": "${OPENAI_API_KEY:?set it}"}, {})
+
+
+def test_every_compose_role_loads_its_settings(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    for role in ("worker", "reviewer", "monitor", "trainer"):
+        with monkeypatch.context() as m:
+            for key in list(os.environ):
+                if key.startswith("JURYSTREAM_"):
+                    m.delenv(key)
+            for key, value in compose_env(role, {}).items():
+                m.setenv(key, value)
+            m.chdir(tmp_path)
+            assert Settings().metrics.port == 9100, role
+
+
+def test_compose_reviewer_starts_without_a_key(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    env = compose_env("reviewer", {})
+    assert "OPENAI_API_KEY" not in env and "JURYSTREAM_REVIEWER__BASE_URL" not in env
+    (tier,) = start_reviewer(env, monkeypatch, tmp_path)
+    assert tier.name.startswith("simulated")
+    assert tier.labels == ("not-offensive", "offensive")
+
+
+def test_compose_reviewer_starts_on_an_llm_when_the_shell_asks(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    shell = {"JURYSTREAM_REVIEWER__CHAIN": '["openai"]', "OPENAI_API_KEY": "sk-test"}
+    (tier,) = start_reviewer(compose_env("reviewer", shell), monkeypatch, tmp_path)
+    assert isinstance(tier, OpenAIBackend)
+    assert tier.settings.base_url is None  # unset, not '': the official endpoint
+    assert tier.labels == ("not-offensive", "offensive")
+    assert tier.settings.budget_per_hour_usd == 5
+    shell["JURYSTREAM_REVIEWER__BASE_URL"] = "http://llm.internal/v1"
+    (tier,) = start_reviewer(compose_env("reviewer", shell), monkeypatch, tmp_path)
+    assert tier.settings.base_url == "http://llm.internal/v1"
+
+
+def test_k8s_reviewer_starts_with_and_without_the_secret(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    (tier,) = start_reviewer(k8s_env({}), monkeypatch, tmp_path)
+    assert tier.name.startswith("simulated")
+    env = {**k8s_env({"OPENAI_API_KEY": "sk-test"}), "JURYSTREAM_REVIEWER__CHAIN": '["openai"]'}
+    (tier,) = start_reviewer(env, monkeypatch, tmp_path)
+    assert isinstance(tier, OpenAIBackend)
+    assert tier.labels == ("not-offensive", "offensive")
