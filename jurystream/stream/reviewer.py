@@ -38,6 +38,7 @@ from jurystream.stream.lifecycle import run_until_signalled
 from jurystream.stream.offsets import OffsetTracker
 from jurystream.stream.quarantine import AttemptLedger
 from jurystream.stream.security import Kafka, client_kwargs, kafka_connection
+from jurystream.stream.spend import SharedSpend
 from jurystream.stream.strict_json import StrictJSONError, loads_object
 
 log = logging.getLogger(__name__)
@@ -310,12 +311,24 @@ async def serve(settings: Settings, kafka: Kafka, stop: asyncio.Event) -> None:
     )
     metrics = Metrics("reviewer")
     metrics.serve(settings.metrics.port, settings.metrics.host)
-    chain = build_chain(settings.reviewer, metrics)
-    log.warning("reviewer: chain %s", [tier.name for tier in chain.tiers])
+    review = settings.reviewer
+    spend: SharedSpend | None = None
+    if "openai" in review.chain and (
+        review.budget_per_hour_usd is not None or review.budget_per_day_usd is not None
+    ):
+        spend = SharedSpend(settings, kafka)  # the budget holds for all replicas together
     try:
-        await ReviewerRole(settings, kafka, chain, metrics).run(stop)
+        if spend is not None:
+            await spend.start()
+        chain = build_chain(review, metrics, spend)
+        log.warning("reviewer: chain %s", [tier.name for tier in chain.tiers])
+        try:
+            await ReviewerRole(settings, kafka, chain, metrics).run(stop)
+        finally:
+            await chain.close()
     finally:
-        await chain.close()
+        if spend is not None:
+            await spend.close()
 
 
 def run_reviewer(settings: Settings) -> int:
