@@ -243,6 +243,11 @@ def test_compose_has_kafka_kraft_prometheus_grafana_and_every_role() -> None:
     commands = cli_commands()
     roles = {n: s for n, s in services.items() if str(s.get("image", "")).startswith("jurystream")}
     assert {"worker", "reviewer", "monitor", "trainer"} <= set(roles)
+    one_shot = roles.pop("bootstrap")
+    (script,) = one_shot["command"]
+    for invocation in re.findall(r"jurystream (\S+) (\S+)", script):
+        assert invocation == ("models", "show") or invocation == ("models", "bootstrap")
+        assert invocation[1] in models_commands()
     for name, service in roles.items():
         assert service["command"][0] in commands, f"{name}: no `jurystream {service['command'][0]}`"
         env = service["environment"]
@@ -504,3 +509,123 @@ def test_k8s_reviewer_starts_with_and_without_the_secret(
     (tier,) = start_reviewer(env, monkeypatch, tmp_path)
     assert isinstance(tier, OpenAIBackend)
     assert tier.labels == ("not-offensive", "offensive")
+
+
+# --- Kubernetes: durable state, bootstrap, hygiene ---
+
+
+def by_kind() -> dict[str, dict[str, dict[str, Any]]]:
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for doc in k8s_docs():
+        out.setdefault(doc["kind"], {})[doc["metadata"]["name"]] = doc
+    return out
+
+
+def pod_specs() -> dict[str, dict[str, Any]]:
+    kinds = by_kind()
+    workloads = {**kinds["Deployment"], **kinds["Job"]}
+    return {name: w["spec"]["template"]["spec"] for name, w in workloads.items()}
+
+
+def test_every_pod_meets_the_restricted_profile() -> None:
+    for name, spec in pod_specs().items():
+        pod = spec["securityContext"]
+        assert pod["runAsNonRoot"] is True and pod["runAsUser"] != 0, name
+        assert pod["fsGroup"] == pod["runAsGroup"] == 10001, name
+        assert pod["seccompProfile"] == {"type": "RuntimeDefault"}, name
+        mounted = {m["name"] for c in spec["containers"] for m in c["volumeMounts"]}
+        volumes = {v["name"]: v for v in spec["volumes"]}
+        for container in spec["containers"]:
+            sc = container["securityContext"]
+            assert sc["allowPrivilegeEscalation"] is False, name
+            assert sc["readOnlyRootFilesystem"] is True, name
+            assert sc["capabilities"] == {"drop": ["ALL"]}, name
+            paths = {m["mountPath"] for m in container["volumeMounts"]}
+            assert {"/tmp", "/data"} <= paths, (
+                f"{name}: a read-only root needs writable /tmp, /data"
+            )
+        assert mounted == set(volumes), name
+
+
+def test_keda_owns_the_replica_count_and_scale_down_is_slowed() -> None:
+    kinds = by_kind()
+    for scaled in kinds["ScaledObject"].values():
+        spec = scaled["spec"]
+        target = kinds["Deployment"][spec["scaleTargetRef"]["name"]]
+        assert "replicas" not in target["spec"], target["metadata"]["name"]
+        if spec["minReplicaCount"] > 0:  # cooldownPeriod only applies to scaling to zero
+            assert "cooldownPeriod" not in spec
+            behavior = spec["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]
+            assert behavior["scaleDown"]["stabilizationWindowSeconds"] >= 60
+        else:
+            assert spec["cooldownPeriod"] >= 60
+        for trigger in spec["triggers"]:
+            assert trigger["metadata"]["offsetResetPolicy"] == "earliest"
+    assert "jurystream-kafka" in kinds["TriggerAuthentication"]
+
+
+def test_a_service_and_a_disruption_budget_per_role() -> None:
+    kinds = by_kind()
+    for name, deployment in kinds["Deployment"].items():
+        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        service = kinds["Service"][name]
+        assert service["spec"]["selector"].items() <= labels.items()
+        assert service["spec"]["ports"][0]["targetPort"] == "metrics"
+        pdb = kinds["PodDisruptionBudget"][name]
+        assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
+
+
+def test_trainer_state_survives_restarts_on_its_own_volume() -> None:
+    kinds = by_kind()
+    trainer = kinds["Deployment"]["jurystream-trainer"]
+    assert trainer["spec"]["strategy"]["type"] == "Recreate"
+    spec = trainer["spec"]["template"]["spec"]
+    (container,) = spec["containers"]
+    data = next(m for m in container["volumeMounts"] if m["mountPath"] == "/data")
+    volume = next(v for v in spec["volumes"] if v["name"] == data["name"])
+    claim = kinds["PersistentVolumeClaim"][volume["persistentVolumeClaim"]["claimName"]]
+    assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
+    assert "storageClassName" not in claim["spec"]  # the cluster default, documented
+    config = kinds["ConfigMap"]["jurystream-config"]["data"]
+    assert config["JURYSTREAM_DATA_DIR"] == "/data"  # where the trainer's SQLite store lives
+    root = config["JURYSTREAM_DATA_ROOT"]
+    for key in ("JURYSTREAM_TRAINER__SEED_DATA", "JURYSTREAM_TRAINER__GOLD_DATA"):
+        assert config[key].startswith(root + "/"), key
+
+
+def test_bootstrap_job_registers_the_jurors_the_workers_serve() -> None:
+    kinds = by_kind()
+    job = kinds["Job"]["jurystream-bootstrap"]["spec"]["template"]["spec"]
+    (container,) = job["containers"]
+    args = container["args"]
+    assert args[:2] == ["models", "bootstrap"] and "bootstrap" in models_commands()
+    count = int(args[args.index("--jurors") + 1])
+    prefix = args[args.index("--prefix") + 1]
+    config = kinds["ConfigMap"]["jurystream-config"]["data"]
+    jurors = json.loads(config["JURYSTREAM_JURY__JURORS"])
+    assert jurors and set(jurors) <= {f"{prefix}-{i}" for i in range(1, count + 1)} | {"tfidf"}
+    assert not any("/" in j for j in jurors), "workers serve registry names, not directories"
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    assert config["JURYSTREAM_REGISTRY"].startswith("/models/")
+    assert not mounts["/models"].get("readOnly", False)  # it writes the registry
+
+
+def models_commands() -> set[str]:
+    group = typer.main.get_command(app)
+    return set(group.commands["models"].commands)  # type: ignore[attr-defined]
+
+
+def test_pod_monitor_job_names_match_compose() -> None:
+    (monitor,) = load_yaml(DEPLOY / "k8s/monitoring/podmonitor.yaml")
+    (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
+    (relabel,) = endpoint["relabelings"]
+    assert relabel["targetLabel"] == "job"
+    assert relabel["sourceLabels"] == ["__meta_kubernetes_pod_label_app_kubernetes_io_name"]
+    # So job = the pods' app.kubernetes.io/name = jurystream-<role>, as compose's scrape jobs.
+    names = {
+        d["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/name"]
+        for d in by_kind()["Deployment"].values()
+    }
+    scrape = load_yaml(DEPLOY / "prometheus/prometheus.yml")[0]["scrape_configs"]
+    assert names == {job["job_name"] for job in scrape}
+    assert monitor["spec"]["selector"]["matchLabels"] == {"app.kubernetes.io/part-of": "jurystream"}
