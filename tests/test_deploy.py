@@ -627,3 +627,18 @@ def test_pod_monitor_job_names_match_compose() -> None:
     scrape = load_yaml(DEPLOY / "prometheus/prometheus.yml")[0]["scrape_configs"]
     assert names == {job["job_name"] for job in scrape}
     assert monitor["spec"]["selector"]["matchLabels"] == {"app.kubernetes.io/part-of": "jurystream"}
+
+
+def test_probes_use_honest_health_and_every_role_has_an_absent_alert() -> None:
+    kinds = by_kind()
+    rules = load_yaml(ALERTS)[0]["groups"][0]["rules"]
+    absent = {r["labels"].get("role"): r["expr"] for r in rules if "absent(" in r["expr"]}
+    for name, deployment in kinds["Deployment"].items():
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        assert container["livenessProbe"]["httpGet"]["path"] == "/livez", name
+        assert container["startupProbe"]["httpGet"]["path"] == "/livez", name
+        assert container["readinessProbe"]["httpGet"]["path"] == "/readyz", name
+        role = deployment["metadata"]["labels"]["app.kubernetes.io/component"]
+        assert absent[role] == f'absent(up{{job="{name}"}} == 1)', role
+    for scaled in kinds["ScaledObject"].values():  # scaled to zero would read as absent
+        assert scaled["spec"]["minReplicaCount"] >= 1

@@ -121,6 +121,7 @@ class ReviewerRole:
                     )
                 await self._settle(consumer)
                 self.metrics.review_cases.labels("in_flight").set(len(self._cases))
+                self.metrics.health.consuming(len(consumer.assignment()))
             if self._cases:
                 await asyncio.wait(list(self._cases), timeout=SHUTDOWN_GRACE_S)
                 await self._settle(consumer)
@@ -323,7 +324,8 @@ async def serve(settings: Settings, kafka: Kafka, stop: asyncio.Event) -> None:
         chain = build_chain(review, metrics, spend)
         log.warning("reviewer: chain %s", [tier.name for tier in chain.tiers])
         try:
-            await ReviewerRole(settings, kafka, chain, metrics).run(stop)
+            async with metrics.health.heartbeat():
+                await ReviewerRole(settings, kafka, chain, metrics).run(stop)
         finally:
             await chain.close()
     finally:

@@ -22,6 +22,7 @@ import faust
 from faust.types import EventT
 
 from jurystream.config import Settings
+from jurystream.exporters.health import HEARTBEAT_S
 from jurystream.exporters.metrics import Metrics
 from jurystream.models.juror import Juror, trim_heap
 from jurystream.models.jury import Jury
@@ -312,6 +313,12 @@ def build_worker_app(
     follower = ModelUpdateFollower(
         settings, kafka, jury.versions, jury.labels, worker.swap, metrics, worker.set_threshold
     )
+
+    @app.timer(HEARTBEAT_S)
+    async def health() -> None:
+        """Runs in faust's event loop: /livez fails when that loop hangs (exporters/health)."""
+        metrics.health.beat()
+        metrics.health.consuming(len(app.consumer.assignment()))
 
     @app.task
     async def follow_model_updates() -> None:
