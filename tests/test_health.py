@@ -7,6 +7,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 from jurystream.exporters.health import Health, beating
 from jurystream.exporters.metrics import Metrics
@@ -93,3 +94,17 @@ def test_a_reviewer_process_is_live_then_ready_once_assigned(roles: RoleGroup) -
     status, body = wait_for(port, "/readyz", 200, 60)
     assert status == 200 and "partitions" in body, roles.logs()
     assert role.alive
+
+
+def test_a_worker_process_beats_from_faust_and_is_ready_once_assigned(
+    roles: RoleGroup, sklearn_jurors: list[Path]
+) -> None:
+    port = free_port()
+    roles.start(
+        "worker",
+        *[a for j in sklearn_jurors for a in ("--juror", str(j))],
+        env={"JURYSTREAM_METRICS__PORT": str(port), "JURYSTREAM_METRICS__HOST": "127.0.0.1"},
+    )
+    assert wait_for(port, "/livez", 200, 60)[0] == 200, roles.logs()
+    status, body = wait_for(port, "/readyz", 200, 60)
+    assert status == 200 and "partitions" in body, roles.logs()
