@@ -711,3 +711,16 @@ def test_probes_use_honest_health_and_every_role_has_an_absent_alert() -> None:
         assert absent[role] == f'absent(up{{job="{name}"}} == 1)', role
     for scaled in kinds["ScaledObject"].values():  # scaled to zero would read as absent
         assert scaled["spec"]["minReplicaCount"] >= 1
+
+
+def test_prometheus_rule_is_alerts_yml() -> None:
+    (rule,) = load_yaml(DEPLOY / "k8s/monitoring/prometheusrule.yaml")
+    assert rule["kind"] == "PrometheusRule"
+    assert rule["spec"]["groups"] == load_yaml(ALERTS)[0]["groups"], (
+        "deploy/k8s/monitoring/prometheusrule.yaml is stale: python tools/prometheusrule.py "
+        "> deploy/k8s/monitoring/prometheusrule.yaml"
+    )
+    listed = load_yaml(DEPLOY / "k8s/monitoring/kustomization.yaml")[0]["resources"]
+    assert set(listed) == {p.name for p in (DEPLOY / "k8s/monitoring").glob("*.yaml")} - {
+        "kustomization.yaml"
+    }
