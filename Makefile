@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export JURYSTREAM_DATA_ROOT ?= $(SHARED)/data
 
-.PHONY: install demo test test-fast lint bench clean prometheus constraints
+.PHONY: install demo test test-fast lint bench clean prometheus constraints checkov
 
 $(BIN)/jurystream: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,7 +41,17 @@ prometheus:
 	  fi; \
 	fi
 
-test: prometheus lint
+# checkov (the IaC scanner) in a venv of its own: its pins would fight the project's.
+TOOLS := .tools
+$(TOOLS)/bin/checkov:
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install -q checkov==3.3.30
+
+# The Dockerfile and the Kubernetes manifests; deploy/.checkov.yaml says why a check is skipped.
+checkov: $(TOOLS)/bin/checkov
+	$(TOOLS)/bin/checkov -d deploy --config-file deploy/.checkov.yaml
+
+test: prometheus lint checkov
 	$(BIN)/pytest -ra $(PYTEST_ARGS)
 
 test-fast: install prometheus
@@ -56,4 +66,4 @@ bench: install
 	$(BIN)/jurystream bench perf
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info
+	rm -rf $(VENV) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache build *.egg-info
