@@ -724,3 +724,25 @@ def test_prometheus_rule_is_alerts_yml() -> None:
     assert set(listed) == {p.name for p in (DEPLOY / "k8s/monitoring").glob("*.yaml")} - {
         "kustomization.yaml"
     }
+
+
+COUNTER = re.compile(r"\bjurystream_[a-z0-9_]+_(?:total|sum|count|bucket)\b")
+THROUGH_RATE = re.compile(
+    r"\b(?:rate|increase|irate)\(\s*(jurystream_[a-z0-9_]+_(?:total|sum|count|bucket))\b"
+)
+
+
+def test_dashboard_counters_go_through_rate_and_units_fit() -> None:
+    """A raw counter drops to zero at every restart; a 0/1 flag plotted in USD misleads."""
+    for target in dashboard.targets():
+        counters = COUNTER.findall(target.expr)
+        assert counters == THROUGH_RATE.findall(target.expr), target.expr
+    for panel in json.loads(DASHBOARD.read_text())["panels"]:
+        if panel["type"] == "row":
+            continue
+        unit = panel["fieldConfig"]["defaults"]["unit"]
+        for target in panel["targets"]:
+            names = metric_names(target["expr"])
+            if unit == "currencyUSD":
+                assert any("usd" in n for n in names), (panel["title"], names)
+            assert not any(n.endswith("_exhausted") for n in names) or unit == "short"
