@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export JURYSTREAM_DATA_ROOT ?= $(SHARED)/data
 
-.PHONY: install demo test test-fast lint bench clean prometheus constraints checkov
+.PHONY: install demo test test-fast lint bench clean prometheus constraints checkov compose-schema
 
 $(BIN)/jurystream: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,17 +41,23 @@ prometheus:
 	  fi; \
 	fi
 
-# checkov (the IaC scanner) in a venv of its own: its pins would fight the project's.
+# checkov (the IaC scanner) in a venv of its own: its pins would fight the project's. The
+# docker-compose 1.29.2 wheel, without its dependencies, only for its Compose JSON schema.
 TOOLS := .tools
 $(TOOLS)/bin/checkov:
 	$(PYTHON) -m venv $(TOOLS)
 	$(TOOLS)/bin/pip install -q checkov==3.3.30
+	$(TOOLS)/bin/pip install -q --no-deps docker-compose==1.29.2
 
 # The Dockerfile and the Kubernetes manifests; deploy/.checkov.yaml says why a check is skipped.
 checkov: $(TOOLS)/bin/checkov
 	$(TOOLS)/bin/checkov -d deploy --config-file deploy/.checkov.yaml
 
-test: prometheus lint checkov
+# No Docker here (`docker compose config` where there is): the file against the Compose schema.
+compose-schema: $(TOOLS)/bin/checkov
+	$(TOOLS)/bin/python tools/check_compose.py
+
+test: prometheus lint checkov compose-schema
 	$(BIN)/pytest -ra $(PYTEST_ARGS)
 
 test-fast: install prometheus
