@@ -9,6 +9,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 from jurystream.exporters.health import Health, beating
 from jurystream.exporters.metrics import Metrics
 from jurystream.stream.broker import free_port
@@ -80,10 +82,11 @@ def test_a_hung_event_loop_fails_livez_within_seconds() -> None:
         thread.join()
 
 
-def test_a_reviewer_process_is_live_then_ready_once_assigned(roles: RoleGroup) -> None:
+@pytest.mark.parametrize("role_name", ["reviewer", "monitor"])
+def test_a_role_process_is_live_then_ready_once_assigned(roles: RoleGroup, role_name: str) -> None:
     port = free_port()
     role = roles.start(
-        "reviewer",
+        role_name,
         env={
             "JURYSTREAM_METRICS__PORT": str(port),
             "JURYSTREAM_METRICS__HOST": "127.0.0.1",
