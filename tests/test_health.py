@@ -111,3 +111,5 @@ def test_a_worker_process_beats_from_faust_and_is_ready_once_assigned(
     assert wait_for(port, "/livez", 200, 60)[0] == 200, roles.logs()
     status, body = wait_for(port, "/readyz", 200, 60)
     assert status == 200 and "partitions" in body, roles.logs()
+    # faust's own directory is under data_dir: the image's working directory is read-only.
+    assert (roles.workdir / "var" / "faust").is_dir()

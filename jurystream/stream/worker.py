@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 def create_faust_app(settings: Settings, kafka: Kafka, name: str | None = None) -> faust.App:
     """A faust app tuned for at-least-once on any Kafka, Tansu included."""
     connection = as_connection(kafka)
+    faust_dir = settings.data_dir / "faust"
+    faust_dir.mkdir(parents=True, exist_ok=True)  # faust creates only the last level
     return faust.App(
         name or settings.app_id,
         broker=f"jurykafka://{connection.bootstrap}",  # aiokafka, short fetch wait: transport.py
@@ -50,6 +52,9 @@ def create_faust_app(settings: Settings, kafka: Kafka, name: str | None = None) 
         value_serializer="raw",
         web_enabled=False,
         store="memory://",
+        # faust creates its data directory even with a memory store; by default in the working
+        # directory, which is read-only in the images (restricted pods): under data_dir instead.
+        datadir=str(faust_dir / (name or settings.app_id)),
         topic_partitions=settings.topics.partitions,
         topic_allow_declare=False,  # topics are created by ensure_topics with our partition count
         topic_disable_leader=True,
