@@ -7,14 +7,14 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export JURYSTREAM_DATA_ROOT ?= $(SHARED)/data
 
-.PHONY: install demo test test-fast lint bench clean prometheus
+.PHONY: install demo test test-fast lint bench clean prometheus constraints checkov compose-schema
 
 $(BIN)/jurystream: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	# torch first, pinned, so nothing pulls a CUDA build (the CPU wheel lies on disk here)
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[train,dev]'
+	$(BIN)/pip install -q -e '.[train,local,dev]'
 	touch $(BIN)/jurystream
 
 install: $(BIN)/jurystream
@@ -41,14 +41,35 @@ prometheus:
 	  fi; \
 	fi
 
-test: prometheus lint
+# checkov (the IaC scanner) in a venv of its own: its pins would fight the project's. The
+# docker-compose 1.29.2 wheel, without its dependencies, only for its Compose JSON schema.
+TOOLS := .tools
+$(TOOLS)/bin/checkov:
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install -q checkov==3.3.30
+	$(TOOLS)/bin/pip install -q --no-deps docker-compose==1.29.2
+
+# The Dockerfile and the Kubernetes manifests; deploy/.checkov.yaml says why a check is skipped.
+checkov: $(TOOLS)/bin/checkov
+	$(TOOLS)/bin/checkov -d deploy --config-file deploy/.checkov.yaml
+
+# No Docker here (`docker compose config` where there is): the file against the Compose schema.
+compose-schema: $(TOOLS)/bin/checkov
+	$(TOOLS)/bin/python tools/check_compose.py
+
+test: prometheus lint checkov compose-schema
 	$(BIN)/pytest -ra $(PYTEST_ARGS)
 
 test-fast: install prometheus
 	$(BIN)/pytest -ra -m 'not slow' $(PYTEST_ARGS)
 
+# Pins for the images (deploy/Dockerfile), from this venv: what the tests ran against.
+constraints: install
+	$(BIN)/python tools/lock_constraints.py serving > deploy/constraints-serving.txt
+	$(BIN)/python tools/lock_constraints.py trainer > deploy/constraints-trainer.txt
+
 bench: install
 	$(BIN)/jurystream bench perf
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info
+	rm -rf $(VENV) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

@@ -80,6 +80,8 @@ class TopicSettings(_Section):
     feedback: str = "feedback"
     dead_letters: str = "dead-letters"
     model_updates: str = "model-updates"
+    # Reviewer spend, one compacted record per replica: the budget all replicas share.
+    spend: str = "spend"
 
     def name(self, topic: str) -> str:
         """Full topic name (prefix + base name) for a field such as ``"posts"``."""

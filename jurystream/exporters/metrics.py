@@ -17,10 +17,15 @@ needed between processes. That rule shapes what is exported:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, make_server
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
+from prometheus_client.exposition import ThreadingWSGIServer
 
+from jurystream.exporters.health import Health
 from jurystream.models.audit import AuditEstimate
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -43,6 +48,7 @@ class Metrics:
     def __init__(self, role: str, registry: CollectorRegistry | None = None) -> None:
         self.role = role
         self.registry = registry or CollectorRegistry()
+        self.health = Health()  # /livez and /readyz, served next to /metrics
         r = self.registry
         self.role_info = Gauge(
             "jurystream_role_info", "1 per running process of a role", ["role"], registry=r
@@ -280,9 +286,31 @@ class Metrics:
         self._lag_keys: dict[str, set[tuple[str, str]]] = {}
 
     def serve(self, port: int, host: str = "0.0.0.0") -> None:
-        """Expose /metrics over HTTP; port 0 means no endpoint."""
+        """Expose /metrics, /livez and /readyz over HTTP; port 0 means no endpoint."""
         if port:
-            start_http_server(port, addr=host, registry=self.registry)
+            server = make_server(
+                host,
+                port,
+                self.wsgi_app(),
+                ThreadingWSGIServer,
+                handler_class=_QuietHandler,
+            )
+            threading.Thread(target=server.serve_forever, daemon=True, name="metrics").start()
+
+    def wsgi_app(self) -> Callable[..., Any]:
+        metrics_app = make_wsgi_app(self.registry)
+        checks = {"/livez": self.health.live, "/readyz": self.health.ready}
+
+        def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+            check = checks.get(environ.get("PATH_INFO", ""))
+            if check is None:
+                return metrics_app(environ, start_response)
+            ok, why = check()
+            status = "200 OK" if ok else "503 Service Unavailable"
+            start_response(status, [("Content-Type", "text/plain; charset=utf-8")])
+            return [why.encode() + b"\n"]
+
+        return app
 
     def observe_reviewer_call(
         self,
@@ -385,3 +413,10 @@ def _publish(
         return
     for gauge, value in zip(gauges, (accuracy, macro_f1, samples), strict=True):
         gauge.labels(key).set(value)
+
+
+class _QuietHandler(WSGIRequestHandler):
+    """No access log line per scrape or probe."""
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass

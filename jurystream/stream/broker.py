@@ -87,16 +87,24 @@ def wait_until_ready(kafka: Kafka, timeout_s: float = 30.0) -> None:
 
 
 async def ensure_topics(
-    kafka: Kafka, names: Iterable[str], partitions: int, replication_factor: int = 1
+    kafka: Kafka,
+    names: Iterable[str],
+    partitions: int,
+    replication_factor: int = 1,
+    configs: dict[str, str] | None = None,
 ) -> list[str]:
-    """Create the topics that do not exist yet; returns the ones it created."""
+    """Create the topics that do not exist yet (with topic ``configs``, e.g. compaction);
+    returns the ones it created."""
     admin = AIOKafkaAdminClient(**client_kwargs(kafka), request_timeout_ms=30_000)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
         missing = [n for n in names if n not in existing]
         if missing:
-            new = [NewTopic(n, partitions, replication_factor) for n in missing]
+            new = [
+                NewTopic(n, partitions, replication_factor, topic_configs=configs or {})
+                for n in missing
+            ]
             with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics(new)
         return missing

@@ -38,6 +38,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 
 from jurystream.config import Settings
+from jurystream.exporters.health import beating
 from jurystream.exporters.metrics import Metrics
 from jurystream.models.audit import estimates_by_label
 from jurystream.models.quality import LabelWindow, RollingQuality, psi
@@ -295,6 +296,7 @@ async def monitor(settings: Settings, metrics: Metrics, stop: asyncio.Event) -> 
         while not stop.is_set():
             batches: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
             batches = await consumer.getmany(timeout_ms=200, max_records=5000)
+            metrics.health.consuming(len(consumer.assignment()))
             for tp, records in batches.items():
                 handle = handlers[names[tp.topic]]
                 for record in records:
@@ -311,4 +313,6 @@ def run_monitor(settings: Settings) -> int:
     """The `jurystream monitor` role: serve /metrics and consume until SIGTERM/SIGINT."""
     metrics = Metrics("monitor")
     metrics.serve(settings.metrics.port, settings.metrics.host)
-    return run_until_signalled(lambda stop: monitor(settings, metrics, stop))
+    return run_until_signalled(
+        lambda stop: beating(metrics.health, monitor(settings, metrics, stop))
+    )

@@ -38,6 +38,7 @@ from jurystream.stream.lifecycle import run_until_signalled
 from jurystream.stream.offsets import OffsetTracker
 from jurystream.stream.quarantine import AttemptLedger
 from jurystream.stream.security import Kafka, client_kwargs, kafka_connection
+from jurystream.stream.spend import SharedSpend
 from jurystream.stream.strict_json import StrictJSONError, loads_object
 
 log = logging.getLogger(__name__)
@@ -120,6 +121,7 @@ class ReviewerRole:
                     )
                 await self._settle(consumer)
                 self.metrics.review_cases.labels("in_flight").set(len(self._cases))
+                self.metrics.health.consuming(len(consumer.assignment()))
             if self._cases:
                 await asyncio.wait(list(self._cases), timeout=SHUTDOWN_GRACE_S)
                 await self._settle(consumer)
@@ -310,12 +312,25 @@ async def serve(settings: Settings, kafka: Kafka, stop: asyncio.Event) -> None:
     )
     metrics = Metrics("reviewer")
     metrics.serve(settings.metrics.port, settings.metrics.host)
-    chain = build_chain(settings.reviewer, metrics)
-    log.warning("reviewer: chain %s", [tier.name for tier in chain.tiers])
+    review = settings.reviewer
+    spend: SharedSpend | None = None
+    if "openai" in review.chain and (
+        review.budget_per_hour_usd is not None or review.budget_per_day_usd is not None
+    ):
+        spend = SharedSpend(settings, kafka)  # the budget holds for all replicas together
     try:
-        await ReviewerRole(settings, kafka, chain, metrics).run(stop)
+        if spend is not None:
+            await spend.start()
+        chain = build_chain(review, metrics, spend)
+        log.warning("reviewer: chain %s", [tier.name for tier in chain.tiers])
+        try:
+            async with metrics.health.heartbeat():
+                await ReviewerRole(settings, kafka, chain, metrics).run(stop)
+        finally:
+            await chain.close()
     finally:
-        await chain.close()
+        if spend is not None:
+            await spend.close()
 
 
 def run_reviewer(settings: Settings) -> int:

@@ -160,6 +160,7 @@ class TrainerRole:
             await self._control(producer, "start")
             while not stop.is_set():
                 batches = await consumer.getmany(timeout_ms=POLL_MS, max_records=2000)
+                self.metrics.health.consuming(len(consumer.assignment()))
                 if batches:
                     rejected = await asyncio.to_thread(self._store, batches)
                     await self._dead_letter(producer, rejected)
@@ -355,7 +356,8 @@ async def serve(settings: Settings, kafka: Kafka, stop: asyncio.Event) -> None:
         controller = ThresholdController(
             settings, runner.registry, store, runner.gold, runner.jurors()
         )
-    await TrainerRole(settings, kafka, store, runner, metrics, controller).run(stop)
+    async with metrics.health.heartbeat():
+        await TrainerRole(settings, kafka, store, runner, metrics, controller).run(stop)
 
 
 def run_trainer(settings: Settings) -> int:

@@ -22,6 +22,7 @@ import faust
 from faust.types import EventT
 
 from jurystream.config import Settings
+from jurystream.exporters.health import HEARTBEAT_S
 from jurystream.exporters.metrics import Metrics
 from jurystream.models.juror import Juror, trim_heap
 from jurystream.models.jury import Jury
@@ -40,6 +41,8 @@ log = logging.getLogger(__name__)
 def create_faust_app(settings: Settings, kafka: Kafka, name: str | None = None) -> faust.App:
     """A faust app tuned for at-least-once on any Kafka, Tansu included."""
     connection = as_connection(kafka)
+    faust_dir = settings.data_dir / "faust"
+    faust_dir.mkdir(parents=True, exist_ok=True)  # faust creates only the last level
     return faust.App(
         name or settings.app_id,
         broker=f"jurykafka://{connection.bootstrap}",  # aiokafka, short fetch wait: transport.py
@@ -49,6 +52,9 @@ def create_faust_app(settings: Settings, kafka: Kafka, name: str | None = None) 
         value_serializer="raw",
         web_enabled=False,
         store="memory://",
+        # faust creates its data directory even with a memory store; by default in the working
+        # directory, which is read-only in the images (restricted pods): under data_dir instead.
+        datadir=str(faust_dir / (name or settings.app_id)),
         topic_partitions=settings.topics.partitions,
         topic_allow_declare=False,  # topics are created by ensure_topics with our partition count
         topic_disable_leader=True,
@@ -312,6 +318,12 @@ def build_worker_app(
     follower = ModelUpdateFollower(
         settings, kafka, jury.versions, jury.labels, worker.swap, metrics, worker.set_threshold
     )
+
+    @app.timer(HEARTBEAT_S)
+    async def health() -> None:
+        """Runs in faust's event loop: /livez fails when that loop hangs (exporters/health)."""
+        metrics.health.beat()
+        metrics.health.consuming(len(app.consumer.assignment()))
 
     @app.task
     async def follow_model_updates() -> None:

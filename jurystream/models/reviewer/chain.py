@@ -18,6 +18,7 @@ from jurystream.models.reviewer.knn import KnnDemonstrations, OnnxEncoder
 from jurystream.models.reviewer.local import LocalBackend
 from jurystream.models.reviewer.openai_backend import OpenAIBackend, ReviewerConfigError
 from jurystream.models.reviewer.oracle import OracleBackend, SimulatedBackend
+from jurystream.models.reviewer.spend import Peers
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +53,11 @@ class Chain:
                 tier.close()
 
 
-def build_chain(settings: ReviewerSettings, metrics: Metrics | None = None) -> Chain:
-    """The tiers named in ``settings.chain``, in order, with the label set and gold pool."""
+def build_chain(
+    settings: ReviewerSettings, metrics: Metrics | None = None, peers: Peers | None = None
+) -> Chain:
+    """The tiers named in ``settings.chain``, in order, with the label set and gold pool;
+    ``peers``: the spend ledger the openai tier shares its budget through."""
     unknown = [t for t in settings.chain if t not in TIERS]
     if unknown:
         raise ReviewerConfigError(f"unknown reviewer tiers {unknown}; known: {list(TIERS)}")
@@ -88,6 +92,7 @@ def build_chain(settings: ReviewerSettings, metrics: Metrics | None = None) -> C
                     labels,
                     demonstrations=knn.nearest if knn is not None else None,
                     metrics=metrics,
+                    peers=peers,
                 )
             )
         elif name == "oracle":

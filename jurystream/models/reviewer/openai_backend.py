@@ -36,6 +36,7 @@ from jurystream.models.reviewer.cost import (
     price_for,
 )
 from jurystream.models.reviewer.parsing import AnswerError, parse_answer
+from jurystream.models.reviewer.spend import Peers
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +137,7 @@ class OpenAIBackend:
         metrics: Metrics | None = None,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
+        peers: Peers | None = None,
     ) -> None:
         if not labels:
             raise ReviewerConfigError(
@@ -158,6 +160,10 @@ class OpenAIBackend:
             settings.budget_hour_window_s,
             settings.budget_day_window_s,
         )
+        self._peers = peers
+        if peers is not None:  # one budget for every reviewer replica (spend.py)
+            self.budget.others = peers.others
+            self.budget.resume(peers.mine(), clock())
         self._client = AsyncOpenAI(
             api_key=key,
             base_url=settings.base_url,
@@ -257,6 +263,13 @@ class OpenAIBackend:
             log.warning("reviewer budget exhausted; next call in %.1fs", wait)
             await asyncio.sleep(wait + 0.01)
         self._publish_budget(exhausted=False)
+        await self._share()
+
+    async def _share(self) -> None:
+        """Tell the other replicas what this one has used; awaited on a reservation, so they
+        count it before the call it pays for starts."""
+        if self._peers is not None:
+            await self._peers.publish(self.budget.reports(self._clock()))
 
     def _publish_budget(self, exhausted: bool) -> None:
         if self._metrics is None:
@@ -269,10 +282,7 @@ class OpenAIBackend:
             )
             if limit is not None
         ]
-        remaining = {
-            name: window.limit_usd - window.spent_usd - window.reserved_usd
-            for name, window in zip(names, self.budget.windows, strict=True)
-        }
+        remaining = dict(zip(names, self.budget.remaining(self._clock()), strict=True))
         self._metrics.set_budget(remaining, exhausted)
 
     async def _attempt(self, msgs: list[dict[str, str]]) -> _Reply:
@@ -331,6 +341,7 @@ class OpenAIBackend:
                 return _Reply(choices[0].message.content, cost)
             finally:
                 self.budget.settle(reserved, cost, self._clock())
+                await self._share()
 
     async def close(self) -> None:
         await self._client.close()
