@@ -213,10 +213,15 @@ def loop(
     docs: Annotated[
         Path | None, typer.Option(help="Also write the headline figures here (docs/benchmarks).")
     ] = None,
+    rescore: Annotated[
+        Path | None,
+        typer.Option(help="Score a finished run's JSON again (its registry in --workdir)."),
+    ] = None,
 ) -> None:
     """Does the loop pay? The real roles over a labeled feed, per segment, with baselines."""
     import json
 
+    from jurystream.bench import loop as bench_loop
     from jurystream.bench.loop import LoopConfig, markdown, plot, run_loop, write_json
 
     settings = _settings(config)
@@ -244,7 +249,10 @@ def loop(
         replay_ratio=replay_ratio,
     )
     try:
-        result = run_loop(settings, cfg, workdir, log=err.print)
+        if rescore is not None:
+            result = bench_loop.rescore(settings, rescore, workdir)
+        else:
+            result = run_loop(settings, cfg, workdir, log=err.print)
     except (ValueError, RuntimeError, TimeoutError) as exc:
         err.print(f"[red]error:[/] {exc}")
         raise typer.Exit(1) from exc

@@ -6,7 +6,16 @@ from pathlib import Path
 
 import pytest
 
-from jurystream.bench.loop import LoopConfig, markdown, plot, run_loop, segment_stats, split_halves
+from jurystream.bench.loop import (
+    LoopConfig,
+    markdown,
+    plot,
+    rescore,
+    run_loop,
+    segment_stats,
+    split_halves,
+    write_json,
+)
 from jurystream.config import Settings
 from tests.test_bootstrap import data_root
 
@@ -71,3 +80,7 @@ def test_loop_bench_runs_the_real_roles_segment_by_segment(tmp_path: Path) -> No
         assert 0.0 < result.val[stage]["combined"]["escalation"] <= 0.2 + 1e-9
     assert markdown(result).count("\n| 1 |") == 1
     assert plot(result, tmp_path / "loop.png").read_bytes()[:4] == b"\x89PNG"
+    # Scoring a finished run again from the registry it left gives the same figures.
+    again = rescore(settings, write_json(result, tmp_path / "loop.json"), tmp_path)
+    assert again.val == result.val and again.headline == result.headline
+    assert [s.escalation for s in again.segments] == [s.escalation for s in result.segments]

@@ -324,22 +324,23 @@ def _reviewer_labels(
 def _val_scores(
     jurors: Sequence[Juror],
     policy: str,
-    gate: LabeledSet,
     score: LabeledSet,
     reviewer: Sequence[str],
     budget: float,
 ) -> dict[str, Any]:
-    """Jury and juror scores on the score half, and jury + reviewer at ``budget`` escalation
-    with the threshold calibrated on the gate half."""
+    """Jury and juror scores on the score half, and jury + reviewer at ``budget`` escalation.
+
+    The budget's threshold is the highest whose escalation on the score half's own texts stays
+    within ``budget``: escalation needs no label, so this is what a review budget does on a
+    live stream (and a threshold calibrated on other posts lands a point or two off it).
+    """
     names = list(score.label_names)
-    probs_gate = juror_probabilities(jurors, gate.texts)
     probs = juror_probabilities(jurors, score.texts)
-    replay_gate = replay_jurors(probs_gate, gate.texts, jurors)
     replay = replay_jurors(probs, score.texts, jurors)
     truth = list(score.labels)
     best = Jury(replay, policy, 0.0).decide(score.texts)
     pred = [names.index(d.label) for d in best]
-    threshold = calibrate_policy(replay_gate, policy, gate.texts, budget)
+    threshold = calibrate_policy(replay, policy, score.texts, budget)
     decided = Jury(replay, policy, threshold).decide(score.texts)
     final = [
         names.index(reviewer[i]) if d.escalated else names.index(d.label)
@@ -362,6 +363,41 @@ def _val_scores(
     }
 
 
+def score_val(
+    settings: Settings, cfg: LoopConfig, before: Sequence[Juror], after: Sequence[Juror]
+) -> dict[str, Any]:
+    """The bootstrap and the final jury on the score half of val (never trained or gated on)."""
+    val = load_tweeteval(tweeteval_dir(settings.data_root, cfg.task), "val", drop_empty=True)
+    _, score_idx = split_halves(len(val))
+    score = val.subset(score_idx)
+    ids = [f"val-{i}" for i in score_idx]
+    answers = _reviewer_labels(cfg, list(score.label_names), ids, score.texts, score.gold())
+    return {
+        stage: _val_scores(jurors, cfg.policy, score, answers, cfg.combined_budget)
+        for stage, jurors in (("before", before), ("after", after))
+    }
+
+
+def rescore(settings: Settings, path: Path, workdir: Path) -> LoopResult:
+    """A finished run's val scores and headline again, from the registry it left in
+    ``workdir``: for when the scoring changes, without streaming the feed again."""
+    data = json.loads(path.read_text())
+    cfg = LoopConfig(**data["config"])
+    registry = Registry(workdir / f"loop-{cfg.task}-{cfg.reviewer}" / "registry")
+    jurors = {
+        stage: [
+            load_juror(registry.local_dir(n, v)) for n, v in data["val"][stage]["versions"].items()
+        ]
+        for stage in ("before", "after")
+    }
+    data["segments"] = [Segment(**seg) for seg in data["segments"]]
+    result = LoopResult(**data)
+    result.val = score_val(settings, cfg, jurors["before"], jurors["after"])
+    result.headline = headline(result)
+    result.notes.append("val scores recomputed from the run's registry (bench loop --rescore)")
+    return result
+
+
 def run_loop(settings: Settings, cfg: LoopConfig, workdir: Path, log: Log = print) -> LoopResult:
     started = time.perf_counter()
     directory = tweeteval_dir(settings.data_root, cfg.task)
@@ -374,8 +410,7 @@ def run_loop(settings: Settings, cfg: LoopConfig, workdir: Path, log: Log = prin
     if len(rest) < cfg.feed_size:
         raise ValueError(f"{cfg.task} has {len(rest)} train posts outside the seed set")
     feed = train.subset(rest[: cfg.feed_size])
-    gate_idx, score_idx = split_halves(len(val))
-    gate, score = val.subset(gate_idx), val.subset(score_idx)
+    gate = val.subset(split_halves(len(val))[0])  # the other half is only scored on
     label_names = list(train.label_names)
 
     plan = bench_plan(settings, cfg.transformers)
@@ -535,15 +570,7 @@ def run_loop(settings: Settings, cfg: LoopConfig, workdir: Path, log: Log = prin
         pricer.cost(t, d) for t, d in zip(feed.texts, decisions, strict=True) if d.escalated
     )
 
-    score_ids = [f"val-{i}" for i in score_idx]
-    score_answers = _reviewer_labels(cfg, label_names, score_ids, score.texts, score.gold())
-    final_jurors = [registry.load(n) for n in names]
-    val_scores = {
-        "before": _val_scores(boot, cfg.policy, gate, score, score_answers, cfg.combined_budget),
-        "after": _val_scores(
-            final_jurors, cfg.policy, gate, score, score_answers, cfg.combined_budget
-        ),
-    }
+    val_scores = score_val(settings, cfg, boot, [registry.load(n) for n in names])
     if cfg.reviewer == "openai":
         notes.append("baselines and val scores assume gold answers for the LLM (not replayable)")
     result = LoopResult(
