@@ -269,40 +269,6 @@ def loop(
 
 
 @bench_app.command()
-def recipe(
-    config: ConfigOpt = None,
-    task: Annotated[str, typer.Option(help="TweetEval task.")] = "offensive",
-    seed_size: SeedSizeOpt = 400,
-    feed: Annotated[int, typer.Option(help="Unseen train posts the bootstrap jury scores.")] = 4000,
-    escalation: Annotated[
-        float, typer.Option(help="Share of the feed escalated (threshold calibrated on val).")
-    ] = 0.25,
-    workdir: WorkdirOpt = Path("var/bench"),
-    output: Annotated[Path | None, typer.Option("--out", help="JSON results file.")] = None,
-) -> None:
-    """Which refinement recipe (start, epochs, learning rate, replay) pays for reviewed data?"""
-    import json
-
-    from jurystream.bench.recipe import markdown, run_recipes
-
-    settings = _settings(config)
-    result = run_recipes(
-        settings,
-        workdir,
-        task=task,
-        seed_size=seed_size,
-        feed_size=feed,
-        escalation=escalation,
-        log=err.print,
-    )
-    path = output or workdir / f"recipe-{task}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=2) + "\n")
-    out.print(markdown(result))
-    out.print(f"results: {path}")
-
-
-@bench_app.command()
 def tfidf(
     config: ConfigOpt = None,
     task: Annotated[

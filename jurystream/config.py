@@ -180,8 +180,8 @@ class TrainerSettings(_Section):
     every_samples: int = Field(200, ge=1)  # β: a round every β new hard samples
     every_minutes: float = Field(30.0, gt=0)  # T: or every T minutes
     # Earlier examples (seed set, earlier rounds' reviewed samples) replayed per new one; None:
-    # all of them, so a round's cost grows with the history; a ratio bounds it (`jurystream
-    # bench recipe` measures both on the same reviewed data, BENCHMARKS.md).
+    # all of them, so a round's cost grows with the history; a ratio bounds it (`bench loop`
+    # ran with 1.0 to keep rounds within a segment on 2 cores, BENCHMARKS.md).
     replay_ratio: float | None = Field(None, ge=0.0)
     epochs: int = Field(2, ge=1)
     batch_size: int = Field(16, ge=1)
