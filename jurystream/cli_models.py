@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from jurystream.cli_common import ConfigOpt
 from jurystream.config import Settings, env_var, load_settings
 
 models_app = typer.Typer(
@@ -25,12 +26,6 @@ models_app = typer.Typer(
 out = Console()
 err = Console(stderr=True, soft_wrap=True)  # never break a path or message mid-line
 
-ConfigOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--config", "-c", metavar="FILE", envvar="JURYSTREAM_CONFIG", help="TOML config file."
-    ),
-]
 RegistryOpt = Annotated[
     str | None,
     typer.Option(

@@ -20,6 +20,10 @@ DATASOURCE = {"type": "prometheus", "uid": "jurystream-prometheus"}
 UID = "jurystream"
 RI = "$__rate_interval"
 WORKER_MESSAGES = 'jurystream_messages_total{role="worker",outcome=~"labeled|escalated"}'
+ESCALATION = (
+    f'sum(rate(jurystream_messages_total{{role="worker",outcome="escalated"}}[{RI}]))'
+    f" / sum(rate({WORKER_MESSAGES}[{RI}]))"
+)
 # Measured USD per reviewed case (all calls, retries included, over the dashboard's range)
 # times every valid message: what labeling everything with the reviewer would have cost.
 COUNTERFACTUAL = (
@@ -104,14 +108,7 @@ ROWS: tuple[Row, ...] = (
             Panel(
                 "Escalation rate",
                 "timeseries",
-                (
-                    Target(
-                        "sum(rate(jurystream_messages_total"
-                        f'{{role="worker",outcome="escalated"}}[{RI}]))'
-                        f" / sum(rate({WORKER_MESSAGES}[{RI}]))",
-                        "escalated share",
-                    ),
-                ),
+                (Target(ESCALATION, "escalated share"),),
                 unit="percentunit",
                 description="Share of valid messages the jury sent to the reviewer.",
             ),
@@ -253,12 +250,7 @@ ROWS: tuple[Row, ...] = (
                     Target(
                         "max by (instance) (jurystream_jury_threshold)", "threshold {{instance}}"
                     ),
-                    Target(
-                        "sum(rate(jurystream_messages_total"
-                        f'{{role="worker",outcome="escalated"}}[{RI}]))'
-                        f" / sum(rate({WORKER_MESSAGES}[{RI}]))",
-                        "escalated share",
-                    ),
+                    Target(ESCALATION, "escalated share"),
                 ),
                 unit="percentunit",
                 description=(
