@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -143,6 +143,18 @@ def _json_value(raw: bytes | None) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
+def _json_records(batches: Mapping[TopicPartition, list[Any]]) -> list[Record]:
+    """A fetch's records whose values are JSON objects (posts may hold malformed input)."""
+    out = []
+    for tp, messages in batches.items():
+        for m in messages:
+            value = _json_value(m.value)
+            if value is not None:
+                key = m.key.decode("utf-8", "replace") if m.key is not None else None
+                out.append(Record(tp.topic, key, value, tp.partition, m.offset))
+    return out
+
+
 async def read_to_end(kafka: Kafka, topics: list[str], timeout_s: float = 60.0) -> list[Record]:
     """Every record now in ``topics`` (no consumer group). Values that are not JSON objects
     are skipped (posts may hold malformed input).
@@ -174,13 +186,7 @@ async def read_to_end(kafka: Kafka, topics: list[str], timeout_s: float = 60.0) 
         empty = 0
         while time.monotonic() < deadline:
             batches = await consumer.getmany(timeout_ms=300, max_records=5000)
-            for tp, messages in batches.items():
-                for m in messages:
-                    value = _json_value(m.value)
-                    if value is None:
-                        continue
-                    key = m.key.decode("utf-8", "replace") if m.key is not None else None
-                    out.append(Record(tp.topic, key, value, tp.partition, m.offset))
+            out += _json_records(batches)
             empty = 0 if batches else empty + 1
             if empty >= 2 and await _caught_up(consumer, partitions):
                 break
@@ -224,17 +230,12 @@ async def follow(
             if idle_s is not None and time.monotonic() - last > idle_s:
                 break
             batches = await consumer.getmany(timeout_ms=200, max_records=500)
-            for tp, messages in batches.items():
-                for m in messages:
-                    value = _json_value(m.value)
-                    if value is None:
-                        continue
-                    key = m.key.decode("utf-8", "replace") if m.key is not None else None
-                    on_record(Record(tp.topic, key, value, tp.partition, m.offset))
-                    seen += 1
-                    last = time.monotonic()
-                    if limit is not None and seen >= limit:
-                        return seen
+            for record in _json_records(batches):
+                on_record(record)
+                seen += 1
+                last = time.monotonic()
+                if limit is not None and seen >= limit:
+                    return seen
     finally:
         await consumer.stop()
     return seen
