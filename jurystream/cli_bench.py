@@ -70,7 +70,8 @@ def perf(
     workdir: WorkdirOpt = Path("var/bench"),
     output: Annotated[Path | None, typer.Option("--out", help="JSON results file.")] = None,
 ) -> None:
-    """Ceiling vs end-to-end vs PyTorch vs cascade throughput, latency under load, worker RSS."""
+    """End-to-end throughput against the machine limit (and one thread, PyTorch, the cascade),
+    latency and its stages under load, worker RSS."""
     from jurystream.bench.jurors import bench_plan, ensure_jurors
     from jurystream.bench.perf import PerfConfig, markdown, run_perf, tables, write_json
     from jurystream.models.bootstrap import TFIDF_NAME
@@ -103,6 +104,7 @@ def perf(
         repeats=repeats,
         batch_size=jury.batch_size,
         threads=jury.threads,
+        inference_threads=jury.inference_threads,
         policy=jury.policy,
         threshold=jury.threshold,
         cascade_threshold=cascade_threshold,

@@ -113,8 +113,15 @@ class JurySettings(_Section):
     # Juror directories, or names looked up in the registry (serving version).
     jurors: list[str] = Field(default_factory=list)
     batch_size: int = Field(32, ge=1)
+    # A batch is what is already fetched when the worker is free (stream/batching.py); this
+    # only cuts one whose queue keeps refilling.
     batch_timeout_s: float = Field(0.05, gt=0)
-    threads: int = Field(1, ge=1)  # onnxruntime intra-op threads per juror
+    # onnxruntime intra-op threads per juror session. 1: a juror's chunks are too small to split
+    # inside an operator; the cores go to inference_threads instead (models/parallel.py).
+    threads: int = Field(1, ge=1)
+    # Threads scoring a batch (jurors side by side, chunks over cores). None: the cores this
+    # process may use (CPU affinity and cgroup quota).
+    inference_threads: int | None = Field(None, ge=1)
     max_text_chars: int = Field(4000, ge=1)
     max_message_bytes: int = Field(64_000, ge=1)
     # Share of confidently labeled posts also sent to review as audits: the jury's label

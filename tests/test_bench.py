@@ -55,29 +55,49 @@ def test_perf_bench_reports_every_measurement_and_target(
     result = run_perf(tiny_jurors, feed_set(120, seed=5), Settings(), config, tmp_path)
 
     assert len(result.repeats) == 2
-    for name in ("ceiling", "end_to_end", "torch", "cascade"):
+    for name in ("limit", "ceiling", "every_core", "end_to_end", "torch", "cascade"):
         assert result.throughput[name] > 0, name
-    assert set(result.ratios) == {"e2e_over_ceiling", "onnx_over_torch", "cascade_over_full"}
+    assert set(result.ratios) == {
+        "e2e_over_limit",
+        "e2e_over_ceiling",
+        "every_core_over_ceiling",
+        "onnx_over_torch",
+        "cascade_over_full",
+    }
     assert all(r > 0 and math.isfinite(r) for r in result.ratios.values())
+    # The limit is the best of its grid, which holds the one-thread pool's batch size too.
+    assert all("batch" in r.limit_config for r in result.repeats)
     assert 0.0 <= result.accuracy["cascade"] <= 1.0
     assert 1.0 <= result.accuracy["cascade_juror_calls_per_text"] <= 3.0
     assert [row.load for row in result.latency] == [0.25, 0.5]
     for row in result.latency:
         assert 0 < row.p50_ms <= row.p99_ms
         assert row.messages >= config.batch_size
+        # Stages read from the worker's own metrics over this load level.
+        assert 1 <= row.mean_batch <= config.batch_size
+        assert set(row.stages_ms) == {"batch_wait", "inference", "produce"}
+        assert all(0 < v < row.p99_ms * 10 for v in row.stages_ms.values())
     assert 0 < result.rss_mb["idle_after_load"] <= result.rss_mb["peak"]
     assert [t.name for t in result.targets] == [
-        "end-to-end vs ceiling",
-        "ONNX jury vs PyTorch pipelines",
+        "end-to-end vs machine limit",
+        "p99 latency at 25% load (ms)",
+        "p99 latency at 50% load (ms)",
+        "ONNX jury vs PyTorch pipelines (1 thread each)",
         "cascade vs full jury throughput",
         "cascade accuracy loss (points)",
         "worker peak RSS (MB)",
     ]
-    assert result.targets[0].value == result.ratios["e2e_over_ceiling"]
+    assert result.targets[0].value == result.ratios["e2e_over_limit"]
     assert result.machine["cores"] >= 1 and result.machine["cpu"]
 
-    saved = json.loads(write_json(result, tmp_path / "perf.json").read_text())
+    path = tmp_path / "perf.json"
+    path.write_text(json.dumps({"scale_2_over_1": 1.7, "throughput": {"old": 1}}))
+    saved = json.loads(write_json(result, path).read_text())
     assert saved["throughput"] == result.throughput
+    assert saved["scale_2_over_1"] == 1.7  # another bench's headline is kept
+    assert saved["e2e_over_limit"] == result.ratios["e2e_over_limit"]
+    assert saved["p99_ms_at_25"] == result.latency[0].p99_ms
+    assert saved["peak_rss_mb"] == result.rss_mb["peak"]
     assert isinstance(saved["targets"][0]["met"], bool)
     assert len(tables(result)) == 3
     report = perf_markdown(result)

@@ -4,14 +4,23 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 import sys
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
 
+import numpy as np
 import psutil
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from jurystream.models.juror import length_chunks, trim_heap
+from jurystream.models.juror import length_chunks, load_juror, trim_heap
+from jurystream.models.jury import Jury
+from jurystream.models.parallel import InferencePool, usable_cores
+from jurystream.stream.feed import LABELS
+from tests.fixtures.models import gibberish
 
 
 @given(
@@ -54,3 +63,44 @@ def test_trim_heap_returns_freed_heap_memory_to_the_os() -> None:
     after = process.memory_info().rss
     libc.free(blocks[-1])
     assert before - after > 100 * 2**20, (before / 2**20, after / 2**20)
+
+
+def test_an_inference_pool_decides_exactly_as_one_thread(
+    tiny_jurors: list[Path], sklearn_jurors: list[Path]
+) -> None:
+    jurors = tuple(load_juror(d) for d in [*tiny_jurors, sklearn_jurors[0]])
+    texts = [*gibberish(40, seed=3), "you are a complete idiot", "what a lovely game"] * 2
+    pool = InferencePool(3)
+    try:
+        for policy, threshold in (("unanimous", 0.7), ("majority", 0.6), ("cascade", 0.9)):
+            alone = Jury(jurors, policy, threshold)
+            pooled = replace(alone, pool=pool)
+            np.testing.assert_allclose(pooled.probabilities(texts), alone.probabilities(texts))
+            assert pooled.decide(texts) == alone.decide(texts)
+            # A hot swap keeps the pool.
+            assert pooled.with_juror(load_juror(tiny_jurors[0])).pool is pool
+    finally:
+        pool.close()
+
+
+class _Broken:
+    name, version, labels, cost = "broken", "1", LABELS, 1.0
+
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        raise RuntimeError("onnxruntime: bad input")
+
+
+def test_a_juror_failing_in_the_pool_fails_the_batch_for_the_worker_to_isolate(
+    tiny_jurors: list[Path],
+) -> None:
+    pool = InferencePool(2)
+    try:
+        jury = Jury((load_juror(tiny_jurors[0]), _Broken()), pool=pool)
+        with pytest.raises(RuntimeError, match="bad input"):
+            jury.decide(["a post"])
+    finally:
+        pool.close()
+
+
+def test_usable_cores_is_within_the_affinity() -> None:
+    assert 1 <= usable_cores() <= len(os.sched_getaffinity(0))

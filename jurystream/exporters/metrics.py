@@ -67,7 +67,7 @@ class Metrics:
             self.messages.labels(role, outcome)
         self.stage_latency = Histogram(
             "jurystream_stage_latency_seconds",
-            "Latency per stage (inference, produce, end_to_end, review)",
+            "Latency per stage (batch_wait, inference, produce, end_to_end, review)",
             ["stage"],
             buckets=LATENCY_BUCKETS,
             registry=r,

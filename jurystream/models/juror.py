@@ -12,7 +12,7 @@ import ctypes
 import ctypes.util
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -25,6 +25,8 @@ MANIFEST = "manifest.json"
 # other (OnnxTransformerJuror): padding costs more than the calls it saves.
 LENGTH_CHUNK = 8
 LENGTH_SLACK = 1.1
+# Runs one function over a juror's chunks: the builtin ``map``, or a thread pool's.
+ChunkMap = Callable[[Callable[[list[int]], None], Iterable[list[int]]], Iterator[None]]
 
 
 def length_chunks(
@@ -232,6 +234,13 @@ class OnnxTransformerJuror(_OnnxJuror):
         self._tokenizer = tokenizer
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        return self.predict_chunks(texts, map)
+
+    def predict_chunks(self, texts: Sequence[str], map_chunks: ChunkMap) -> np.ndarray:
+        """Tokenize once, then run the length chunks through ``map_chunks``: ``map`` in this
+        thread, or a pool's ``map`` to spread them over cores (``models.parallel``). Each chunk
+        writes its own rows, so they may run in any order and at once (onnxruntime sessions
+        are safe to run from several threads)."""
         if not texts:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
         encodings = self._tokenizer.encode_batch(list(texts))
@@ -244,11 +253,14 @@ class OnnxTransformerJuror(_OnnxJuror):
         feeds = {k: v for k, v in encoded.items() if k in self._inputs}
         lengths = mask.sum(axis=1)
         out = np.empty((len(texts), len(self.labels)), dtype=np.float32)
-        for chunk in length_chunks(lengths.tolist()):
+
+        def run(chunk: list[int]) -> None:
             width = int(lengths[chunk].max())
-            inputs = {k: v[chunk, :width] for k, v in feeds.items()}
-            logits = self._session.run(None, inputs)[0]
+            logits = self._session.run(None, {k: v[chunk, :width] for k, v in feeds.items()})[0]
             out[chunk] = _softmax(np.asarray(logits, dtype=np.float32))
+
+        for _ in map_chunks(run, length_chunks(lengths.tolist())):
+            pass  # consuming the map waits for every chunk and raises the first error
         return out
 
 

@@ -8,12 +8,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from jurystream.models.juror import Juror
 from jurystream.models.labelsets import align_juror
 from jurystream.models.voting import POLICIES, Decision, Vote, confident, votes_of, weighted
+
+if TYPE_CHECKING:
+    from jurystream.models.parallel import InferencePool
 
 
 @dataclass(frozen=True)
@@ -22,6 +26,8 @@ class Jury:
     policy: str = "unanimous"
     threshold: float = 0.7
     weights: Mapping[str, float] = field(default_factory=dict)
+    # Threads that score on every core (the worker's); None: one juror after another here.
+    pool: InferencePool | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if not self.jurors:
@@ -55,13 +61,15 @@ class Jury:
             jurors = [juror if j.name == juror.name else j for j in self.jurors]
         else:
             jurors = [*self.jurors, juror]
-        return Jury(tuple(jurors), self.policy, self.threshold, self.weights)
+        return replace(self, jurors=tuple(jurors))
 
     def with_threshold(self, threshold: float) -> Jury:
         return replace(self, threshold=threshold)
 
     def probabilities(self, texts: Sequence[str]) -> np.ndarray:
         """All jurors on all texts: shape (texts, jurors, labels)."""
+        if self.pool is not None:
+            return self.pool.probabilities(self.jurors, texts)
         return np.stack([j.predict_proba(texts) for j in self.jurors], axis=1)
 
     def decide(self, texts: Sequence[str]) -> list[Decision]:
@@ -85,7 +93,10 @@ class Jury:
         for juror in order:
             if not pending:
                 break
-            probs = juror.predict_proba([texts[i] for i in pending])
+            chosen = [texts[i] for i in pending]
+            probs = (
+                juror.predict_proba(chosen) if self.pool is None else self.pool.score(juror, chosen)
+            )
             still = []
             for i, row in zip(pending, probs, strict=True):
                 seen[i].append((juror.name, row))

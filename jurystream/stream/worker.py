@@ -15,7 +15,7 @@ import socket
 import time
 from collections.abc import Awaitable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import faust
@@ -26,9 +26,11 @@ from jurystream.exporters.health import HEARTBEAT_S
 from jurystream.exporters.metrics import Metrics
 from jurystream.models.juror import Juror, trim_heap
 from jurystream.models.jury import Jury
+from jurystream.models.parallel import InferencePool, usable_cores
 from jurystream.models.selection import ReviewAllowance
 from jurystream.models.voting import Decision
 from jurystream.stream import records
+from jurystream.stream.batching import ready_batches
 from jurystream.stream.quarantine import AttemptLedger, MessageRef
 from jurystream.stream.routing import route
 from jurystream.stream.security import Kafka, as_connection
@@ -81,13 +83,14 @@ class LabelingWorker:
 
     def __init__(self, settings: Settings, jury: Jury, metrics: Metrics, outputs: _Outputs):
         self.settings = settings
-        self.jury = jury
         self.metrics = metrics
         self.outputs = outputs
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}"  # provenance on every output
-        # One inference thread: onnxruntime releases the GIL, so the event loop (heartbeats,
-        # fetches, produces) keeps running while a batch is scored.
+        # A batch is scored off the event loop (heartbeats, fetches and produces go on), on every
+        # core: onnxruntime and tokenizers release the GIL (models/parallel.py).
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="jury")
+        self.pool = InferencePool(settings.jury.inference_threads or usable_cores())
+        self.jury = replace(jury, pool=self.pool)
         self._pending_thresholds: list[ThresholdUpdate] = []
         budget = settings.jury.review_budget
         self._allowance = None if budget is None else ReviewAllowance(budget)
@@ -199,6 +202,10 @@ class LabelingWorker:
             else:
                 posts.append((parsed, event))
         self.metrics.batch_size.observe(len(events))
+        began = time.time()
+        for event in events:  # fetch + waiting for a batch, per post
+            waited = max(0.0, began - event.message.timestamp)
+            self.metrics.stage_latency.labels("batch_wait").observe(waited)
 
         decided = await self._decide(jury, posts, sends)
         events_of = {id(post): event for post, event in posts}
@@ -291,6 +298,7 @@ class LabelingWorker:
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)
+        self.pool.close()
 
 
 def _decide_and_trim(jury: Jury, texts: list[str]) -> list[Decision]:
@@ -332,8 +340,15 @@ def build_worker_app(
 
     @app.agent(raw_topic("posts"), name="label-posts")
     async def label_posts(stream: faust.StreamT[bytes]) -> None:
-        async for events in stream.take_events(  # type: ignore[attr-defined]
-            settings.jury.batch_size, within=settings.jury.batch_timeout_s
+        # Acked by hand once a batch's outputs are acknowledged: faust commits only acked
+        # offsets, so a crash mid-batch replays it.
+        posts = stream.noack()  # type: ignore[attr-defined]
+        fetched = posts.channel.queue
+        async for events in ready_batches(
+            posts.events(),
+            lambda: not fetched.empty(),
+            settings.jury.batch_size,
+            settings.jury.batch_timeout_s,
         ):
             try:
                 await worker.guarded(events)
@@ -344,5 +359,7 @@ def build_worker_app(
                 # with a crashed agent would silently stop labeling.
                 log.critical("batch failed; exiting so it is replayed", exc_info=True)
                 os._exit(70)
+            for event in events:
+                await posts.ack(event)
 
     return app, worker
