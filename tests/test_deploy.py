@@ -141,7 +141,6 @@ def test_dashboard_layout_and_datasource() -> None:
         cells |= mine
         if panel["type"] == "row":
             continue
-        assert panel["datasource"]["uid"] == uid
         assert panel["targets"], panel["title"]
         assert len({t["refId"] for t in panel["targets"]}) == len(panel["targets"])
     titles = " ".join(p["title"].lower() for p in panels)
@@ -160,6 +159,54 @@ def test_dashboard_layout_and_datasource() -> None:
         assert topic in titles, topic
     provider = load_yaml(DEPLOY / "grafana/provisioning/dashboards/jurystream.yml")[0]
     assert provider["providers"][0]["options"]["path"] == "/var/lib/grafana/dashboards"
+    # The data source variable defaults to the provisioned Prometheus.
+    variables = {v["name"]: v for v in model["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource"
+    assert variables["datasource"]["query"] == "prometheus"
+    assert variables["datasource"]["current"]["value"] == uid
+
+
+DATASOURCE_VARIABLE = {"type": "prometheus", "uid": "${datasource}"}
+
+
+def test_every_panel_and_query_reads_the_datasource_variable() -> None:
+    """A hard-coded uid would break the dashboard in any Grafana but the provisioned one."""
+    model = json.loads(DASHBOARD.read_text())
+    panels = [p for p in model["panels"] if p["type"] != "row"]
+    assert panels
+    for panel in panels:
+        assert panel["datasource"] == DATASOURCE_VARIABLE, panel["title"]
+        for target in panel["targets"]:
+            assert target["datasource"] == DATASOURCE_VARIABLE, (panel["title"], target["expr"])
+    (job,) = [v for v in model["templating"]["list"] if v["name"] == "job"]
+    assert job["datasource"] == DATASOURCE_VARIABLE
+    assert "jurystream-prometheus" not in json.dumps(panels)
+
+
+SELECTOR = re.compile(r"\b(jurystream_[a-z0-9_]+)(\{[^}]*\})?")
+
+
+def test_every_query_filters_on_the_job_variable() -> None:
+    """One dashboard for compose, Kubernetes and several deployments: each series a panel
+    reads is restricted to the jobs the ``job`` variable picks."""
+    model = json.loads(DASHBOARD.read_text())
+    exprs = [t["expr"] for p in model["panels"] if p["type"] != "row" for t in p["targets"]]
+    assert exprs == [t.expr for t in dashboard.targets()]
+    for expr in exprs:
+        selectors = SELECTOR.findall(re.sub(r'"[^"]*"', '""', expr))
+        assert selectors, expr
+        for metric, matchers in selectors:
+            assert matchers.startswith('{job=~""'), (metric, expr)
+        assert expr.count('job=~"$job"') == len(selectors), expr
+    (job,) = [v for v in model["templating"]["list"] if v["name"] == "job"]
+    assert job["type"] == "query" and job["multi"] and job["includeAll"]
+    assert job["allValue"] == ".*"
+    # The variable lists the jobs of a metric every role exports.
+    match = re.fullmatch(r"label_values\((jurystream_[a-z_]+), job\)", job["query"])
+    assert match, job["query"]
+    for role in ("worker", "reviewer", "monitor", "trainer"):
+        exported = {s.name for f in Metrics(role).registry.collect() for s in f.samples if s.value}
+        assert match.group(1) in exported, role
 
 
 # --- Prometheus ---
