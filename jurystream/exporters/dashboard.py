@@ -6,7 +6,9 @@ module produces (``python -m jurystream.exporters.dashboard > deploy/grafana/...
 
 Query rules (see ``jurystream.exporters.metrics``): counters are summed over instances before
 dividing, so the panels stay exact with any number of processes per role; per-process rolling
-gauges are averaged weighted by the window size each process reports.
+gauges are averaged weighted by the window size each process reports. Every selector is
+written by ``series``, which adds ``job=~"$job"``: the ``job`` variable (all jobs by default)
+picks the deployment, and the ``datasource`` variable its Prometheus.
 """
 
 from __future__ import annotations
@@ -16,37 +18,59 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-DATASOURCE = {"type": "prometheus", "uid": "jurystream-prometheus"}
 UID = "jurystream"
+# The provisioned data source (deploy/grafana/provisioning): the datasource variable's default.
+PROVISIONED_DATASOURCE = "jurystream-prometheus"
+# Every panel and query reads the data source the ``datasource`` variable picks, so the
+# dashboard imports into any Grafana, whatever its Prometheus is called.
+DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
+# The ``job`` variable lists the scrape jobs that export this metric (every role exports it,
+# in compose and Kubernetes alike); "All" matches every job.
+JOB_SOURCE = "jurystream_role_info"
+JOB_QUERY = f"label_values({JOB_SOURCE}, job)"
+ALL_JOBS = ".*"
+JOB_MATCHER = 'job=~"$job"'
 RI = "$__rate_interval"
-WORKER_MESSAGES = 'jurystream_messages_total{role="worker",outcome=~"labeled|escalated"}'
-ESCALATION = (
-    f'sum(rate(jurystream_messages_total{{role="worker",outcome="escalated"}}[{RI}]))'
-    f" / sum(rate({WORKER_MESSAGES}[{RI}]))"
-)
+RANGE = "$__range"
+
+
+def series(metric: str, *matchers: str) -> str:
+    """A selector of one metric, restricted to the chosen jobs: the one place that writes
+    label matchers, so no query can forget the ``job`` variable."""
+    return metric + "{" + ",".join((JOB_MATCHER, *matchers)) + "}"
+
+
+def rate(metric: str, *matchers: str, window: str = RI) -> str:
+    return f"rate({series(metric, *matchers)}[{window}])"
+
+
+def increase(metric: str, *matchers: str, window: str = RI) -> str:
+    return f"increase({series(metric, *matchers)}[{window}])"
+
+
+MESSAGES = "jurystream_messages_total"
+WORKER_MESSAGES = (MESSAGES, 'role="worker"', 'outcome=~"labeled|escalated"')
+ESCALATED = rate(MESSAGES, 'role="worker"', 'outcome="escalated"')
+ESCALATION = f"sum({ESCALATED}) / sum({rate(*WORKER_MESSAGES)})"
+SPENT = f"sum({increase('jurystream_reviewer_cost_usd_total', window=RANGE)})"
+REVIEWED = increase(MESSAGES, 'role="reviewer"', 'outcome="reviewed"', window=RANGE)
 # Measured USD per reviewed case (all calls, retries included, over the dashboard's range)
 # times every valid message: what labeling everything with the reviewer would have cost.
-COUNTERFACTUAL = (
-    f"sum(increase({WORKER_MESSAGES}[$__range]))"
-    " * sum(increase(jurystream_reviewer_cost_usd_total[$__range]))"
-    ' / sum(increase(jurystream_messages_total{role="reviewer",outcome="reviewed"}[$__range]))'
-)
-SPENT = "sum(increase(jurystream_reviewer_cost_usd_total[$__range]))"
+COUNTERFACTUAL = f"sum({increase(*WORKER_MESSAGES, window=RANGE)}) * {SPENT} / sum({REVIEWED})"
 
 
 def weighted(gauge: str, weight: str, by: str) -> str:
     """Average of a per-process gauge across processes, weighted by its window size."""
+    gauge, weight = series(gauge), series(weight)
     return f"sum by ({by}) ({gauge} * {weight}) / sum by ({by}) ({weight})"
 
 
 def audit(bound: str) -> str:
     """The audit accuracy over every monitor, weighted by the audits each one saw (the
     window gauge has no ``bound`` label, hence ``ignoring``)."""
-    return (
-        f'sum(jurystream_audit_accuracy{{label="all",bound="{bound}"}}'
-        ' * ignoring(bound) jurystream_audit_window{label="all"})'
-        ' / sum(jurystream_audit_window{label="all"})'
-    )
+    accuracy = series("jurystream_audit_accuracy", 'label="all"', f'bound="{bound}"')
+    window = series("jurystream_audit_window", 'label="all"')
+    return f"sum({accuracy} * ignoring(bound) {window}) / sum({window})"
 
 
 @dataclass(frozen=True)
@@ -78,7 +102,7 @@ class Row:
 def quantile(q: float, stage_by: str = "stage") -> Target:
     expr = (
         f"histogram_quantile({q}, sum by (le, {stage_by}) "
-        f"(rate(jurystream_stage_latency_seconds_bucket[{RI}])))"
+        f"({rate('jurystream_stage_latency_seconds_bucket')}))"
     )
     return Target(expr, f"p{round(q * 100)} {{{{{stage_by}}}}}")
 
@@ -92,7 +116,7 @@ ROWS: tuple[Row, ...] = (
                 "timeseries",
                 (
                     Target(
-                        f"sum by (role, outcome) (rate(jurystream_messages_total[{RI}]))",
+                        f"sum by (role, outcome) ({rate(MESSAGES)})",
                         "{{role}} {{outcome}}",
                     ),
                 ),
@@ -117,7 +141,7 @@ ROWS: tuple[Row, ...] = (
                 "timeseries",
                 (
                     Target(
-                        f'sum(rate(jurystream_messages_total{{outcome="dead_lettered"}}[{RI}]))',
+                        "sum(" + rate(MESSAGES, 'outcome="dead_lettered"') + ")",
                         "dead letters/s",
                     ),
                 ),
@@ -128,8 +152,8 @@ ROWS: tuple[Row, ...] = (
                 "timeseries",
                 (
                     Target(
-                        f"sum(rate(jurystream_batch_size_sum[{RI}]))"
-                        f" / sum(rate(jurystream_batch_size_count[{RI}]))",
+                        f"sum({rate('jurystream_batch_size_sum')})"
+                        f" / sum({rate('jurystream_batch_size_count')})",
                         "mean",
                     ),
                 ),
@@ -140,7 +164,7 @@ ROWS: tuple[Row, ...] = (
                 (
                     Target(
                         "sum by (group, topic) "
-                        "(max by (group, topic, partition) (jurystream_consumer_lag))",
+                        f"(max by (group, topic, partition) ({series('jurystream_consumer_lag')}))",
                         "{{group}} {{topic}}",
                     ),
                 ),
@@ -168,7 +192,7 @@ ROWS: tuple[Row, ...] = (
                 "timeseries",
                 (
                     Target(
-                        f"sum by (backend) (rate(jurystream_reviewer_cost_usd_total[{RI}])) * 3600",
+                        f"sum by (backend) ({rate('jurystream_reviewer_cost_usd_total')}) * 3600",
                         "{{backend}}",
                     ),
                 ),
@@ -180,7 +204,7 @@ ROWS: tuple[Row, ...] = (
                 "timeseries",
                 (
                     Target(
-                        f"sum by (backend, outcome) (rate(jurystream_reviewer_calls_total[{RI}]))",
+                        f"sum by (backend, outcome) ({rate('jurystream_reviewer_calls_total')})",
                         "{{backend}} {{outcome}}",
                     ),
                 ),
@@ -191,7 +215,7 @@ ROWS: tuple[Row, ...] = (
                 "timeseries",
                 (
                     Target(
-                        f"sum by (backend, kind) (rate(jurystream_reviewer_tokens_total[{RI}]))",
+                        f"sum by (backend, kind) ({rate('jurystream_reviewer_tokens_total')})",
                         "{{backend}} {{kind}}",
                     ),
                 ),
@@ -203,7 +227,7 @@ ROWS: tuple[Row, ...] = (
                 "timeseries",
                 (
                     Target(
-                        "sum by (window) (jurystream_reviewer_budget_remaining_usd)",
+                        f"sum by (window) ({series('jurystream_reviewer_budget_remaining_usd')})",
                         "left this {{window}}",
                     ),
                 ),
@@ -214,7 +238,7 @@ ROWS: tuple[Row, ...] = (
             Panel(
                 "Review cases in hand",
                 "timeseries",
-                (Target("sum by (state) (jurystream_review_cases)", "{{state}}"),),
+                (Target(f"sum by (state) ({series('jurystream_review_cases')})", "{{state}}"),),
                 unit="short",
                 description="Cases the reviewers hold now; parked ones wait to be retried "
                 "(an outage, the budget, or a case the endpoint keeps refusing). Parked for long "
@@ -233,7 +257,7 @@ ROWS: tuple[Row, ...] = (
                         Target(audit(bound), f"audit {bound}")
                         for bound in ("estimate", "low", "high")
                     ),
-                    Target("max(jurystream_target_accuracy)", "controller target"),
+                    Target(f"max({series('jurystream_target_accuracy')})", "controller target"),
                 ),
                 unit="percentunit",
                 description=(
@@ -248,7 +272,8 @@ ROWS: tuple[Row, ...] = (
                 "timeseries",
                 (
                     Target(
-                        "max by (instance) (jurystream_jury_threshold)", "threshold {{instance}}"
+                        f"max by (instance) ({series('jurystream_jury_threshold')})",
+                        "threshold {{instance}}",
                     ),
                     Target(ESCALATION, "escalated share"),
                 ),
@@ -288,9 +313,10 @@ ROWS: tuple[Row, ...] = (
                 "stat",
                 (
                     Target(
-                        'sum by (source) (increase(jurystream_feedback_total{result="correct"}'
-                        "[$__range])) / sum by (source) "
-                        "(increase(jurystream_feedback_total[$__range]))",
+                        "sum by (source) ("
+                        + increase("jurystream_feedback_total", 'result="correct"', window=RANGE)
+                        + ") / sum by (source) "
+                        f"({increase('jurystream_feedback_total', window=RANGE)})",
                         "{{source}}",
                         instant=True,
                     ),
@@ -325,8 +351,8 @@ ROWS: tuple[Row, ...] = (
                 "timeseries",
                 (
                     Target(
-                        f"sum by (juror) (rate(jurystream_juror_agreement_total[{RI}]))"
-                        f" / sum by (juror) (rate(jurystream_juror_votes_total[{RI}]))",
+                        f"sum by (juror) ({rate('jurystream_juror_agreement_total')})"
+                        f" / sum by (juror) ({rate('jurystream_juror_votes_total')})",
                         "{{juror}}",
                     ),
                 ),
@@ -337,7 +363,7 @@ ROWS: tuple[Row, ...] = (
                 "timeseries",
                 (
                     Target(
-                        f"sum by (juror, label) (rate(jurystream_juror_votes_total[{RI}]))",
+                        f"sum by (juror, label) ({rate('jurystream_juror_votes_total')})",
                         "{{juror}} {{label}}",
                     ),
                 ),
@@ -348,7 +374,8 @@ ROWS: tuple[Row, ...] = (
                 "timeseries",
                 (
                     Target(
-                        "max by (reference) (jurystream_label_drift_psi)", "PSI vs {{reference}}"
+                        f"max by (reference) ({series('jurystream_label_drift_psi')})",
+                        "PSI vs {{reference}}",
                     ),
                 ),
                 description="< 0.1 stable, 0.1–0.25 moderate, > 0.25 significant shift.",
@@ -359,7 +386,7 @@ ROWS: tuple[Row, ...] = (
                 "timeseries",
                 (
                     Target(
-                        f"sum by (label) (rate(jurystream_labels_total[{RI}]))",
+                        f"sum by (label) ({rate('jurystream_labels_total')})",
                         "{{label}}",
                     ),
                 ),
@@ -370,11 +397,11 @@ ROWS: tuple[Row, ...] = (
                 "timeseries",
                 (
                     Target(
-                        f"sum by (result) (rate(jurystream_feedback_total[{RI}]))",
+                        f"sum by (result) ({rate('jurystream_feedback_total')})",
                         "joined {{result}}",
                     ),
                     Target(
-                        f"sum by (topic, reason) (rate(jurystream_feedback_unmatched_total[{RI}]))",
+                        f"sum by (topic, reason) ({rate('jurystream_feedback_unmatched_total')})",
                         "dropped {{topic}} {{reason}}",
                     ),
                 ),
@@ -390,7 +417,8 @@ ROWS: tuple[Row, ...] = (
                 "table",
                 (
                     Target(
-                        "count by (juror, version) (jurystream_model_version_info == 1)",
+                        "count by (juror, version) "
+                        f"({series('jurystream_model_version_info')} == 1)",
                         instant=True,
                     ),
                 ),
@@ -402,7 +430,7 @@ ROWS: tuple[Row, ...] = (
                 "timeseries",
                 (
                     Target(
-                        f"sum by (juror, outcome) (increase(jurystream_model_swaps_total[{RI}]))",
+                        f"sum by (juror, outcome) ({increase('jurystream_model_swaps_total')})",
                         "{{juror}} {{outcome}}",
                     ),
                 ),
@@ -412,18 +440,24 @@ ROWS: tuple[Row, ...] = (
             Panel(
                 "Processes per role",
                 "stat",
-                (Target("sum by (role) (jurystream_role_info)", "{{role}}", instant=True),),
+                (
+                    Target(
+                        f"sum by (role) ({series(JOB_SOURCE)})",
+                        "{{role}}",
+                        instant=True,
+                    ),
+                ),
             ),
             Panel(
                 "Hard samples and model updates",
                 "timeseries",
                 (
                     Target(
-                        f"sum by (label_source) (rate(jurystream_hard_samples_total[{RI}])) * 3600",
+                        f"sum by (label_source) ({rate('jurystream_hard_samples_total')}) * 3600",
                         "hard samples ({{label_source}})",
                     ),
                     Target(
-                        f"sum by (juror) (increase(jurystream_model_updates_total[{RI}]))",
+                        f"sum by (juror) ({increase('jurystream_model_updates_total')})",
                         "updates {{juror}}",
                     ),
                 ),
@@ -435,11 +469,11 @@ ROWS: tuple[Row, ...] = (
                 "timeseries",
                 (
                     Target(
-                        f"sum by (juror, outcome) (increase(jurystream_training_runs_total[{RI}]))",
+                        f"sum by (juror, outcome) ({increase('jurystream_training_runs_total')})",
                         "{{juror}} {{outcome}}",
                     ),
                     Target(
-                        f"sum(rate(jurystream_training_duration_seconds_sum[{RI}])) * 60",
+                        f"sum({rate('jurystream_training_duration_seconds_sum')}) * 60",
                         "minutes training per hour",
                     ),
                 ),
@@ -494,6 +528,39 @@ def _panel_json(panel: Panel, panel_id: int, x: int, y: int) -> dict[str, Any]:
     return out
 
 
+def variables() -> list[dict[str, Any]]:
+    """The data source (default: the provisioned one) and the scrape jobs to show (default:
+    all), so one dashboard serves compose and Kubernetes stacks and several deployments."""
+    return [
+        {
+            "name": "datasource",
+            "label": "Data source",
+            "type": "datasource",
+            "query": "prometheus",
+            "current": {"text": "Prometheus", "value": PROVISIONED_DATASOURCE},
+            "hide": 0,
+            "refresh": 1,
+            "regex": "",
+        },
+        {
+            "name": "job",
+            "label": "Job",
+            "type": "query",
+            "datasource": DATASOURCE,
+            "definition": JOB_QUERY,
+            "query": JOB_QUERY,
+            "refresh": 2,  # on time range change: a new deployment's jobs appear
+            "multi": True,
+            "includeAll": True,
+            "allValue": ALL_JOBS,
+            "current": {"text": ["All"], "value": ["$__all"]},
+            "sort": 1,
+            "hide": 0,
+            "regex": "",
+        },
+    ]
+
+
 def build() -> dict[str, Any]:
     """The dashboard JSON model, laid out row by row on Grafana's 24-column grid."""
     panels: list[dict[str, Any]] = []
@@ -530,7 +597,7 @@ def build() -> dict[str, Any]:
         "editable": True,
         "refresh": "10s",
         "time": {"from": "now-1h", "to": "now"},
-        "templating": {"list": []},
+        "templating": {"list": variables()},
         "annotations": {"list": []},
         "panels": panels,
     }
