@@ -105,6 +105,8 @@ def perf(
         batch_size=jury.batch_size,
         threads=jury.threads,
         inference_threads=jury.inference_threads,
+        fetch_max_wait_ms=settings.broker.fetch_max_wait_ms,
+        linger_ms=settings.broker.linger_ms,
         policy=jury.policy,
         threshold=jury.threshold,
         cascade_threshold=cascade_threshold,

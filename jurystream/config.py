@@ -52,6 +52,10 @@ class BrokerSettings(_Section):
     session_timeout_s: float = 6.0
     heartbeat_interval_s: float = 0.6
     request_timeout_s: float = 30.0
+    # Longest a fetch may wait for records, and how long a producer lingers to fill a batch:
+    # the worker's latency lives on both (measured on Tansu: BENCHMARKS.md, transport.py).
+    fetch_max_wait_ms: int = Field(50, ge=0)
+    linger_ms: int = Field(2, ge=0)
     security_protocol: SecurityProtocol = "PLAINTEXT"
     sasl_mechanism: SaslMechanism = "PLAIN"
     sasl_username: str | None = None

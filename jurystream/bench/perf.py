@@ -83,6 +83,8 @@ class PerfConfig:
     threads: int = 1  # onnxruntime (and torch) threads per juror (settings.jury.threads)
     inference_threads: int | None = None  # the worker's pool; None: usable cores
     limit_batches: tuple[int, ...] = (8, 16, 32, 64)  # batch sizes tried for the machine limit
+    fetch_max_wait_ms: int = FETCH_MAX_WAIT_MS  # the worker's and the bench consumer's
+    linger_ms: int = 2  # the worker's and the bench producer's
     policy: str = "unanimous"  # the worker's policy for the ceiling and end-to-end runs
     threshold: float = 0.7
     cascade_threshold: float = 0.9  # a cascade tier answers alone when this sure
@@ -343,8 +345,17 @@ class StreamRun:
 class StreamDriver:
     """Sends posts to a running worker and reads its outputs back, timing every message."""
 
-    def __init__(self, bootstrap: str, topic: Callable[[str], str], worker_pid: int) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: Callable[[str], str],
+        worker_pid: int,
+        fetch_max_wait_ms: int = FETCH_MAX_WAIT_MS,
+        linger_ms: int = 2,
+    ) -> None:
         self.bootstrap = bootstrap
+        self.fetch_max_wait_ms = fetch_max_wait_ms
+        self.linger_ms = linger_ms
         self.topic = topic
         self.worker = psutil.Process(worker_pid)
         self.rss_peak = 0
@@ -362,9 +373,9 @@ class StreamDriver:
             auto_offset_reset="earliest",
             enable_auto_commit=False,
             # The instrument must not add latency: Tansu holds a fetch for the whole wait.
-            fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
+            fetch_max_wait_ms=self.fetch_max_wait_ms,
         )
-        self._producer = AIOKafkaProducer(**client_kwargs(self.bootstrap), linger_ms=2)
+        self._producer = AIOKafkaProducer(**client_kwargs(self.bootstrap), linger_ms=self.linger_ms)
         await self._consumer.start()
         await self._producer.start()
 
@@ -547,6 +558,8 @@ def run_perf(
                 "JURYSTREAM_JURY__INFERENCE_THREADS": str(cores),
                 "JURYSTREAM_METRICS__PORT": str(metrics_port),
                 "JURYSTREAM_METRICS__HOST": "127.0.0.1",
+                "JURYSTREAM_BROKER__FETCH_MAX_WAIT_MS": str(config.fetch_max_wait_ms),
+                "JURYSTREAM_BROKER__LINGER_MS": str(config.linger_ms),
             },
         )
         try:
@@ -615,7 +628,9 @@ async def _measure(
 ) -> tuple[list[RepeatResult], list[LatencyResult], dict[str, float]]:
     full, intra_op, cascade, torch_jury = juries
     worker_pid, metrics_url = worker
-    driver = StreamDriver(bootstrap, group.topic, worker_pid)
+    driver = StreamDriver(
+        bootstrap, group.topic, worker_pid, config.fetch_max_wait_ms, config.linger_ms
+    )
     await driver.start()
     repeats = []
     latency = []

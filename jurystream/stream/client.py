@@ -127,7 +127,7 @@ def group_consumer(
         "heartbeat_interval_ms": int(broker.heartbeat_interval_s * 1000),
         "rebalance_timeout_ms": int(max(broker.session_timeout_s, 10.0) * 1000),
         "request_timeout_ms": int(broker.request_timeout_s * 1000),
-        "fetch_max_wait_ms": FETCH_MAX_WAIT_MS,  # Tansu holds fetches this long: see transport
+        "fetch_max_wait_ms": broker.fetch_max_wait_ms,  # Tansu holds fetches: see transport
     }
     return AIOKafkaConsumer(
         *topics, **client_kwargs(kafka), group_id=group_id, **{**defaults, **options}

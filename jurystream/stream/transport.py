@@ -12,14 +12,15 @@ from typing import Any, ClassVar
 
 from faust.transport.drivers import aiokafka as driver
 
-FETCH_MAX_WAIT_MS = 50
+FETCH_MAX_WAIT_MS = 50  # the default of broker.fetch_max_wait_ms
 
 
 class LowLatencyConsumerThread(driver.AIOKafkaConsumerThread):
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
-        # Read by AIOKafkaConsumer.start() when it builds its fetcher; no public setter.
-        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS
+        # Read by AIOKafkaConsumer.start() when it builds its fetcher; no public setter. An app
+        # built by worker.create_faust_app carries the setting.
+        consumer._fetch_max_wait_ms = getattr(self.app, "fetch_max_wait_ms", FETCH_MAX_WAIT_MS)
         return consumer
 
 

@@ -34,10 +34,18 @@ from jurystream.stream.batching import ready_batches
 from jurystream.stream.quarantine import AttemptLedger, MessageRef
 from jurystream.stream.routing import route
 from jurystream.stream.security import Kafka, as_connection
+from jurystream.stream.transport import FETCH_MAX_WAIT_MS
 from jurystream.stream.updates import ModelUpdateFollower, ThresholdUpdate
 from jurystream.stream.validation import Invalid, Post, parse_post
 
 log = logging.getLogger(__name__)
+
+
+class JuryApp(faust.App):
+    """A faust app that carries the consumer's fetch wait to the transport (``transport.py``):
+    faust has no setting for it."""
+
+    fetch_max_wait_ms: int = FETCH_MAX_WAIT_MS
 
 
 def create_faust_app(settings: Settings, kafka: Kafka, name: str | None = None) -> faust.App:
@@ -45,7 +53,7 @@ def create_faust_app(settings: Settings, kafka: Kafka, name: str | None = None) 
     connection = as_connection(kafka)
     faust_dir = settings.data_dir / "faust"
     faust_dir.mkdir(parents=True, exist_ok=True)  # faust creates only the last level
-    return faust.App(
+    app = JuryApp(
         name or settings.app_id,
         broker=f"jurykafka://{connection.bootstrap}",  # aiokafka, short fetch wait: transport.py
         broker_credentials=connection.faust_credentials(),
@@ -67,8 +75,10 @@ def create_faust_app(settings: Settings, kafka: Kafka, name: str | None = None) 
         broker_request_timeout=settings.broker.request_timeout_s,
         broker_commit_interval=1.0,
         stream_wait_empty=False,
-        producer_linger_ms=2,
+        producer_linger_ms=settings.broker.linger_ms,
     )
+    app.fetch_max_wait_ms = settings.broker.fetch_max_wait_ms
+    return app
 
 
 @dataclass
