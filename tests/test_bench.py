@@ -78,6 +78,8 @@ def test_perf_bench_reports_every_measurement_and_target(
         assert set(row.stages_ms) == {"batch_wait", "inference", "produce"}
         assert all(0 < v < row.p99_ms * 10 for v in row.stages_ms.values())
     assert 0 < result.rss_mb["idle_after_load"] <= result.rss_mb["peak"]
+    assert set(result.idle_cpu) == {"worker", "broker"}
+    assert all(0 <= v < 4 for v in result.idle_cpu.values())
     assert [t.name for t in result.targets] == [
         "end-to-end vs machine limit",
         "p99 latency at 25% load (ms)",

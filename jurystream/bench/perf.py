@@ -144,6 +144,9 @@ class PerfResult:
     accuracy: dict[str, float]
     latency: list[LatencyResult]
     rss_mb: dict[str, float]
+    # Share of one core the broker and the worker burn with no posts flowing: what a short
+    # fetch wait costs in idle polling.
+    idle_cpu: dict[str, float] = field(default_factory=dict)
     targets: list[Target] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -564,11 +567,11 @@ def run_perf(
         )
         try:
             assert worker.proc is not None
-            repeats, latency, rss = asyncio.run(
+            repeats, latency, rss, idle_cpu = asyncio.run(
                 _measure(
                     broker.bootstrap,
                     group,
-                    (worker.proc.pid, f"http://127.0.0.1:{metrics_port}/metrics"),
+                    (worker.proc.pid, f"http://127.0.0.1:{metrics_port}/metrics", broker.pid),
                     (full, intra_op, cascade, torch_jury),
                     pool,
                     texts,
@@ -609,6 +612,7 @@ def run_perf(
         accuracy=accuracy,
         latency=latency,
         rss_mb=rss,
+        idle_cpu=idle_cpu,
         seconds=round(time.monotonic() - began, 1),
     )
     result.targets = targets(result)
@@ -618,16 +622,16 @@ def run_perf(
 async def _measure(
     bootstrap: str,
     group: RoleGroup,
-    worker: tuple[int, str],
+    worker: tuple[int, str, int | None],
     juries: tuple[Jury, Jury, Jury, TorchJury],
     pool: InferencePool,
     texts: list[str],
     posts: list[str],
     config: PerfConfig,
     console: Console,
-) -> tuple[list[RepeatResult], list[LatencyResult], dict[str, float]]:
+) -> tuple[list[RepeatResult], list[LatencyResult], dict[str, float], dict[str, float]]:
     full, intra_op, cascade, torch_jury = juries
-    worker_pid, metrics_url = worker
+    worker_pid, metrics_url, broker_pid = worker
     driver = StreamDriver(
         bootstrap, group.topic, worker_pid, config.fetch_max_wait_ms, config.linger_ms
     )
@@ -641,6 +645,7 @@ async def _measure(
             with _stage(progress, "worker warm-up", config.batch_size) as advance:
                 await driver.run(posts[: config.batch_size], None, config.timeout_s, advance)
             rss_idle = driver.sample_rss()
+            idle_cpu = await _idle_cpu({"worker": worker_pid, "broker": broker_pid})
             for r in range(1, config.repeats + 1):
                 tag = f"[{r}/{config.repeats}]"
                 n = len(texts)
@@ -698,7 +703,15 @@ async def _measure(
     finally:
         await driver.stop()
     rss = {"idle_after_load": rss_idle / 2**20, "peak": driver.rss_peak / 2**20}
-    return repeats, latency, rss
+    return repeats, latency, rss, idle_cpu
+
+
+async def _idle_cpu(pids: dict[str, int | None], seconds: float = 5.0) -> dict[str, float]:
+    """CPU seconds per second of each process while nothing is sent."""
+    procs = {name: psutil.Process(pid) for name, pid in pids.items() if pid is not None}
+    before = {name: sum(p.cpu_times()[:2]) for name, p in procs.items()}
+    await asyncio.sleep(seconds)
+    return {name: (sum(p.cpu_times()[:2]) - before[name]) / seconds for name, p in procs.items()}
 
 
 def targets(result: PerfResult) -> list[Target]:
@@ -867,7 +880,10 @@ def markdown(result: PerfResult) -> str:
     lines += [
         "",
         f"Worker RSS: {result.rss_mb['idle_after_load']:.0f} MB after loading, "
-        f"{result.rss_mb['peak']:.0f} MB peak.",
+        f"{result.rss_mb['peak']:.0f} MB peak. Idle (no posts, fetch wait "
+        f"{result.config['fetch_max_wait_ms']} ms): "
+        + ", ".join(f"{k} {v:.1%} of a core" for k, v in result.idle_cpu.items())
+        + ".",
         "",
         "| target | goal | measured | met |",
         "|---|---|---:|---|",

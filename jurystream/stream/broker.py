@@ -130,6 +130,11 @@ class EmbeddedBroker:
             return self._advertised.bootstrap
         return f"{self.host}:{self.port}"
 
+    @property
+    def pid(self) -> int | None:
+        """The Tansu process while it runs (benches measure its CPU)."""
+        return self._proc.pid if self._proc is not None else None
+
     def start(self, timeout_s: float = 30.0, advertise: KafkaConnection | None = None) -> str:
         """Start Tansu; ``advertise``: clients reach it through this instead (the TLS proxy in
         front, ``tls_proxy.py``), so Tansu names that address in metadata and the readiness
