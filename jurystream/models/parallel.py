@@ -18,7 +18,7 @@ are tokenized and fed side by side, so one juror's tokenizing overlaps another's
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -63,8 +63,16 @@ class InferencePool:
 
     def score(self, juror: Juror, texts: Sequence[str]) -> np.ndarray:
         if isinstance(juror, ChunkedJuror):
-            return juror.predict_chunks(texts, self._chunks.map)
+            return juror.predict_chunks(texts, self._map_chunks)
         return np.asarray(self._chunks.submit(juror.predict_proba, texts).result())
+
+    def _map_chunks(
+        self, run: Callable[[list[int]], None], chunks: Iterable[list[int]]
+    ) -> Iterator[None]:
+        chunks = list(chunks)
+        if len(chunks) == 1:  # a quiet stream's one post: no hand-over to another thread
+            return map(run, chunks)
+        return self._chunks.map(run, chunks)
 
     def probabilities(self, jurors: Sequence[Juror], texts: Sequence[str]) -> np.ndarray:
         """All jurors on all texts, side by side: shape (texts, jurors, labels)."""
