@@ -15,6 +15,7 @@ from jurystream.bench.scale import (
     review_cases_for,
     reviewer_over_ideal,
     scale_ratios,
+    steady_rate,
     update_headlines,
 )
 from jurystream.cli import app
@@ -32,13 +33,23 @@ def test_scale_ratios_divide_by_one_worker() -> None:
 
 def test_reviewer_headline_is_the_worst_concurrency() -> None:
     rates = [
-        ReviewerRate(8, 0.3, 200, 8.0, 8, 0.8),  # 25/s of an ideal 26.7/s
-        ReviewerRate(64, 0.3, 1000, 10.0, 64, 5.0),  # 100/s of 213/s
+        ReviewerRate(8, 0.3, 200, 8.0, 26.0, 8, 0.8),  # 25/s of an ideal 26.7/s
+        ReviewerRate(64, 0.3, 1000, 10.0, 120.0, 64, 5.0),  # 100/s of 213/s
     ]
     assert rates[0].summary()["over_ideal"] == pytest.approx(25 / (8 / 0.3))
     assert rates[1].summary()["cpu_ms_per_case"] == 5.0
     assert rates[1].summary()["cpu_share"] == 0.5
     assert reviewer_over_ideal(rates) == pytest.approx(100 / (64 / 0.3))
+
+
+def test_steady_rate_leaves_out_start_and_drain() -> None:
+    # 100 labels: a slow first and last tenth, 80 labels a second in between.
+    arrivals = [1.0 + i / 80 for i in range(100)]
+    arrivals[:10] = [0.5 + 0.05 * i for i in range(10)]
+    arrivals[90:] = [arrivals[89] + 0.5 * (i + 1) for i in range(10)]
+    assert steady_rate(arrivals) == pytest.approx(80.0)
+    with pytest.raises(ValueError, match="too few"):
+        steady_rate([1.0])
 
 
 def test_sizes_and_per_thousand() -> None:

@@ -113,7 +113,8 @@ class ReviewerRate:
     concurrency: int
     latency_s: float
     cases: int
-    seconds: float
+    seconds: float  # first case sent → last label read back
+    steady_per_s: float  # between the 10th and the 90th percentile label: no start, no drain
     max_in_flight_seen: int  # the most requests the server held at once
     cpu_seconds: float  # the reviewer process's CPU during the burst: near ``seconds`` = CPU-bound
 
@@ -131,6 +132,7 @@ class ReviewerRate:
             "cases_per_s": self.cases_per_s,
             "ideal_per_s": self.ideal_per_s,
             "over_ideal": self.cases_per_s / self.ideal_per_s,
+            "steady_over_ideal": self.steady_per_s / self.ideal_per_s,
             "cpu_ms_per_case": 1000 * self.cpu_seconds / self.cases,
             "cpu_share": self.cpu_seconds / self.seconds,
         }
@@ -181,6 +183,16 @@ def reviewer_over_ideal(rates: Sequence[ReviewerRate]) -> float:
     if not rates:
         raise ValueError("no reviewer measurement")
     return min(r.cases_per_s / r.ideal_per_s for r in rates)
+
+
+def steady_rate(arrivals: Sequence[float]) -> float:
+    """Labels per second between the 10th and 90th percentile arrival (sorted seconds): the
+    rate once the first requests are answered and before the last wave drains."""
+    n = len(arrivals)
+    lo, hi = n // 10, n - 1 - n // 10
+    if hi <= lo or arrivals[hi] <= arrivals[lo]:
+        raise ValueError(f"too few labels ({n}) for a steady rate")
+    return (hi - lo) / (arrivals[hi] - arrivals[lo])
 
 
 def per_thousand(seconds: float, samples: int) -> float:
@@ -372,21 +384,28 @@ def measure_reviewer(
         assert reviewer[0].proc is not None
         process = psutil.Process(reviewer[0].proc.pid)
         cpu_before = sum(process.cpu_times()[:2])
-        seconds = asyncio.run(_review_burst(group, 1, cases, config.timeout_s, advance))
+        arrivals = asyncio.run(_review_burst(group, 1, cases, config.timeout_s, advance))
         cpu_seconds = sum(process.cpu_times()[:2]) - cpu_before
     except Exception as exc:
         raise RuntimeError(f"{exc}\nreviewer log:\n{group.logs()}") from exc
     finally:
         group.stop_all()
     return ReviewerRate(
-        concurrency, config.review_latency_s, cases, seconds, server.max_in_flight, cpu_seconds
+        concurrency,
+        config.review_latency_s,
+        cases,
+        arrivals[-1],
+        steady_rate(arrivals),
+        server.max_in_flight,
+        cpu_seconds,
     )
 
 
 async def _review_burst(
     group: RoleGroup, run: int, n: int, timeout_s: float, advance: Advance | None
-) -> float:
-    """Produce ``n`` cases as fast as possible; seconds from the first send to the last label."""
+) -> list[float]:
+    """Produce ``n`` cases as fast as possible; when each label was read back, in seconds from
+    the first send, in order."""
     consumer = AIOKafkaConsumer(
         group.topic("labels"),
         group.topic("dead-letters"),
@@ -403,6 +422,7 @@ async def _review_burst(
     cases = [review_case(i, tag) for i in range(n)]
     wanted = {c["id"] for c in cases}
     seen: set[str] = set()
+    arrivals: list[float] = []
     dead = 0
     started = time.monotonic()
 
@@ -424,11 +444,11 @@ async def _review_burst(
                     key = m.key.decode() if m.key is not None else ""
                     if key in wanted and key not in seen:
                         seen.add(key)
+                        arrivals.append(time.monotonic() - started)
                         fresh += 1
                         dead += tp.topic == group.topic("dead-letters")
             if advance and fresh:
                 advance(fresh)
-        seconds = time.monotonic() - started
         await sending
     finally:
         sending.cancel()
@@ -436,7 +456,7 @@ async def _review_burst(
         await consumer.stop()
     if dead:
         raise RuntimeError(f"{dead} of {n} review cases went to dead-letters")
-    return seconds
+    return arrivals
 
 
 def latency_answer(latency_s: float) -> Callable[[dict[str, Any]], Reply]:
@@ -498,6 +518,8 @@ def run_scale(
     ``train_jurors``: kind → juror dir (e.g. ``{"tfidf": …, "minilm": …}``), each refined once.
     """
     console = console or Console(stderr=True)
+    for directory in [*juror_dirs, *train_jurors.values()]:
+        read_manifest(directory)  # a wrong path fails here, not in a worker's log minutes later
     began = time.monotonic()
     machine = machine_info()
     feed = _cycle(posts, config.messages)
@@ -628,13 +650,14 @@ def tables(result: ScaleResult) -> list[Table]:
             f"{w['p99_ms']:.0f}",
         )
     review = Table(title="reviewer against the test server")
-    for col in ("concurrency", "cases", "cases/s", "ideal/s", "measured ÷ ideal"):
+    for col in ("concurrency", "cases", "cases/s", "steady/s", "ideal/s", "measured ÷ ideal"):
         review.add_column(col, justify="right")
     for r in result.reviewer:
         review.add_row(
             str(r["concurrency"]),
             str(r["cases"]),
             f"{r['cases_per_s']:.1f}",
+            f"{r['steady_per_s']:.1f}",
             f"{r['ideal_per_s']:.1f}",
             f"{r['over_ideal']:.2f}",
         )
