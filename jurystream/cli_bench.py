@@ -159,6 +159,9 @@ def scale(
     partitions: Annotated[int, typer.Option(help="Partitions of the posts topic.")] = 4,
     messages: Annotated[int, typer.Option(help="Posts per scale-out burst.")] = 2000,
     repeats: Annotated[int, typer.Option(help="Bursts per worker count (medians).")] = 3,
+    paced_load: Annotated[
+        float, typer.Option(help="Latency at this share of the 1-worker throughput.")
+    ] = 0.5,
     concurrency: Annotated[
         list[int] | None,
         typer.Option(help="Reviewer concurrencies (repeatable; default 8 32 64)."),
@@ -221,6 +224,7 @@ def scale(
         partitions=partitions,
         messages=messages,
         repeats=repeats,
+        paced_load=paced_load,
         batch_size=jury.batch_size,
         threads=jury.threads,
         policy=jury.policy,
@@ -239,6 +243,7 @@ def scale(
         + [f"--concurrency {c}" for c in cfg.concurrencies]
         + [
             f"--messages {messages} --repeats {repeats} --partitions {partitions}",
+            f"--paced-load {paced_load:g}",
             f"--review-latency {review_latency:g} --review-seconds {review_seconds:g}",
             f"--train-samples {train_samples}" + ("" if minilm else " --no-minilm"),
             f"--data {directory} --split {split} --out {output}",

@@ -92,7 +92,7 @@ def test_scale_bench_small_real_run(sklearn_jurors: list[Path], tmp_path: Path) 
     (docs / "perf.json").write_text(json.dumps({"e2e_over_limit": 0.5, "peak_rss_mb": 200}))
     args = ["bench", "scale", "-j", str(sklearn_jurors[0]), "-j", str(sklearn_jurors[1])]
     args += ["--tfidf-juror", str(sklearn_jurors[2]), "--no-minilm"]
-    args += ["-w", "1", "-w", "2", "--messages", "200", "--repeats", "1"]
+    args += ["-w", "1", "-w", "2", "--messages", "200", "--repeats", "1", "--paced-load", "0.5"]
     args += ["--concurrency", "4", "--review-latency", "0.05", "--review-seconds", "1"]
     args += ["--train-samples", "200", "--data", str(data / "tweeteval" / "offensive")]
     args += ["--workdir", str(tmp_path / "bench"), "--out", str(docs)]
@@ -102,6 +102,11 @@ def test_scale_bench_small_real_run(sklearn_jurors: list[Path], tmp_path: Path) 
     saved = json.loads((docs / "scale.json").read_text())
     assert [w["workers"] for w in saved["workers"]] == [1, 2]
     assert all(w["throughput_per_s"] > 0 and w["p99_ms"] > 0 for w in saved["workers"])
+    # Latency at one offered load: half the 1-worker throughput, for both worker counts.
+    rate = saved["workers"][0]["throughput_per_s"] / 2
+    for w in saved["workers"]:
+        assert w["paced"]["rate_per_s"] == pytest.approx(rate)
+        assert 0 < w["paced"]["p50_ms"] <= w["paced"]["p99_ms"]
     (review,) = saved["reviewer"]
     assert review["concurrency"] == 4 and review["cases_per_s"] > 0
     assert review["ideal_per_s"] == pytest.approx(80.0)

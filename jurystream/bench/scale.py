@@ -37,6 +37,7 @@ import numpy as np
 import psutil
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from rich.console import Console
+from rich.progress import Progress
 from rich.table import Table
 
 from jurystream.bench.perf import StreamDriver, _cycle, _progress, _stage, machine_info
@@ -75,6 +76,9 @@ class ScaleConfig:
     policy: str = "unanimous"
     threshold: float = 0.7
     concurrencies: tuple[int, ...] = (8, 32, 64)
+    # Latency at one offered load for every worker count: this share of the 1-worker throughput.
+    paced_load: float = 0.5
+    paced_seconds: float = 6.0
     review_latency_s: float = 0.3  # the test server's answer delay
     review_seconds: float = 8.0  # cases per concurrency: the ideal rate × this
     train_samples: int = 1000
@@ -89,6 +93,7 @@ class WorkerScale:
     throughput: list[float]  # posts/s per repeat
     p50_ms: list[float]
     p99_ms: list[float]
+    paced: dict[str, float] = field(default_factory=dict)  # rate_per_s, p50_ms, p99_ms
 
     @property
     def median(self) -> float:
@@ -100,6 +105,7 @@ class WorkerScale:
             "throughput_per_s": self.median,
             "p50_ms": statistics.median(self.p50_ms),
             "p99_ms": statistics.median(self.p99_ms),
+            "paced": self.paced,
             "repeats": {
                 "throughput_per_s": self.throughput,
                 "p50_ms": self.p50_ms,
@@ -278,9 +284,12 @@ def measure_workers(
     n_workers: int,
     config: ScaleConfig,
     workdir: Path,
-    advance: tuple[Advance, Advance],
+    progress: Progress,
+    reference_per_s: float | None,
 ) -> WorkerScale:
-    """``n_workers`` worker processes in one group on fresh topics: ``config.repeats`` bursts."""
+    """``n_workers`` worker processes in one group on fresh topics: ``config.repeats`` bursts,
+    then posts paced at ``config.paced_load`` × ``reference_per_s`` (the 1-worker throughput;
+    None: this group's own) for latency at the same offered load whatever the worker count."""
     group = RoleGroup(bootstrap, workdir / f"workers-{n_workers}")
     _topics(group, config.partitions)
     env = {
@@ -295,7 +304,9 @@ def measure_workers(
         wait_ready(workers, READY_TIMEOUT_S)
         first = workers[0][0].proc
         assert first is not None
-        return asyncio.run(_bursts(group, first.pid, posts, n_workers, config, advance))
+        return asyncio.run(
+            _bursts(group, first.pid, posts, n_workers, config, progress, reference_per_s)
+        )
     except Exception as exc:
         raise RuntimeError(f"{exc}\nworker logs:\n{group.logs()}") from exc
     finally:
@@ -308,22 +319,37 @@ async def _bursts(
     posts: Sequence[str],
     n_workers: int,
     config: ScaleConfig,
-    advance: tuple[Advance, Advance],
+    progress: Progress,
+    reference_per_s: float | None,
 ) -> WorkerScale:
-    warm, timed = advance
     driver = StreamDriver(group.bootstrap, group.topic, pid)
     await driver.start()
     result = WorkerScale(n_workers, [], [], [])
+    tag = f"{n_workers} worker(s):"
     try:
         # Every worker labels a batch of its own partitions before the clock starts.
         warm_up = _cycle(posts, config.batch_size * config.partitions)
-        await driver.run(warm_up, None, config.timeout_s, warm)
-        for _ in range(config.repeats):
-            run = await driver.run(posts, None, config.timeout_s, timed)
-            lat = np.asarray(run.latencies_ms)
-            result.throughput.append(run.sent / run.seconds)
-            result.p50_ms.append(float(np.percentile(lat, 50)))
-            result.p99_ms.append(float(np.percentile(lat, 99)))
+        with _stage(progress, f"{tag} warm-up", len(warm_up)) as advance:
+            await driver.run(warm_up, None, config.timeout_s, advance)
+        total = len(posts) * config.repeats
+        with _stage(progress, f"{tag} {config.repeats} bursts", total) as advance:
+            for _ in range(config.repeats):
+                run = await driver.run(posts, None, config.timeout_s, advance)
+                lat = np.asarray(run.latencies_ms)
+                result.throughput.append(run.sent / run.seconds)
+                result.p50_ms.append(float(np.percentile(lat, 50)))
+                result.p99_ms.append(float(np.percentile(lat, 99)))
+        rate = config.paced_load * (reference_per_s or result.median)
+        n = max(config.batch_size, int(rate * config.paced_seconds))
+        with _stage(progress, f"{tag} paced at {rate:.0f}/s", n) as advance:
+            run = await driver.run(_cycle(posts, n), rate, config.timeout_s, advance)
+        lat = np.asarray(run.latencies_ms)
+        result.paced = {
+            "rate_per_s": rate,
+            "messages": n,
+            "p50_ms": float(np.percentile(lat, 50)),
+            "p99_ms": float(np.percentile(lat, 99)),
+        }
     finally:
         await driver.stop()
     return result
@@ -531,21 +557,11 @@ def run_scale(
     rounds: list[RoundTime] = []
     with _progress(console) as progress, EmbeddedBroker() as broker:
         for n in config.workers:
-            with (
-                _stage(
-                    progress, f"{n} worker(s): warm-up", config.batch_size * config.partitions
-                ) as warm,
-                _stage(
-                    progress,
-                    f"{n} worker(s): {config.repeats} bursts",
-                    config.messages * config.repeats,
-                ) as timed,
-            ):
-                workers.append(
-                    measure_workers(
-                        broker.bootstrap, juror_dirs, feed, n, config, workdir, (warm, timed)
-                    )
-                )
+            one = next((w.median for w in workers if w.workers == 1), None)
+            measured = measure_workers(
+                broker.bootstrap, juror_dirs, feed, n, config, workdir, progress, one
+            )
+            workers.append(measured)
         with OpenAIServer(latency_answer(config.review_latency_s)) as server:
             for c in config.concurrencies:
                 cases = review_cases_for(c, config.review_latency_s, config.review_seconds)
@@ -613,9 +629,15 @@ def plot(result: ScaleResult, path: Path) -> Path:
     left.set_xticks(n)
     left.set_ylim(bottom=0)
     p99 = left.twinx()
-    p99.plot(n, [w["p99_ms"] for w in result.workers], "s--", color="tab:red", label="p99 ms")
-    p99.set_ylabel("p99 latency of a burst (ms)", color="tab:red")
-    p99.set_ylim(bottom=0)
+    p99.plot(n, [w["p99_ms"] for w in result.workers], "s--", color="tab:red", label="p99, burst")
+    paced = [w["paced"]["p99_ms"] for w in result.workers]
+    rate = result.workers[0]["paced"]["rate_per_s"] if result.workers else 0.0
+    p99.plot(n, paced, "^:", color="tab:red", label=f"p99 at {rate:.0f} posts/s")
+    p99.set_ylabel("p99 latency (ms)", color="tab:red")
+    p99.set_yscale("log")
+    lines = left.get_legend_handles_labels()
+    more = p99.get_legend_handles_labels()
+    left.legend(lines[0] + more[0], lines[1] + more[1], loc="center right")
     cores = result.machine["usable_cores"]
     left.set_title(f"scale-out ({cores} usable cores)")
     c = [r["concurrency"] for r in result.reviewer]
@@ -637,7 +659,9 @@ def plot(result: ScaleResult, path: Path) -> Path:
 
 def tables(result: ScaleResult) -> list[Table]:
     scale = Table(title="scale-out: workers on 4 partitions (medians)")
-    for col in ("workers", "posts/s", "× 1 worker", "p50 ms", "p99 ms"):
+    paced = result.workers[0]["paced"]["rate_per_s"] if result.workers else 0.0
+    columns = ("workers", "posts/s", "× 1 worker", "burst p50 ms", "burst p99 ms")
+    for col in (*columns, f"p50 ms at {paced:.0f}/s", f"p99 ms at {paced:.0f}/s"):
         scale.add_column(col, justify="right")
     base = result.workers[0]["throughput_per_s"] if result.workers else 0.0
     for w in result.workers:
@@ -648,6 +672,8 @@ def tables(result: ScaleResult) -> list[Table]:
             f"{ratio:.2f}",
             f"{w['p50_ms']:.0f}",
             f"{w['p99_ms']:.0f}",
+            f"{w['paced']['p50_ms']:.0f}",
+            f"{w['paced']['p99_ms']:.0f}",
         )
     review = Table(title="reviewer against the test server")
     for col in ("concurrency", "cases", "cases/s", "steady/s", "ideal/s", "measured ÷ ideal"):
