@@ -16,7 +16,8 @@ from rich.console import Console
 from jurystream.config import Settings, load_settings
 
 bench_app = typer.Typer(
-    help="Benchmarks: throughput/latency/memory (perf) and quality against cost (quality).",
+    help="Benchmarks: throughput/latency/memory (perf), scale-out (scale) and quality against "
+    "cost (quality).",
     no_args_is_help=True,
 )
 out = Console()
@@ -122,6 +123,164 @@ def perf(
     for t in tables(result):
         out.print(t)
     out.print(f"results: {path}, {path.with_suffix('.md')} ({result.seconds:.0f} s)")
+
+
+@bench_app.command()
+def scale(
+    config: ConfigOpt = None,
+    juror: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--juror",
+            "-j",
+            help="Juror dir of the workers' jury (repeatable). Default: the MiniLM jurors of "
+            "bench perf (bootstrapped from --seed-size labels, cached in --workdir).",
+        ),
+    ] = None,
+    tfidf_juror: Annotated[
+        Path | None,
+        typer.Option(help="TF-IDF juror timed in a training round (default: the cached one)."),
+    ] = None,
+    minilm_juror: Annotated[
+        Path | None,
+        typer.Option(help="MiniLM juror with its checkpoint timed in a round (default: cached)."),
+    ] = None,
+    minilm: Annotated[
+        bool, typer.Option(help="Time a MiniLM training round (minutes on 2 cores).")
+    ] = True,
+    data: Annotated[
+        Path | None,
+        typer.Option(help="TweetEval task dir (default <data_root>/tweeteval/offensive)."),
+    ] = None,
+    split: Annotated[str, typer.Option(help="Split the posts and the gate's gold come from.")] = (
+        "val"
+    ),
+    seed_size: SeedSizeOpt = 400,
+    workers: Annotated[
+        list[int] | None,
+        typer.Option("--workers", "-w", help="Worker process counts (repeatable; default 1 2 4)."),
+    ] = None,
+    partitions: Annotated[int, typer.Option(help="Partitions of the posts topic.")] = 4,
+    messages: Annotated[int, typer.Option(help="Posts per scale-out burst.")] = 2000,
+    repeats: Annotated[int, typer.Option(help="Bursts per worker count (medians).")] = 3,
+    paced_load: Annotated[
+        float, typer.Option(help="Latency at this share of the 1-worker throughput.")
+    ] = 0.5,
+    concurrency: Annotated[
+        list[int] | None,
+        typer.Option(help="Reviewer concurrencies (repeatable; default 8 32 64)."),
+    ] = None,
+    review_latency: Annotated[
+        float, typer.Option(help="Seconds the test server takes to answer.")
+    ] = 0.3,
+    review_seconds: Annotated[
+        float, typer.Option(help="Cases per concurrency: its ideal rate × this.")
+    ] = 8.0,
+    train_samples: Annotated[int, typer.Option(help="Labeled samples of a training round.")] = 1000,
+    workdir: WorkdirOpt = Path("var/bench"),
+    output: Annotated[
+        Path,
+        typer.Option(
+            "--out", help="Directory of scale.json and scale.png; its perf.json gets the headlines."
+        ),
+    ] = Path("docs/benchmarks"),
+) -> None:
+    """Scale-out (1/2/4 workers on 4 partitions), reviewer cases/s against a slow endpoint at
+    each concurrency, and a training round's seconds per 1,000 samples: JSON, PNG, headlines."""
+    from jurystream.bench.jurors import bench_plan, ensure_jurors
+    from jurystream.bench.scale import (
+        ScaleConfig,
+        plot,
+        run_scale,
+        tables,
+        update_headlines,
+        write_json,
+    )
+    from jurystream.models.bootstrap import TFIDF_NAME
+    from jurystream.models.datasets import DatasetError, load_tweeteval, tweeteval_dir
+
+    settings = _settings(config)
+    directory = data or tweeteval_dir(settings.data_root, "offensive")
+    try:
+        posts = load_tweeteval(directory, split, drop_empty=True)
+        train = load_tweeteval(directory, "train", drop_empty=True)
+        cache: dict[str, Path] = {}
+        if not juror or tfidf_juror is None or (minilm and minilm_juror is None):
+            # The perf bench's jury of the same task and seed size (trained once, then reused).
+            cache = ensure_jurors(
+                workdir / "jurors" / f"{directory.name}-s{seed_size}",
+                train.sample(seed_size, seed=0),
+                posts,
+                bench_plan(settings, 3),
+                log=err.print,
+            )
+    except DatasetError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from exc
+    minilms = [d for name, d in cache.items() if name != TFIDF_NAME]
+    train_jurors = {"tfidf": tfidf_juror or cache[TFIDF_NAME]}
+    if minilm:
+        train_jurors["minilm"] = minilm_juror or minilms[0]
+    gold_set = posts.sample(200, seed=1)
+    jury = settings.jury
+    cfg = ScaleConfig(
+        workers=tuple(workers or (1, 2, 4)),
+        partitions=partitions,
+        messages=messages,
+        repeats=repeats,
+        paced_load=paced_load,
+        batch_size=jury.batch_size,
+        threads=jury.threads,
+        policy=jury.policy,
+        threshold=jury.threshold,
+        concurrencies=tuple(concurrency or (8, 32, 64)),
+        review_latency_s=review_latency,
+        review_seconds=review_seconds,
+        train_samples=train_samples,
+        gold_size=len(gold_set),
+        minilm=minilm,
+    )
+    command = " ".join(
+        ["jurystream bench scale"]
+        + [f"-j {d}" for d in juror or ()]
+        + [f"-w {n}" for n in cfg.workers]
+        + [f"--concurrency {c}" for c in cfg.concurrencies]
+        + [
+            f"--messages {messages} --repeats {repeats} --partitions {partitions}",
+            f"--paced-load {paced_load:g}",
+            f"--review-latency {review_latency:g} --review-seconds {review_seconds:g}",
+            f"--train-samples {train_samples}" + ("" if minilm else " --no-minilm"),
+            f"--data {directory} --split {split} --out {output}",
+        ]
+    )
+    samples = train.sample(train_samples, seed=1)
+    gold = list(zip(gold_set.texts, gold_set.gold(), strict=True))
+    try:
+        result = run_scale(
+            list(juror) if juror else minilms,
+            posts.texts,
+            train_jurors,
+            samples,
+            gold,
+            settings,
+            cfg,
+            workdir / "scale-run",
+            command,
+            err,
+        )
+    except (ValueError, RuntimeError, TimeoutError) as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(1) from exc
+    path = write_json(result, output / "scale.json")
+    chart = plot(result, output / "scale.png")
+    headlines = output / "perf.json"
+    update_headlines(headlines, result.headline)
+    for t in tables(result):
+        out.print(t)
+    out.print(
+        f"results: {path}, chart: {chart}, headlines {sorted(result.headline)} in {headlines} "
+        f"({result.seconds:.0f} s)"
+    )
 
 
 @bench_app.command()

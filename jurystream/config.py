@@ -137,6 +137,9 @@ class JurySettings(_Section):
     review_budget: float | None = Field(None, ge=0.0, le=1.0)
 
 
+IN_FLIGHT_PER_SLOT = 4  # cases a reviewer holds per request slot unless max_in_flight says
+
+
 class ReviewerSettings(_Section):
     # Tiers of the reviewer chain, cheapest first: "local", "openai", "oracle", "simulated".
     chain: list[str] = Field(default_factory=lambda: ["oracle"])
@@ -172,7 +175,10 @@ class ReviewerSettings(_Section):
     invalid_answer_retries: int = Field(2, ge=0)  # off-label answers asked again, then parked
     park_backoff_max_s: float = Field(30.0, gt=0)  # longest wait between retries of a parked case
     # Cases one reviewer process holds at once, parked ones included; fetching pauses when full.
-    max_in_flight: int = Field(64, ge=1)
+    # None: IN_FLIGHT_PER_SLOT × concurrency. A case holds its place while its outputs are
+    # written and until the loop settles it, so a limit equal to the concurrency left request
+    # slots idle (bench scale: 0.54 of concurrency ÷ latency at concurrency 64 with 64).
+    max_in_flight: int | None = Field(None, ge=1)
     # A case that failed this many times while other cases were answered is dead-lettered
     # (the endpoint works; it is this case it cannot answer). An outage dead-letters nothing.
     max_case_failures: int = Field(5, ge=1)
@@ -185,6 +191,13 @@ class ReviewerSettings(_Section):
     simulated_accuracy: float = Field(0.9, ge=0.0, le=1.0)
     label_descriptions: dict[str, str] = Field(default_factory=dict)
     task: str = "Label the social media post."
+
+    @property
+    def in_flight_limit(self) -> int:
+        """``max_in_flight``, or enough cases that the next ones wait on a request slot."""
+        if self.max_in_flight is not None:
+            return self.max_in_flight
+        return IN_FLIGHT_PER_SLOT * self.concurrency
 
 
 class TrainerSettings(_Section):

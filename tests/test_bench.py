@@ -164,6 +164,6 @@ def test_quality_bench_rows_costs_and_chart(
 
 def test_bench_commands_are_mounted() -> None:
     runner = CliRunner()
-    for command in ("perf", "quality"):
+    for command in ("perf", "scale", "quality"):
         result = runner.invoke(app, ["bench", command, "--help"])
         assert result.exit_code == 0, result.output

@@ -105,7 +105,7 @@ class ReviewerRole:
         await producer.start()
         self._producer = producer
         await consumer.start()
-        limit = self.settings.reviewer.max_in_flight
+        limit = self.settings.reviewer.in_flight_limit
         try:
             while not stop.is_set():
                 room = limit - len(self._cases)
