@@ -316,11 +316,12 @@ def recipe(
     policy: Annotated[str, typer.Option(help="Voting policy of the jury.")] = "threshold",
     seeds: Annotated[int, typer.Option(help="Training seeds per recipe (1..N).")] = 2,
     epochs: Annotated[
-        list[int] | None, typer.Option("--epochs", help="Epochs tried (repeatable; default 1, 3).")
+        list[int] | None,
+        typer.Option("--epochs", help="Epochs tried (repeatable; default: the default ± 1)."),
     ] = None,
     learning_rate: Annotated[
         list[float] | None,
-        typer.Option("--learning-rate", help="Rates tried (repeatable; default 1e-5, 1e-4)."),
+        typer.Option("--learning-rate", help="Rates tried (repeatable; default: next down, up)."),
     ] = None,
     replay: Annotated[
         list[str] | None,
@@ -361,8 +362,8 @@ def recipe(
         raise typer.Exit(2) from exc
     grid = one_factor_grid(
         default_recipe(settings.trainer),
-        epochs=tuple(epochs or (1, 3)),
-        learning_rates=tuple(learning_rate or (1e-5, 1e-4)),
+        epochs=tuple(epochs) if epochs else None,
+        learning_rates=tuple(learning_rate) if learning_rate else None,
         replay_ratios=replays,
         from_base=from_base,
     )

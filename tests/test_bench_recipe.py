@@ -10,10 +10,12 @@ import pytest
 
 from jurystream.bench.recipe import (
     BOOTSTRAP,
+    LEARNING_RATES,
     Recipe,
     RecipeConfig,
     default_recipe,
     markdown,
+    neighbours,
     one_factor_grid,
     plot,
     reviewed_examples,
@@ -70,6 +72,24 @@ def test_grid_varies_one_setting_at_a_time_around_the_trainer_default() -> None:
     assert {r.epochs for r in grid} >= {1, 2, 3} and {r.replay_ratio for r in grid} == {0.0, None}
     assert [r.name for r in grid if r.start == "base"] == ["from base, 4 ep, lr 1e-04, replay all"]
     assert Recipe("serving", 2, 3e-5, 0.5).name == "2 ep, lr 3e-05, replay 0.5"
+
+
+def test_grid_follows_the_default_to_its_neighbouring_settings() -> None:
+    measured = one_factor_grid(Recipe("serving", 2, 3e-5, None), from_base=False)
+    assert [(r.epochs, r.learning_rate, r.replay_ratio) for r in measured] == [
+        (2, 3e-5, None),
+        (1, 3e-5, None),
+        (3, 3e-5, None),
+        (2, 1e-5, None),
+        (2, 1e-4, None),
+        (2, 3e-5, 0.0),
+        (2, 3e-5, 1.0),
+    ]
+    moved = one_factor_grid(Recipe("serving", 1, 1e-4, 1.0), from_base=False)
+    assert {r.epochs for r in moved} == {1, 2} and {r.replay_ratio for r in moved} == {0.0, 1.0}
+    assert {r.learning_rate for r in moved} == {3e-5, 1e-4, 3e-4}
+    assert neighbours(1e-5, LEARNING_RATES) == (3e-5,)
+    assert neighbours(2e-4, LEARNING_RATES) == (1e-4, 3e-4)
 
 
 def _run(recipe: str, seed: int, f1: float) -> dict[str, object]:
@@ -138,7 +158,7 @@ def test_recipe_bench_refines_minilm_and_scores_each_recipe(tmp_path: Path) -> N
         recipes=(default, Recipe("serving", 1, 1e-4, 0.0)),
     )
     result = run_recipes(
-        settings.model_copy(update={"trainer": TrainerSettings(epochs=1)}),
+        settings.model_copy(update={"trainer": TrainerSettings(epochs=1, learning_rate=3e-5)}),
         cfg,
         tmp_path,
         log=lambda _: None,
@@ -155,4 +175,5 @@ def test_recipe_bench_refines_minilm_and_scores_each_recipe(tmp_path: Path) -> N
     path = write_json(result.headline(), tmp_path / "docs" / "recipe.json")
     saved = json.loads(path.read_text())
     assert [r["recipe"] for r in saved["rows"]] == [r["recipe"] for r in result.rows]
+    assert [r["learning_rate"] for r in saved["rows"]] == [3e-5, 1e-4]  # not rounded away
     assert plot(result, tmp_path / "docs" / "recipe.png").read_bytes()[:4] == b"\x89PNG"

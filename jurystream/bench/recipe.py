@@ -73,18 +73,34 @@ def default_recipe(trainer: TrainerSettings) -> Recipe:
     return Recipe("serving", trainer.epochs, trainer.learning_rate, trainer.replay_ratio)
 
 
+LEARNING_RATES = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3)  # half-decade steps the grid moves along
+
+
+def neighbours(value: float, ladder: Sequence[float]) -> tuple[float, ...]:
+    """The ladder's values just below and just above ``value`` (one of them at the ends)."""
+    below = [x for x in ladder if x < value * (1 - 1e-9)]
+    above = [x for x in ladder if x > value * (1 + 1e-9)]
+    return tuple([*below[-1:], *above[:1]])
+
+
 def one_factor_grid(
     default: Recipe,
-    epochs: Sequence[int] = (1, 3),
-    learning_rates: Sequence[float] = (1e-5, 1e-4),
+    epochs: Sequence[int] | None = None,
+    learning_rates: Sequence[float] | None = None,
     replay_ratios: Sequence[float | None] = (0.0, 1.0),
     from_base: bool = True,
 ) -> tuple[Recipe, ...]:
     """The default first, then each setting changed alone (values equal to the default drop).
 
+    Epochs and learning rates default to the default's neighbours (one epoch less and more;
+    the next rate down and up ``LEARNING_RATES``), so the grid follows a changed default.
     ``from_base`` adds a fresh start from the encoder with the bench bootstrap's own recipe
     (4 epochs at 1e-4 on seed + reviewed data): is continuing from the serving juror worth it?
     """
+    if epochs is None:
+        epochs = [e for e in (default.epochs - 1, default.epochs + 1) if e >= 1]
+    if learning_rates is None:
+        learning_rates = neighbours(default.learning_rate, LEARNING_RATES)
     out = [default]
     for e in epochs:
         out.append(Recipe(default.start, e, default.learning_rate, default.replay_ratio))
@@ -298,15 +314,16 @@ class RecipeResult:
             "escalated": self.escalated,
             "audits": self.audits,
             "score_examples": self.score_examples,
-            "bootstrap": self.bootstrap,
+            "bootstrap": {k: _round(v) for k, v in self.bootstrap.items()},
             "rows": [{k: _round(r[k]) for k in keep} for r in self.rows],
             "verdict": self.verdict,
         }
 
 
 def _round(x: Any) -> Any:
+    """Four significant digits (a learning rate of 3e-5 must not round to 0)."""
     if isinstance(x, float):
-        return round(x, 4)
+        return float(f"{x:.4g}")
     if isinstance(x, list):
         return [_round(v) for v in x]
     return x
