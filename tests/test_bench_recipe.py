@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 from jurystream.bench.recipe import (
     BOOTSTRAP,
@@ -25,6 +26,7 @@ from jurystream.bench.recipe import (
     verdict,
     write_json,
 )
+from jurystream.cli import app
 from jurystream.config import Settings, TrainerSettings
 from jurystream.models.audit import is_audited
 from jurystream.models.continual import Example
@@ -139,6 +141,20 @@ def test_table_takes_medians_and_spreads_and_only_a_gap_beyond_the_seeds_counts(
     assert kept["change"] is False and kept["best"] == "default"
     with pytest.raises(ValueError, match="default recipe"):
         summarize(runs[2:], "default")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [(["--replay", "half"], "--replay takes a number or 'all'"), (["--seeds", "0"], "--seeds")],
+)
+def test_recipe_command_refuses_bad_options_before_any_work(
+    args: list[str], message: str, tmp_path: Path
+) -> None:
+    result = CliRunner().invoke(
+        app, ["bench", "recipe", "--workdir", str(tmp_path), *args], env={"COLUMNS": "200"}
+    )
+    assert result.exit_code == 2 and message in result.output
+    assert not list(tmp_path.iterdir())  # nothing bootstrapped, nothing written
 
 
 @pytest.mark.slow
