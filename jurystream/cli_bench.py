@@ -458,3 +458,100 @@ def tfidf(
         err.print(f"[red]error:[/] {exc}")
         raise typer.Exit(2) from exc
     print(markdown(rows, seed_size))
+
+
+def _replay(value: str) -> float | None:
+    return None if value == "all" else float(value)
+
+
+@bench_app.command()
+def recipe(
+    config: ConfigOpt = None,
+    task: Annotated[str, typer.Option(help="TweetEval task.")] = "offensive",
+    seed_size: SeedSizeOpt = 400,
+    feed: Annotated[
+        int, typer.Option(help="Unseen train posts the bootstrap jury scores (then reviewed).")
+    ] = 1000,
+    escalation: Annotated[
+        float, typer.Option(help="Share escalated at the threshold calibrated on val's gate half.")
+    ] = 0.25,
+    audit_rate: Annotated[float, typer.Option(help="Share of accepted posts audited.")] = 0.02,
+    policy: Annotated[str, typer.Option(help="Voting policy of the jury.")] = "threshold",
+    seeds: Annotated[int, typer.Option(help="Training seeds per recipe (1..N).")] = 2,
+    epochs: Annotated[
+        list[int] | None,
+        typer.Option("--epochs", help="Epochs tried (repeatable; default: the default ± 1)."),
+    ] = None,
+    learning_rate: Annotated[
+        list[float] | None,
+        typer.Option("--learning-rate", help="Rates tried (repeatable; default: next down, up)."),
+    ] = None,
+    replay: Annotated[
+        list[str] | None,
+        typer.Option("--replay", help="Replay ratios, or 'all' (repeatable; default 0, 1)."),
+    ] = None,
+    from_base: Annotated[
+        bool, typer.Option(help="Also retrain from the MiniLM encoder (bootstrap recipe).")
+    ] = True,
+    workdir: WorkdirOpt = Path("var/bench"),
+    output: Annotated[
+        Path | None,
+        typer.Option("--out", help="Also write the headline recipe.json and recipe.png here."),
+    ] = None,
+) -> None:
+    """Epochs, learning rate and replay ratio of a trainer round, each varied alone around the
+    trainer's default and measured over seeds on reviewed data: a table, a JSON file, a PNG."""
+    import shlex
+    import sys
+
+    from jurystream.bench.recipe import (
+        RecipeConfig,
+        default_recipe,
+        markdown,
+        one_factor_grid,
+        plot,
+        run_recipes,
+        write_json,
+    )
+
+    settings = _settings(config)
+    if seeds < 1:
+        err.print("[red]error:[/] --seeds must be at least 1")
+        raise typer.Exit(2)
+    try:
+        replays = tuple(_replay(r) for r in replay) if replay else (0.0, 1.0)
+    except ValueError as exc:
+        err.print(f"[red]error:[/] --replay takes a number or 'all': {exc}")
+        raise typer.Exit(2) from exc
+    grid = one_factor_grid(
+        default_recipe(settings.trainer),
+        epochs=tuple(epochs) if epochs else None,
+        learning_rates=tuple(learning_rate) if learning_rate else None,
+        replay_ratios=replays,
+        from_base=from_base,
+    )
+    cfg = RecipeConfig(
+        task=task,
+        seed_size=seed_size,
+        feed_size=feed,
+        escalation=escalation,
+        audit_rate=audit_rate,
+        policy=policy,
+        seeds=tuple(range(1, seeds + 1)),
+        recipes=grid,
+    )
+    try:
+        result = run_recipes(settings, cfg, workdir, log=err.print)
+    except (ValueError, RuntimeError) as exc:  # DatasetError, RegistryError, no such juror
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(1) from exc
+    result.command = shlex.join(["jurystream", *sys.argv[1:]])
+    path = write_json(result.to_dict(), workdir / f"recipe-{task}.json")
+    chart = plot(result, path.with_suffix(".png"))
+    text = markdown(result)
+    path.with_suffix(".md").write_text(text + "\n")
+    out.print(text)
+    if output is not None:
+        write_json(result.headline(), output / "recipe.json")
+        plot(result, output / "recipe.png")
+    out.print(f"results: {path}, chart: {chart} ({result.seconds:.0f} s)")
