@@ -61,7 +61,7 @@ def test_corrections_come_back_from_label_studio_argilla_and_plain_files() -> No
     ]
     tasks[1]["annotations"] = [{"was_cancelled": True, "result": []}]
     ls = read_corrections(json.dumps(tasks), "export.json")
-    assert ls.records == [
+    assert [json.loads(r.to_bytes()) for r in ls.records] == [
         {"id": "p1", "label": "not-offensive", "source": "human", "text": "you idiot"}
     ]
     assert ls.refused == [("item 1", "p2: no label given by a person")]
@@ -69,13 +69,15 @@ def test_corrections_come_back_from_label_studio_argilla_and_plain_files() -> No
     records = json.loads(write_export(rows(), "argilla")[0])
     records[1]["responses"] = {"label": [{"value": "not-offensive", "user_id": "u1"}]}
     argilla = read_corrections(json.dumps(records))
-    assert [(r["id"], r["label"]) for r in argilla.records] == [("p2", "not-offensive")]
+    assert [(r.id, r.label) for r in argilla.records] == [("p2", "not-offensive")]
 
     plain = read_corrections("id,label\np1,offensive\n,offensive\np3,\n", "fixes.csv")
-    assert plain.records == [{"id": "p1", "label": "offensive", "source": "human"}]
+    assert [json.loads(r.to_bytes()) for r in plain.records] == [
+        {"id": "p1", "label": "offensive", "source": "human"}
+    ]
     assert [w for w, _ in plain.refused] == ["line 3", "line 4"]
     jsonl = read_corrections('{"post_id": "p9", "label": "x"}\nnope\n')
-    assert jsonl.records[0]["id"] == "p9" and jsonl.refused[0][0] == "line 2"
+    assert jsonl.records[0].id == "p9" and jsonl.refused[0][0] == "line 2"
 
 
 def cli(roles: Roles, *args: str) -> subprocess.CompletedProcess:

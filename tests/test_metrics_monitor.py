@@ -14,7 +14,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from jurystream.exporters.metrics import Metrics
 from jurystream.stream.broker import free_port
 from jurystream.stream.client import produce
-from jurystream.stream.feedback import QualityMonitor, parse_feedback, parse_label
+from jurystream.stream.feedback import QualityMonitor, label_fact
+from jurystream.stream.records import Feedback, LabelRecord
 from tests.fixtures.processes import Roles
 
 
@@ -175,9 +176,12 @@ def test_stream_counts_for_continual_learning() -> None:
 
 
 def test_parsers_take_the_id_from_the_key_when_the_value_has_none() -> None:
-    post_id, fact = parse_label(b"k", json.dumps({"label": "a", "source": "jury"}).encode())
+    record = LabelRecord.parse(json.dumps({"label": "a", "source": "jury"}).encode(), b"k")
+    assert isinstance(record, LabelRecord)
+    post_id, fact = record.id, label_fact(record)
     assert post_id == "k" and fact.votes == ()
-    assert parse_feedback(b"k2", json.dumps({"label": "b"}).encode()) == ("k2", "b")
+    gold = Feedback.parse(json.dumps({"label": "b"}).encode(), b"k2")
+    assert isinstance(gold, Feedback) and (gold.id, gold.label) == ("k2", "b")
 
 
 def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -51,12 +51,12 @@ from jurystream.models.evaluation import (
 from jurystream.models.juror import Juror, load_juror
 from jurystream.models.jury import Jury
 from jurystream.models.registry import Registry
-from jurystream.models.reviewer.base import Case
 from jurystream.models.reviewer.oracle import OracleBackend, SimulatedBackend
 from jurystream.models.store import TrainingStore
 from jurystream.stream.broker import EmbeddedBroker, ensure_topics, free_port
 from jurystream.stream.client import Record, produce, read_records
 from jurystream.stream.processes import RoleGroup
+from jurystream.stream.records import Post, ReviewCase
 
 Log = Callable[[str], None]
 
@@ -212,7 +212,7 @@ def _posts(
     ids: Sequence[str], texts: Sequence[str], gold: Sequence[str]
 ) -> list[tuple[bytes, bytes]]:
     return [
-        (i.encode(), json.dumps({"id": i, "text": t, "meta": {"gold": g}}).encode())
+        (i.encode(), Post.of(i, t, meta={"gold": g}).to_bytes())
         for i, t, g in zip(ids, texts, gold, strict=True)
     ]
 
@@ -523,7 +523,9 @@ def run_loop(settings: Settings, cfg: LoopConfig, workdir: Path, log: Log = prin
                 stats = segment_stats(ids, gold, labels, audits, label_names, reviewer_truth)
                 mine = [cases[i] for i in ids if i in cases]
                 stats["reviewer_calls"] = len(mine)
-                stats["reviewer_usd"] = sum(pricer.case_cost(Case.from_record(c)) for c in mine)
+                stats["reviewer_usd"] = sum(
+                    pricer.case_cost(ReviewCase.model_validate(c).case()) for c in mine
+                )
                 reviewed_total = len({r.key for r in hard})
                 segments.append(Segment(k + 1, len(ids), **stats))
                 log(
