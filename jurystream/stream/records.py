@@ -88,6 +88,17 @@ def _object(value: bytes | None) -> dict[str, Any] | Invalid:
         return Invalid(str(exc))
 
 
+def _body_or_key_id(data: Mapping[str, Any], key: bytes | None) -> str | None:
+    post_id = data.get("id")
+    if isinstance(post_id, str) and post_id:
+        return post_id
+    return _key_id(key)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _float_or_none(value: Any) -> float | None:
     """A number as a float; anything else (or an integer beyond a float's range) as None."""
     if isinstance(value, bool) or not isinstance(value, int | float):
@@ -405,13 +416,6 @@ class LabelRecord(Record):
         )
 
 
-def _body_or_key_id(data: Mapping[str, Any], key: bytes | None) -> str | None:
-    post_id = data.get("id")
-    if isinstance(post_id, str) and post_id:
-        return post_id
-    return _key_id(key)
-
-
 # --- hard samples --------------------------------------------------------------------------
 
 
@@ -655,10 +659,6 @@ class DeadLetter(Record):
         return base64.b64decode(self.original_b64)
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 # --- model updates -------------------------------------------------------------------------
 
 
@@ -767,7 +767,20 @@ class ThresholdUpdate(Record):
             versions={str(k): str(v) for k, v in versions.items()},
             seq=float(seq) if isinstance(seq, int | float) else 0.0,
             reason=str(data.get("reason") or ""),
+            **_given(
+                target_accuracy=_float_or_none(data.get("target_accuracy")),
+                expected_accuracy=_float_or_none(data.get("expected_accuracy")),
+                expected_escalation=_float_or_none(data.get("expected_escalation")),
+                reviewer_accuracy=_float_or_none(data.get("reviewer_accuracy")),
+                audit=_audit_counts(data.get("audit")),
+            ),
         )
+
+
+def _audit_counts(value: Any) -> dict[str, int] | None:
+    if not isinstance(value, dict) or not all(_is_int(value.get(n)) for n in ("agreed", "total")):
+        return None
+    return {"agreed": value["agreed"], "total": value["total"]}
 
 
 Update = ModelUpdate | ThresholdUpdate
