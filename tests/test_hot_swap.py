@@ -19,7 +19,7 @@ from aiokafka import AIOKafkaProducer
 from typer.testing import CliRunner
 
 from jurystream.cli import app
-from jurystream.config import Settings, TopicSettings
+from jurystream.config import Settings, Topic, TopicSettings
 from jurystream.exporters.metrics import Metrics
 from jurystream.models.juror import load_juror
 from jurystream.models.registry import Registry
@@ -32,7 +32,7 @@ from tests.fixtures.processes import Roles
 from tests.test_registry import corrupt
 
 JURORS = ("tfidf0", "tfidf1", "tfidf2")
-OUTPUTS = ("labels", "review", "dead-letters")
+OUTPUTS = (Topic.LABELS, Topic.REVIEW, Topic.DEAD_LETTERS)
 Action = Callable[[], None]  # a swap done by hand or by the CLI, in a thread
 
 
@@ -57,7 +57,7 @@ def start_worker(roles: Roles, registry: Registry) -> None:
     roles.start("worker", "--batch-size", "8", *args, env={"JURYSTREAM_REGISTRY": registry.url})
     # Wait until it labels, so the timed stream below is not swallowed as one startup backlog.
     (probe,) = generate_posts(1, seed=9, id_prefix="probe")
-    asyncio.run(produce(roles.bootstrap, roles.topic("posts"), [(probe.key, probe.value)]))
+    asyncio.run(produce(roles.bootstrap, roles.topic(Topic.POSTS), [(probe.key, probe.value)]))
     arrived = asyncio.run(
         read_records(
             roles.bootstrap,
@@ -97,7 +97,9 @@ async def stream_and_swap(
         try:
             start = time.monotonic()
             for i, item in enumerate(items):
-                meta = await (await producer.send(roles.topic("posts"), item.value, key=item.key))
+                meta = await (
+                    await producer.send(roles.topic(Topic.POSTS), item.value, key=item.key)
+                )
                 placed[item.key.decode()] = (meta.partition, meta.offset)
                 ahead = (i + 1) / rate - (time.monotonic() - start)
                 if ahead > 0:

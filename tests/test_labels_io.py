@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from jurystream.config import Topic
 from jurystream.stream.client import produce, read_records
 from jurystream.stream.label_io import export_rows, read_corrections, write_export
 from tests.fixtures.processes import Roles
@@ -95,10 +96,10 @@ def test_labels_export_follow_and_feedback_on_the_broker(roles: Roles, tmp_path:
     posts.append((b"bad", b"not json"))  # a malformed post does not stop the export
     labels = [(r["id"].encode(), json.dumps(r).encode()) for r in LABELS]
     review = {"id": "p4", "text": "is this ok?", "jury_label": "offensive", "reason": "split"}
-    asyncio.run(produce(roles.bootstrap, roles.topic("posts"), posts))
-    asyncio.run(produce(roles.bootstrap, roles.topic("labels"), labels))
+    asyncio.run(produce(roles.bootstrap, roles.topic(Topic.POSTS), posts))
+    asyncio.run(produce(roles.bootstrap, roles.topic(Topic.LABELS), labels))
     asyncio.run(
-        produce(roles.bootstrap, roles.topic("review"), [(b"p4", json.dumps(review).encode())])
+        produce(roles.bootstrap, roles.topic(Topic.REVIEW), [(b"p4", json.dumps(review).encode())])
     )
 
     target = tmp_path / "tasks.json"
@@ -122,7 +123,7 @@ def test_labels_export_follow_and_feedback_on_the_broker(roles: Roles, tmp_path:
     assert sent.returncode == 1  # p2 was not annotated: listed, not sent
     assert "sent 1 corrections" in sent.stderr and "p2: no label given by a person" in sent.stderr
     (record,) = asyncio.run(
-        read_records(roles.bootstrap, [roles.topic("feedback")], until=lambda rs: len(rs) >= 1)
+        read_records(roles.bootstrap, [roles.topic(Topic.FEEDBACK)], until=lambda rs: len(rs) >= 1)
     )
     assert record.key == "p1"
     assert record.value == {

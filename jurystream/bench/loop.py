@@ -38,7 +38,7 @@ import numpy as np
 
 from jurystream.bench.jurors import bench_plan, ensure_jurors
 from jurystream.bench.quality import CallPricer, review
-from jurystream.config import Settings
+from jurystream.config import Settings, Topic
 from jurystream.models.audit import estimate
 from jurystream.models.datasets import LabeledSet, load_tweeteval, tweeteval_dir
 from jurystream.models.evaluation import (
@@ -244,7 +244,7 @@ class LoopRun:
         self.log = log
 
     def read(
-        self, topics: Sequence[str], until: Callable[[list[Record]], bool], timeout: float
+        self, topics: Sequence[Topic], until: Callable[[list[Record]], bool], timeout: float
     ) -> list[Record]:
         names = [self.group.topic(t) for t in topics]
         return asyncio.run(
@@ -255,7 +255,7 @@ class LoopRun:
         deadline = time.monotonic() + timeout
         latest: dict[str, dict[str, Any]] = {}
         while time.monotonic() < deadline:
-            records = self.read(["labels"], lambda rs: ids <= {r.key for r in rs}, 30)
+            records = self.read([Topic.LABELS], lambda rs: ids <= {r.key for r in rs}, 30)
             latest = {}
             for r in records:
                 if r.key is not None:
@@ -285,7 +285,7 @@ class LoopRun:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             self._check_alive()
-            updates = self.read(["model-updates"], lambda rs: False, 2)
+            updates = self.read([Topic.MODEL_UPDATES], lambda rs: False, 2)
             announced = [
                 r.value
                 for r in updates
@@ -461,18 +461,7 @@ def run_loop(settings: Settings, cfg: LoopConfig, workdir: Path, log: Log = prin
         asyncio.run(
             ensure_topics(
                 broker.bootstrap,
-                [
-                    group.topic(t)
-                    for t in (
-                        "posts",
-                        "labels",
-                        "review",
-                        "hard-samples",
-                        "feedback",
-                        "dead-letters",
-                        "model-updates",
-                    )
-                ],
+                group.topics.all_names(),
                 settings.topics.partitions,
                 1,
             )
@@ -508,13 +497,13 @@ def run_loop(settings: Settings, cfg: LoopConfig, workdir: Path, log: Log = prin
                 asyncio.run(
                     produce(
                         broker.bootstrap,
-                        group.topic("posts"),
+                        group.topic(Topic.POSTS),
                         _posts(ids, [text_of[i] for i in ids], [gold[i] for i in ids]),
                     )
                 )
                 labels = run.wait_labeled(set(ids), cfg.segment_timeout_s)
-                cases = {r.key: r.value for r in run.read(["review"], lambda rs: False, 3)}
-                hard = run.read(["hard-samples"], lambda rs: False, 3)
+                cases = {r.key: r.value for r in run.read([Topic.REVIEW], lambda rs: False, 3)}
+                hard = run.read([Topic.HARD_SAMPLES], lambda rs: False, 3)
                 audits = {
                     r.key: r.value["label"]
                     for r in hard

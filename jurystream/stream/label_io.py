@@ -24,9 +24,10 @@ import io
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from jurystream.stream.records import Feedback
+if TYPE_CHECKING:  # the CLI imports this module at start; records (numpy, pydantic) on use
+    from jurystream.stream.records import Feedback
 
 ExportFormat = Literal["jsonl", "csv", "label-studio", "argilla"]
 QUESTION = "label"  # Label Studio from_name / Argilla question name
@@ -182,6 +183,8 @@ def read_corrections(content: str, name: str = "") -> Corrections:
     An entry nobody labeled (a skipped task, a record without responses) is left out and
     listed: only people's answers are gold.
     """
+    from jurystream.stream.records import Feedback
+
     out = Corrections()
     for where, entry in _entries(content, name):
         if isinstance(entry, str):

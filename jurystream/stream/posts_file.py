@@ -16,7 +16,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from jurystream.stream.records import Invalid, Post
 from jurystream.stream.strict_json import StrictJSONError, loads
 
 PostsFormat = Literal["jsonl", "csv"]
@@ -95,6 +94,8 @@ def read_posts(
     Columns other than the id and text go into ``meta`` (a JSONL row's own ``meta`` object is
     kept as is), so they travel with the post to the labels' consumers.
     """
+    from jurystream.stream.records import Invalid, Post  # on use: the CLI imports this at start
+
     rows = _jsonl_rows(text) if fmt == "jsonl" else _csv_rows(text, delimiter)
     batch = PostsBatch()
     seen: dict[str, int] = {}

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from jurystream.models.voting import Vote
+if TYPE_CHECKING:  # an annotation only: config imports this package, numpy is not needed
+    from jurystream.models.voting import Vote
 
 
 @dataclass(frozen=True, slots=True)
