@@ -69,6 +69,7 @@ class LabelFact:
 
 
 def label_fact(record: LabelRecord) -> LabelFact:
+    """What the join keeps of a label record (the rest is not needed to judge it)."""
     return LabelFact(
         record.label,
         record.source,
@@ -156,11 +157,13 @@ class QualityMonitor:
     def on_hard_sample(self, key: bytes | None, value: bytes | None) -> None:
         """Keep an audit's outcome; hard cases are the trainer's business, not a measurement."""
         sample = HardSample.parse(value, key)
-        if isinstance(sample, Invalid) or (sample.kind == "audit" and sample.jury_label is None):
+        if isinstance(sample, Invalid):
             self.metrics.feedback_unmatched.labels("hard_samples", "invalid").inc()
-            return
-        if sample.jury_label is not None and sample.kind == "audit":
-            self.audits.append((sample.jury_label, sample.label))
+        elif sample.kind == "audit":
+            if sample.jury_label is None:  # an audit that does not say what it measured
+                self.metrics.feedback_unmatched.labels("hard_samples", "invalid").inc()
+            else:
+                self.audits.append((sample.jury_label, sample.label))
 
     # --- join ---
 
