@@ -21,7 +21,7 @@ from jurystream.cli_common import (
     console,
 )
 from jurystream.cli_help import ReadableGroup
-from jurystream.config import PolicyName, Settings, env_var
+from jurystream.config import PolicyName, Settings, Topic, env_var
 from jurystream.stream.posts_file import PostsFormat
 
 if TYPE_CHECKING:
@@ -400,7 +400,7 @@ def produce(
 
     settings = _settings(config, broker={"bootstrap": bootstrap})
     address = _require_bootstrap(settings)
-    topic = settings.topics.name("posts")
+    topic = settings.topics.name(Topic.POSTS)
     if file is None:
         from jurystream.stream.feed import generate_posts
 

@@ -18,6 +18,7 @@ import typer
 from rich.console import Console
 
 from jurystream.cli_common import BootstrapOpt, ConfigOpt, _require_bootstrap, _settings
+from jurystream.config import Topic
 from jurystream.stream.label_io import ExportFormat
 
 labels_app = typer.Typer(
@@ -72,8 +73,8 @@ def follow_labels(
 
     settings = _settings(config, broker={"bootstrap": bootstrap})
     address = _require_bootstrap(settings)
-    labels_topic = settings.topics.name("labels")
-    topics = [labels_topic] + ([settings.topics.name("review")] if review else [])
+    labels_topic = settings.topics.name(Topic.LABELS)
+    topics = [labels_topic] + ([settings.topics.name(Topic.REVIEW)] if review else [])
     err.print(f"following {', '.join(topics)} (Ctrl-C stops)")
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how a follow ends
         asyncio.run(
@@ -108,23 +109,26 @@ def export_labels(
 
     settings = _settings(config, broker={"bootstrap": bootstrap})
     address = _require_bootstrap(settings)
-    topics = settings.topics
-    records = asyncio.run(read_to_end(address, [topics.name("labels"), topics.name("posts")]))
+    labels_topic, posts_topic = (
+        settings.topics.name(Topic.LABELS),
+        settings.topics.name(Topic.POSTS),
+    )
+    records = asyncio.run(read_to_end(address, [labels_topic, posts_topic]))
     texts = {
         str(r.value["id"]): r.value["text"]
         for r in records
-        if r.topic == topics.name("posts")
+        if r.topic == posts_topic
         and isinstance(r.value.get("text"), str)
         and isinstance(r.value.get("id"), str | int)
     }
-    rows = export_rows((r.value for r in records if r.topic == topics.name("labels")), texts)
+    rows = export_rows((r.value for r in records if r.topic == labels_topic), texts)
     body, left_out = write_export(rows, export_format)
     output.write_text(body, encoding="utf-8")
     err.print(f"exported {len(rows) - left_out} labels to {output} ({export_format})")
     if left_out:
         err.print(
             f"[yellow]{left_out} labels left out:[/] their posts' texts are no longer on "
-            f"{topics.name('posts')} (retention); jsonl and csv keep them without text"
+            f"{posts_topic} (retention); jsonl and csv keep them without text"
         )
 
 
@@ -160,11 +164,8 @@ def feedback(
         err.print(f"[red]error:[/] cannot read {file}: {exc}")
         raise typer.Exit(2) from exc
     corrections = read_corrections(content, file)
-    topic = settings.topics.name("feedback")
-    items = [
-        (r["id"].encode("utf-8"), json.dumps(r, ensure_ascii=False).encode("utf-8"))
-        for r in corrections.records
-    ]
+    topic = settings.topics.name(Topic.FEEDBACK)
+    items = [(r.id.encode("utf-8"), r.to_bytes()) for r in corrections.records]
     sent = asyncio.run(produce(address, topic, items))
     err.print(f"sent {sent} corrections to {topic}")
     if corrections.refused:

@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from jurystream.cli_common import ConfigOpt
-from jurystream.config import Settings, env_var, load_settings
+from jurystream.config import Settings, Topic, env_var, load_settings
 
 models_app = typer.Typer(
     help="Jurors: bootstrap, export, registry (list/show/promote/rollback), evaluation.",
@@ -121,7 +121,7 @@ def _announce(settings: Settings, reg: Any, name: str, version: str) -> None:
     except KafkaSecurityError as exc:
         raise _fail(exc) from exc
     asyncio.run(announce(settings, kafka, [model_update(reg, name, version)]))
-    err.print(f"announced {name} v{version} on {settings.topics.name('model_updates')}")
+    err.print(f"announced {name} v{version} on {settings.topics.name(Topic.MODEL_UPDATES)}")
 
 
 def _fail(exc: Exception) -> typer.Exit:

@@ -15,6 +15,7 @@ import difflib
 import os
 import tomllib
 from collections.abc import Collection, Mapping
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
 
@@ -73,6 +74,21 @@ class BrokerSettings(_Section):
     ssl_check_hostname: bool = True
 
 
+class Topic(StrEnum):
+    """Every topic jurystream reads or writes, by its one name: the ``TopicSettings`` field that
+    configures it (``settings.topics.name(Topic.DEAD_LETTERS)`` → ``jurystream.dead-letters``).
+    """
+
+    POSTS = "posts"
+    LABELS = "labels"
+    REVIEW = "review"
+    HARD_SAMPLES = "hard_samples"
+    FEEDBACK = "feedback"
+    DEAD_LETTERS = "dead_letters"
+    MODEL_UPDATES = "model_updates"
+    SPEND = "spend"
+
+
 class TopicSettings(_Section):
     prefix: str = "jurystream."
     partitions: int = 4
@@ -87,23 +103,14 @@ class TopicSettings(_Section):
     # Reviewer spend, one compacted record per replica: the budget all replicas share.
     spend: str = "spend"
 
-    def name(self, topic: str) -> str:
-        """Full topic name (prefix + base name) for a field such as ``"posts"``."""
-        return self.prefix + str(getattr(self, topic))
+    def name(self, topic: Topic) -> str:
+        """Full topic name: the prefix and the configured base name of ``topic``."""
+        return self.prefix + str(getattr(self, Topic(topic).value))
 
     def all_names(self) -> list[str]:
-        return [
-            self.name(t)
-            for t in (
-                "posts",
-                "labels",
-                "review",
-                "hard_samples",
-                "feedback",
-                "dead_letters",
-                "model_updates",
-            )
-        ]
+        """The topics the roles create at start; ``spend`` is created, compacted, by the
+        reviewers that share a budget (``stream/spend.py``)."""
+        return [self.name(t) for t in Topic if t is not Topic.SPEND]
 
 
 class JurySettings(_Section):

@@ -26,7 +26,7 @@ from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
-from jurystream.config import Settings
+from jurystream.config import Settings, Topic
 from jurystream.demo_jurors import JurorRecipe, cached_jurors, copy_registry, seed_split
 from jurystream.models.juror import read_manifest
 from jurystream.models.registry import Registry
@@ -40,7 +40,7 @@ from jurystream.stream.feed import (
     posts_from_dataset,
 )
 from jurystream.stream.processes import RoleGroup
-from jurystream.stream.records import dumps
+from jurystream.stream.records import Feedback, Post
 from jurystream.stream.security import client_kwargs
 from jurystream.testing.openai_server import OpenAIServer, answers_by_text
 
@@ -94,21 +94,21 @@ class Ledger:
     started: float = field(default_factory=time.monotonic)
     history: list[Snapshot] = field(default_factory=list)
 
-    def apply(self, kind: str, value: dict[str, object]) -> None:
-        """Take in one output record; ``kind`` is the topic's field name (``labels``...)."""
+    def apply(self, kind: Topic, value: dict[str, object]) -> None:
+        """Take in one output record of the topic ``kind``."""
         key = str(value.get("id") or "")
         if key not in self.gold:
             return
-        if kind == "hard_samples":
+        if kind == Topic.HARD_SAMPLES:
             if value.get("kind") == "audit" and isinstance(value.get("jury_label"), str):
                 self.audits[key] = value.get("label") == value["jury_label"]
             return
         fate = self.fates.setdefault(key, Fate())
-        if kind == "dead_letters":
+        if kind == Topic.DEAD_LETTERS:
             fate.outcome, fate.detail = "dead-letter", str(value.get("error"))
-        elif kind == "review" and fate.outcome == "pending":
+        elif kind == Topic.REVIEW and fate.outcome == "pending":
             fate.outcome, fate.detail = "in-review", str(value.get("reason"))
-        elif kind == "labels":
+        elif kind == Topic.LABELS:
             if fate.outcome != "labeled":
                 self.order.append(key)
             fate.outcome = "labeled"
@@ -257,7 +257,7 @@ def _view(ledger: Ledger, total: int) -> Group:
 
 WARMUP_ID = "demo-warmup"
 WARMUP_TEXT = "warming up the jury"
-FOLLOWED = ("labels", "review", "dead_letters", "hard_samples")
+FOLLOWED = (Topic.LABELS, Topic.REVIEW, Topic.DEAD_LETTERS, Topic.HARD_SAMPLES)
 
 
 class DemoStopped(RuntimeError):
@@ -310,9 +310,9 @@ async def _drive(
     async def feed() -> None:
         # Every send's delivery is checked: a post the broker did not take would otherwise
         # leave the run waiting for a label that can never come.
-        probe = {"id": WARMUP_ID, "text": WARMUP_TEXT}
+        probe = Post.of(WARMUP_ID, WARMUP_TEXT)
         await producer.send_and_wait(
-            topics.name("posts"), key=WARMUP_ID.encode(), value=dumps(probe)
+            topics.name(Topic.POSTS), key=WARMUP_ID.encode(), value=probe.to_bytes()
         )
         await ready.wait()  # the worker has joined its group and scored the probe
         ledger.started = time.monotonic()
@@ -321,12 +321,12 @@ async def _drive(
         deliveries = []
         for item in items:
             deliveries.append(
-                await producer.send(topics.name("posts"), key=item.key, value=item.value)
+                await producer.send(topics.name(Topic.POSTS), key=item.key, value=item.value)
             )
             if item.gold is not None and gets_feedback(item.key, pacing.feedback_share):
                 # gold feedback, as a moderation team would send it for some of the posts
-                gold = {"id": item.key.decode(), "label": item.gold}
-                await producer.send(topics.name("feedback"), key=item.key, value=dumps(gold))
+                gold = Feedback.of(item.key.decode(), item.gold).to_bytes()
+                await producer.send(topics.name(Topic.FEEDBACK), key=item.key, value=gold)
             ledger.sent += 1
             ahead = ledger.sent / pacing.rate - (time.monotonic() - start)
             if ahead > 0:

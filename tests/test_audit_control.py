@@ -31,9 +31,8 @@ from jurystream.models.thresholds import (
 )
 from jurystream.models.voting import Decision, Vote
 from jurystream.stream.feed import LABELS, labeled_examples
+from jurystream.stream.records import Invalid, ModelUpdate, Post, ThresholdUpdate, parse_update
 from jurystream.stream.routing import route
-from jurystream.stream.updates import ModelUpdate, ThresholdUpdate, parse_update
-from jurystream.stream.validation import Post
 
 # --- audit ----------------------------------------------------------------------------------
 
@@ -191,7 +190,7 @@ def decision(escalated: bool, confidence: float) -> Decision:
 
 
 def test_every_post_gets_a_label_or_a_review_and_audits_get_both() -> None:
-    posts = [Post(f"p{i}", f"text number {i}") for i in range(400)]
+    posts = [Post(id=f"p{i}", text=f"text number {i}") for i in range(400)]
     decisions = [decision(i % 4 == 0, 0.5 if i % 4 == 0 else 0.9) for i in range(400)]
     routes = route(posts, decisions, audit_rate=0.1)
     assert [r.post for r in routes] == posts
@@ -204,7 +203,7 @@ def test_every_post_gets_a_label_or_a_review_and_audits_get_both() -> None:
 
 
 def test_budget_reviews_the_most_uncertain_and_flags_the_rest() -> None:
-    posts = [Post(f"p{i}", f"distinct words {i} here") for i in range(10)]
+    posts = [Post(id=f"p{i}", text=f"distinct words {i} here") for i in range(10)]
     confidences = [0.9, 0.4, 0.9, 0.55, 0.9, 0.6, 0.9, 0.35, 0.9, 0.9]
     decisions = [decision(c < 0.7, c) for c in confidences]
     allowance = ReviewAllowance(rate=0.2, burst=2, credit=0)
@@ -219,8 +218,10 @@ def test_budget_reviews_the_most_uncertain_and_flags_the_rest() -> None:
 
 
 def test_threshold_updates_parse_and_apply_only_to_their_versions() -> None:
-    update = ThresholdUpdate("threshold", 0.74, {"a": "3", "b": "2"}, 1.0, "round 2")
-    parsed = parse_update(json.dumps(update.to_record(extra=1)).encode())
+    update = ThresholdUpdate(
+        policy="threshold", threshold=0.74, versions={"a": "3", "b": "2"}, seq=1.0, reason="round 2"
+    )
+    parsed = parse_update(json.dumps(json.loads(update.to_bytes()) | {"extra": 1}).encode())
     assert parsed == update
     assert update.matches({"a": "3", "b": "2", "c": "1"})
     assert not update.matches({"a": "2", "b": "2"})
@@ -232,8 +233,7 @@ def test_threshold_updates_parse_and_apply_only_to_their_versions() -> None:
         {"kind": "thresholds", "policy": "threshold", "threshold": 1.5, "versions": {"a": "1"}},
         {"kind": "thresholds", "policy": "threshold", "threshold": 0.5, "versions": {}},
     ):
-        with pytest.raises(ValueError):
-            parse_update(json.dumps(bad).encode())
+        assert isinstance(parse_update(json.dumps(bad).encode()), Invalid)
 
 
 def test_operating_curve_escalates_more_as_the_threshold_rises(tiny_jurors) -> None:

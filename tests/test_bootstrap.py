@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from jurystream.cli import app
-from jurystream.config import Settings
+from jurystream.config import Settings, Topic
 from jurystream.models.bootstrap import BootstrapPlan, bootstrap_jurors
 from jurystream.models.datasets import LabeledSet, load_tweeteval, tweeteval_dir
 from jurystream.models.evaluation import juror_probabilities, majority_baseline
@@ -168,12 +168,14 @@ def test_registry_jurors_serve_through_a_worker(
     dirs = [registry.serving_dir(name) for name in registry.jurors()]
     roles.start("worker", *[a for d in dirs for a in ("--juror", str(d))])
     items = list(generate_posts(150, seed=51, id_prefix="boot"))
-    asyncio.run(produce(roles.bootstrap, roles.topic("posts"), [(i.key, i.value) for i in items]))
+    asyncio.run(
+        produce(roles.bootstrap, roles.topic(Topic.POSTS), [(i.key, i.value) for i in items])
+    )
     expected = {i.key.decode() for i in items}
     records = asyncio.run(
         read_records(
             roles.bootstrap,
-            [roles.topic(t) for t in ("labels", "review", "dead-letters")],
+            [roles.topic(t) for t in (Topic.LABELS, Topic.REVIEW, Topic.DEAD_LETTERS)],
             until=lambda rs: expected <= {r.key for r in rs},
             timeout_s=90,
         )

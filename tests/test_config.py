@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from jurystream.config import Settings, load_settings
+from jurystream.config import Settings, Topic, load_settings
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -64,7 +64,7 @@ def test_missing_config_file_is_an_error(tmp_path: Path) -> None:
 
 def test_topic_names_carry_the_prefix() -> None:
     settings = load_settings(topics={"prefix": "x."})
-    assert settings.topics.name("dead_letters") == "x.dead-letters"
+    assert settings.topics.name(Topic.DEAD_LETTERS) == "x.dead-letters"
     assert len(settings.topics.all_names()) == 7
 
 

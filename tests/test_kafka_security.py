@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from jurystream.config import BrokerSettings, Settings
+from jurystream.config import BrokerSettings, Settings, Topic
 from jurystream.models.registry import Registry
 from jurystream.stream.broker import EmbeddedBroker
 from jurystream.stream.certs import issue, make_ca
@@ -83,14 +83,14 @@ def test_every_role_works_over_tls(
         roles.start("trainer", "--every-samples", "100000")  # consumes; no round in this test
 
         items = list(generate_posts(60, seed=3, id_prefix=mode))
-        asyncio.run(produce(kafka, roles.topic("posts"), [(i.key, i.value) for i in items]))
+        asyncio.run(produce(kafka, roles.topic(Topic.POSTS), [(i.key, i.value) for i in items]))
         ids = {i.key.decode() for i in items}
 
         def all_labeled(records: list[Record]) -> bool:
             return ids <= {r.key for r in records}
 
         labels = asyncio.run(
-            read_records(kafka, [roles.topic("labels")], until=all_labeled, timeout_s=60)
+            read_records(kafka, [roles.topic(Topic.LABELS)], until=all_labeled, timeout_s=60)
         )
         assert ids <= {r.key for r in labels}, roles.logs()
         sources = {r.value["source"] for r in labels}
@@ -103,8 +103,8 @@ def test_every_role_works_over_tls(
             group, name = f"{app_id}-{role}", roles.topic(topic)
             return lambda: asyncio.run(committed(kafka, group, name, partitions)) > 0
 
-        wait_for(consumed("monitor", "labels"), 30, "the monitor to consume labels")
-        wait_for(consumed("trainer", "hard-samples"), 30, "the trainer to consume hard samples")
+        wait_for(consumed("monitor", Topic.LABELS), 30, "the monitor to consume labels")
+        wait_for(consumed("trainer", Topic.HARD_SAMPLES), 30, "the trainer to consume hard samples")
         assert all(role.alive for role in roles.started), roles.logs()
     finally:
         roles.stop_all()

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from jurystream.config import Topic
 from jurystream.stream.client import produce, read_records
 from jurystream.stream.label_io import export_rows, read_corrections, write_export
 from tests.fixtures.processes import Roles
@@ -61,7 +62,7 @@ def test_corrections_come_back_from_label_studio_argilla_and_plain_files() -> No
     ]
     tasks[1]["annotations"] = [{"was_cancelled": True, "result": []}]
     ls = read_corrections(json.dumps(tasks), "export.json")
-    assert ls.records == [
+    assert [json.loads(r.to_bytes()) for r in ls.records] == [
         {"id": "p1", "label": "not-offensive", "source": "human", "text": "you idiot"}
     ]
     assert ls.refused == [("item 1", "p2: no label given by a person")]
@@ -69,13 +70,15 @@ def test_corrections_come_back_from_label_studio_argilla_and_plain_files() -> No
     records = json.loads(write_export(rows(), "argilla")[0])
     records[1]["responses"] = {"label": [{"value": "not-offensive", "user_id": "u1"}]}
     argilla = read_corrections(json.dumps(records))
-    assert [(r["id"], r["label"]) for r in argilla.records] == [("p2", "not-offensive")]
+    assert [(r.id, r.label) for r in argilla.records] == [("p2", "not-offensive")]
 
     plain = read_corrections("id,label\np1,offensive\n,offensive\np3,\n", "fixes.csv")
-    assert plain.records == [{"id": "p1", "label": "offensive", "source": "human"}]
+    assert [json.loads(r.to_bytes()) for r in plain.records] == [
+        {"id": "p1", "label": "offensive", "source": "human"}
+    ]
     assert [w for w, _ in plain.refused] == ["line 3", "line 4"]
     jsonl = read_corrections('{"post_id": "p9", "label": "x"}\nnope\n')
-    assert jsonl.records[0]["id"] == "p9" and jsonl.refused[0][0] == "line 2"
+    assert jsonl.records[0].id == "p9" and jsonl.refused[0][0] == "line 2"
 
 
 def cli(roles: Roles, *args: str) -> subprocess.CompletedProcess:
@@ -93,10 +96,10 @@ def test_labels_export_follow_and_feedback_on_the_broker(roles: Roles, tmp_path:
     posts.append((b"bad", b"not json"))  # a malformed post does not stop the export
     labels = [(r["id"].encode(), json.dumps(r).encode()) for r in LABELS]
     review = {"id": "p4", "text": "is this ok?", "jury_label": "offensive", "reason": "split"}
-    asyncio.run(produce(roles.bootstrap, roles.topic("posts"), posts))
-    asyncio.run(produce(roles.bootstrap, roles.topic("labels"), labels))
+    asyncio.run(produce(roles.bootstrap, roles.topic(Topic.POSTS), posts))
+    asyncio.run(produce(roles.bootstrap, roles.topic(Topic.LABELS), labels))
     asyncio.run(
-        produce(roles.bootstrap, roles.topic("review"), [(b"p4", json.dumps(review).encode())])
+        produce(roles.bootstrap, roles.topic(Topic.REVIEW), [(b"p4", json.dumps(review).encode())])
     )
 
     target = tmp_path / "tasks.json"
@@ -120,7 +123,7 @@ def test_labels_export_follow_and_feedback_on_the_broker(roles: Roles, tmp_path:
     assert sent.returncode == 1  # p2 was not annotated: listed, not sent
     assert "sent 1 corrections" in sent.stderr and "p2: no label given by a person" in sent.stderr
     (record,) = asyncio.run(
-        read_records(roles.bootstrap, [roles.topic("feedback")], until=lambda rs: len(rs) >= 1)
+        read_records(roles.bootstrap, [roles.topic(Topic.FEEDBACK)], until=lambda rs: len(rs) >= 1)
     )
     assert record.key == "p1"
     assert record.value == {

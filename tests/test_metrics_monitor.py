@@ -11,10 +11,12 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from jurystream.config import Topic
 from jurystream.exporters.metrics import Metrics
 from jurystream.stream.broker import free_port
 from jurystream.stream.client import produce
-from jurystream.stream.feedback import QualityMonitor, parse_feedback, parse_label
+from jurystream.stream.feedback import QualityMonitor, label_fact
+from jurystream.stream.records import Feedback, LabelRecord
 from tests.fixtures.processes import Roles
 
 
@@ -175,9 +177,12 @@ def test_stream_counts_for_continual_learning() -> None:
 
 
 def test_parsers_take_the_id_from_the_key_when_the_value_has_none() -> None:
-    post_id, fact = parse_label(b"k", json.dumps({"label": "a", "source": "jury"}).encode())
+    record = LabelRecord.parse(json.dumps({"label": "a", "source": "jury"}).encode(), b"k")
+    assert isinstance(record, LabelRecord)
+    post_id, fact = record.id, label_fact(record)
     assert post_id == "k" and fact.votes == ()
-    assert parse_feedback(b"k2", json.dumps({"label": "b"}).encode()) == ("k2", "b")
+    gold = Feedback.parse(json.dumps({"label": "b"}).encode(), b"k2")
+    assert isinstance(gold, Feedback) and (gold.id, gold.label) == ("k2", "b")
 
 
 def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -196,14 +201,14 @@ def test_monitor_role_joins_topics_on_a_real_broker(roles: Roles) -> None:
     n = 120
     labels = [(f"m{i}".encode(), label(f"m{i}", "pos" if i % 3 else "neg")) for i in range(n)]
     golds = [(f"m{i}".encode(), gold(f"m{i}", "pos")) for i in range(n)]
-    asyncio.run(produce(roles.bootstrap, roles.topic("feedback"), golds[: n // 2]))
-    asyncio.run(produce(roles.bootstrap, roles.topic("labels"), labels))
-    asyncio.run(produce(roles.bootstrap, roles.topic("feedback"), golds[n // 2 :]))
+    asyncio.run(produce(roles.bootstrap, roles.topic(Topic.FEEDBACK), golds[: n // 2]))
+    asyncio.run(produce(roles.bootstrap, roles.topic(Topic.LABELS), labels))
+    asyncio.run(produce(roles.bootstrap, roles.topic(Topic.FEEDBACK), golds[n // 2 :]))
     audits = [
         (f"a{i}".encode(), hard_sample(f"a{i}", "pos", "pos" if i % 4 else "neg"))
         for i in range(40)
     ]
-    asyncio.run(produce(roles.bootstrap, roles.topic("hard-samples"), audits))
+    asyncio.run(produce(roles.bootstrap, roles.topic(Topic.HARD_SAMPLES), audits))
     correct = ("jurystream_feedback_total", (("result", "correct"), ("source", "jury")))
     wrong = ("jurystream_feedback_total", (("result", "wrong"), ("source", "jury")))
     deadline = time.monotonic() + 60
@@ -249,7 +254,7 @@ def test_three_monitors_split_the_partitions_and_still_join_every_pair(roles: Ro
     ports = [free_port() for _ in range(3)]
     for port in ports:
         roles.start("monitor", "--metrics-port", str(port))
-    labels_topic, feedback_topic = roles.topic("labels"), roles.topic("feedback")
+    labels_topic, feedback_topic = roles.topic(Topic.LABELS), roles.topic(Topic.FEEDBACK)
     # Prime every partition so both processes report what they own once the group settles.
     primer = [(f"p{i}".encode(), label(f"p{i}", "pos")) for i in range(40)]
     asyncio.run(produce(roles.bootstrap, labels_topic, primer))

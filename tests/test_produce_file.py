@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+from jurystream.config import Topic
 from jurystream.stream.client import read_records
 from jurystream.stream.posts_file import detect_format, read_posts
 from tests.fixtures.processes import Roles
@@ -82,7 +83,10 @@ def produce_cli(roles: Roles, *args: str, stdin: str | None = None) -> subproces
 def read_posts_topic(roles: Roles, count: int) -> dict[str, dict]:
     records = asyncio.run(
         read_records(
-            roles.bootstrap, [roles.topic("posts")], until=lambda rs: len(rs) >= count, timeout_s=30
+            roles.bootstrap,
+            [roles.topic(Topic.POSTS)],
+            until=lambda rs: len(rs) >= count,
+            timeout_s=30,
         )
     )
     return {r.key or "": r.value for r in records}

@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 
+from jurystream.config import Topic
 from jurystream.exporters import dashboard
 from jurystream.models.registry import Registry
 from jurystream.stream.broker import free_port
@@ -191,9 +192,9 @@ class Feeder:
 
     async def _send(self, batch: list[FeedItem], feedback: list[tuple[bytes, bytes]]) -> None:
         await produce(
-            self.roles.bootstrap, self.roles.topic("posts"), [(i.key, i.value) for i in batch]
+            self.roles.bootstrap, self.roles.topic(Topic.POSTS), [(i.key, i.value) for i in batch]
         )
-        await produce(self.roles.bootstrap, self.roles.topic("feedback"), feedback)
+        await produce(self.roles.bootstrap, self.roles.topic(Topic.FEEDBACK), feedback)
 
 
 def test_every_dashboard_query_returns_data_from_a_real_prometheus(

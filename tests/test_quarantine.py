@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from jurystream.config import BrokerSettings, Settings, TopicSettings
+from jurystream.config import BrokerSettings, Settings, Topic, TopicSettings
 from jurystream.exporters.metrics import Metrics
 from jurystream.models.reviewer.base import Case, Outcome, Verdict
 from jurystream.models.reviewer.chain import Chain
@@ -60,7 +60,7 @@ def test_a_crashing_message_cannot_stop_its_partition(
     asyncio.run(
         produce(
             roles.bootstrap,
-            roles.topic("posts"),
+            roles.topic(Topic.POSTS),
             [(k.encode(), json.dumps({"id": k, "text": t}).encode()) for k, t in posts],
         )
     )
@@ -82,7 +82,7 @@ def test_a_crashing_message_cannot_stop_its_partition(
     by_key = {r.key: r for r in records}
     assert expected <= set(by_key), f"missing {expected - set(by_key)}\n{roles.logs()}"
     letter = by_key["poison"]
-    assert letter.topic == roles.topic("dead-letters")
+    assert letter.topic == roles.topic(Topic.DEAD_LETTERS)
     assert letter.value["stage"] == "quarantine"
     assert "crashed 2 times" in letter.value["error"]
     assert all(not by_key[k].topic.endswith("dead-letters") for k in expected - {"poison"})
@@ -120,7 +120,7 @@ async def test_a_case_that_crashes_the_reviewer_is_quarantined(
     texts[2] = "POISON-PILL case"
     cases = [(f"c{i}", json.dumps({"id": f"c{i}", "text": t})) for i, t in enumerate(texts)]
     await produce(
-        broker.bootstrap, topics.name("review"), [(k.encode(), v.encode()) for k, v in cases]
+        broker.bootstrap, topics.name(Topic.REVIEW), [(k.encode(), v.encode()) for k, v in cases]
     )
 
     def role() -> ReviewerRole:
@@ -133,7 +133,7 @@ async def test_a_case_that_crashes_the_reviewer_is_quarantined(
     expected = {f"c{i}" for i in range(6)}
     records = await read_records(
         broker.bootstrap,
-        [topics.name("labels"), topics.name("dead_letters")],
+        [topics.name(Topic.LABELS), topics.name(Topic.DEAD_LETTERS)],
         until=lambda recs: expected <= {r.key for r in recs} or task.done(),
         timeout_s=60,
     )
@@ -142,6 +142,6 @@ async def test_a_case_that_crashes_the_reviewer_is_quarantined(
     by_key = {r.key: r for r in records}
     assert expected <= set(by_key)
     letter = by_key["c2"]
-    assert letter.topic == topics.name("dead_letters")
+    assert letter.topic == topics.name(Topic.DEAD_LETTERS)
     assert "quarantined: reviewing it raised RuntimeError" in letter.value["error"]
-    assert all(by_key[k].topic == topics.name("labels") for k in expected - {"c2"})
+    assert all(by_key[k].topic == topics.name(Topic.LABELS) for k in expected - {"c2"})

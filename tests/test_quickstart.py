@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from jurystream.config import Topic
 from jurystream.stream.client import read_records
 from jurystream.stream.feed import LABELS, generate_posts, labeled_examples
 from tests.fixtures.processes import Roles
@@ -69,13 +70,13 @@ def test_readme_quickstart_from_a_csv_to_labels_in_label_studio_and_back(
     records = asyncio.run(
         read_records(
             roles.bootstrap,
-            [roles.topic("labels"), roles.topic("review")],
+            [roles.topic(Topic.LABELS), roles.topic(Topic.REVIEW)],
             until=lambda rs: ids <= {r.key for r in rs},
             timeout_s=120,
         )
     )
     assert ids <= {r.key for r in records}, roles.logs()
-    labeled_ids = {r.key for r in records if r.topic == roles.topic("labels")}
+    labeled_ids = {r.key for r in records if r.topic == roles.topic(Topic.LABELS)}
     assert len(labeled_ids) > 30, roles.logs()
 
     followed = jurystream(roles, "labels", "follow", "--from-beginning", "--idle", "3")
@@ -96,6 +97,6 @@ def test_readme_quickstart_from_a_csv_to_labels_in_label_studio_and_back(
     export.write_text(json.dumps([task]))
     jurystream(roles, "feedback", "--file", str(export))
     (record,) = asyncio.run(
-        read_records(roles.bootstrap, [roles.topic("feedback")], until=lambda rs: len(rs) >= 1)
+        read_records(roles.bootstrap, [roles.topic(Topic.FEEDBACK)], until=lambda rs: len(rs) >= 1)
     )
     assert record.value["id"] == post_id and record.value["label"] == gold[post_id]

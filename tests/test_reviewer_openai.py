@@ -10,7 +10,7 @@ import pytest
 
 from jurystream.config import ReviewerSettings
 from jurystream.exporters.metrics import Metrics
-from jurystream.models.reviewer.base import Case, Failure, JuryVote, Verdict
+from jurystream.models.reviewer.base import Case, Failure, Verdict
 from jurystream.models.reviewer.openai_backend import (
     OpenAIBackend,
     ReviewerConfigError,
@@ -18,6 +18,7 @@ from jurystream.models.reviewer.openai_backend import (
     retry_after_seconds,
 )
 from jurystream.models.reviewer.prompt import POST_CLOSE, POST_OPEN, extract_post
+from jurystream.models.voting import Vote
 from jurystream.testing.openai_server import (
     OpenAIServer,
     Reply,
@@ -60,7 +61,7 @@ def _case(i: int, text: str | None = None) -> Case:
     return Case(
         id=str(i),
         text=text or f"post number {i}",
-        votes=(JuryVote("a", "offensive", 0.6), JuryVote("b", "not-offensive", 0.55)),
+        votes=(Vote("a", "offensive", 0.6), Vote("b", "not-offensive", 0.55)),
     )
 
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from jurystream.models.reviewer.base import Case, CaseError, JuryVote
+from jurystream.models.reviewer.base import Case
 from jurystream.models.reviewer.budget import Budget
 from jurystream.models.reviewer.cost import PriceError, estimate_tokens, price_for
 from jurystream.models.reviewer.parsing import AnswerError, parse_answer
@@ -20,13 +20,15 @@ from jurystream.models.reviewer.prompt import (
     extract_post,
     messages,
 )
+from jurystream.models.voting import Vote
+from jurystream.stream.records import Invalid, ReviewCase, dumps
 
 LABELS = ("not-offensive", "offensive")
 DESCRIPTIONS = {"offensive": "insults or profanity", "not-offensive": "anything else"}
 
 
 def _case(text: str) -> Case:
-    return Case(id="1", text=text, votes=(JuryVote("a", "offensive", 0.55),))
+    return Case(id="1", text=text, votes=(Vote("a", "offensive", 0.55),))
 
 
 # --- prompt -----------------------------------------------------------------------------------
@@ -117,19 +119,21 @@ def test_parser_never_returns_a_label_outside_the_set(content: str) -> None:
     assert answer.label in LABELS
 
 
-def test_case_from_record_validates() -> None:
-    case = Case.from_record(
-        {
-            "id": "7",
-            "text": "t",
-            "votes": [{"juror": "a", "label": "x", "confidence": 0.5}],
-            "meta": {"gold": "x"},
-        }
+def test_review_case_parse_validates() -> None:
+    case = ReviewCase.parse(
+        dumps(
+            {
+                "id": "7",
+                "text": "t",
+                "votes": [{"juror": "a", "label": "x", "confidence": 0.5}],
+                "meta": {"gold": "x"},
+            }
+        )
     )
-    assert case.votes == (JuryVote("a", "x", 0.5),) and case.meta["gold"] == "x"
+    assert isinstance(case, ReviewCase)
+    assert case.votes == (Vote("a", "x", 0.5),) and case.meta["gold"] == "x"
     for bad in ([], {"id": "1"}, {"id": "", "text": "t"}, {"id": "1", "text": "t", "votes": [{}]}):
-        with pytest.raises(CaseError):
-            Case.from_record(bad)
+        assert isinstance(ReviewCase.parse(dumps(bad)), Invalid)
 
 
 # --- cost -------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from jurystream.config import BrokerSettings, ReviewerSettings, Settings, TopicSettings
+from jurystream.config import BrokerSettings, ReviewerSettings, Settings, Topic, TopicSettings
 from jurystream.exporters.metrics import Metrics
 from jurystream.models.reviewer.chain import build_chain
 from jurystream.models.reviewer.prompt import extract_post
@@ -84,7 +84,7 @@ async def _produce_cases(settings: Settings, ids: range) -> None:
     bootstrap = settings.broker.bootstrap
     assert bootstrap
     items = [(f"m{i}".encode(), json.dumps(_case(i)).encode()) for i in ids]
-    await produce(bootstrap, settings.topics.name("review"), items)
+    await produce(bootstrap, settings.topics.name(Topic.REVIEW), items)
 
 
 async def _read(settings: Settings, topic: str, n: int, timeout_s: float = 60.0) -> list[Record]:
@@ -233,7 +233,7 @@ async def test_bad_records_go_to_dead_letters_and_the_role_keeps_going(
 ) -> None:
     openai_server.answer = answers_by_text({_text(1): "offensive"})
     running: Running = await reviewer_role()  # type: ignore[operator]
-    topic = running.settings.topics.name("review")
+    topic = running.settings.topics.name(Topic.REVIEW)
     await produce(
         broker.bootstrap,
         topic,

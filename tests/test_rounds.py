@@ -136,22 +136,24 @@ def test_transformer_round_continues_from_the_serving_checkpoint(
     ],
 )
 def test_trainer_parses_hard_samples_strictly(bad: str) -> None:
-    from jurystream.stream.trainer import parse_feedback, parse_hard_sample
+    from jurystream.stream.records import Feedback, HardSample, Invalid
 
-    sample = parse_hard_sample(
+    sample = HardSample.parse(
         b'{"id": "m1", "text": "t", "label": "offensive", "label_source": "oracle", "weight": 0.9}'
     )
+    assert isinstance(sample, HardSample)
     assert sample.example == Example("m1", "t", "offensive", "hard", "oracle", 0.9)
     assert sample.audit is None
-    audit = parse_hard_sample(
+    audit = HardSample.parse(
         b'{"id": "m2", "text": "t", "label": "offensive", "label_source": "oracle", '
         b'"weight": 1.0, "kind": "audit", "jury_label": "not-offensive", "threshold": 0.7}'
     )
-    assert audit.example.origin == "audit"
+    assert isinstance(audit, HardSample) and audit.example.origin == "audit"
     assert audit.audit == ("m2", "not-offensive", "offensive", 0.7)
-    assert parse_feedback(b'{"id": "m1", "label": "offensive"}') == ("m1", "offensive", None)
-    with pytest.raises(ValueError):
-        parse_hard_sample(bad.encode())
+    assert Feedback.parse(b'{"id": "m1", "label": "offensive"}') == Feedback(
+        id="m1", label="offensive"
+    )
+    assert isinstance(HardSample.parse(bad.encode()), Invalid)
 
 
 def test_sklearn_refit_honours_weights_and_matches_onnx_under_a_feature_cut(

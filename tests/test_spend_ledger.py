@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from jurystream.models.reviewer.budget import Budget
-from jurystream.models.reviewer.spend import SpendLedger, WindowReport, decode, encode
+from jurystream.models.reviewer.spend import SpendLedger, WindowReport
+from jurystream.stream.records import Invalid, SpendReport
 
 
 def shared(me: str, ledger_limit: float = 1.0) -> tuple[Budget, SpendLedger]:
@@ -59,10 +60,10 @@ def test_a_restart_does_not_reset_the_window() -> None:
 
 def test_records_round_trip_and_garbage_is_refused() -> None:
     reports = [WindowReport(3600.0, 7, 0.125), WindowReport(86400.0, 0, 2.5)]
-    assert decode(encode("r1", reports, at=1.0)) == ("r1", reports)
+    report = SpendReport.of("r1", reports, at=1.0)
+    assert SpendReport.parse(report.to_bytes()) == report
+    assert report.windows == tuple(reports)
     for bad in (b"{}", b"not json", b'{"replica": 1, "windows": []}', b"[1]"):
-        with pytest.raises(ValueError):
-            decode(bad)
+        assert isinstance(SpendReport.parse(bad), Invalid)
     nan = b'{"replica": "r", "windows": [{"length_s": 1, "index": 0, "used_usd": NaN}]}'
-    with pytest.raises(ValueError):
-        decode(nan)
+    assert isinstance(SpendReport.parse(nan), Invalid)

@@ -12,7 +12,7 @@ import asyncio
 import json
 import time
 
-from jurystream.config import BrokerSettings, Settings, TopicSettings
+from jurystream.config import BrokerSettings, Settings, Topic, TopicSettings
 from jurystream.models.reviewer.cost import Price
 from jurystream.stream.broker import ensure_topics
 from jurystream.stream.client import produce
@@ -91,7 +91,7 @@ def test_reviewer_replicas_share_one_budget_across_restarts(
     asyncio.run(ensure_topics(roles.bootstrap, settings.topics.all_names(), 3))
     n = 90
     items = [(f"m{i}".encode(), _case(i)) for i in range(n)]
-    asyncio.run(produce(roles.bootstrap, settings.topics.name("review"), items))
+    asyncio.run(produce(roles.bootstrap, settings.topics.name(Topic.REVIEW), items))
 
     first = [roles.start("reviewer", env=env) for _ in range(3)]
     _settle(openai_server, roles, first, quiet_s=3.0)

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from jurystream.config import Topic
 from jurystream.models.registry import Registry
 from jurystream.models.store import TrainingStore
 from jurystream.stream.client import Record, produce, read_records
@@ -72,20 +73,20 @@ def test_trainer_keeps_samples_across_restarts_weighs_reviewers_and_announces(
     store = TrainingStore(tmp_path / "var" / "trainer.sqlite")
 
     first = roles.start(*args, env=env)
-    asyncio.run(produce(roles.bootstrap, roles.topic("hard-samples"), hard_samples(0, 100)))
-    asyncio.run(produce(roles.bootstrap, roles.topic("feedback"), feedback()))
+    asyncio.run(produce(roles.bootstrap, roles.topic(Topic.HARD_SAMPLES), hard_samples(0, 100)))
+    asyncio.run(produce(roles.bootstrap, roles.topic(Topic.FEEDBACK), feedback()))
     # Records the trainer cannot use are dead-lettered with the reason, not trained on or lost.
     bad_hard = [
         (b"x1", b"\xff not utf-8"),
         (b"x2", json.dumps({"id": "x2", "label": "a"}).encode()),
     ]
     bad_feedback = [(b"x3", b"[1, 2]")]
-    asyncio.run(produce(roles.bootstrap, roles.topic("hard-samples"), bad_hard))
-    asyncio.run(produce(roles.bootstrap, roles.topic("feedback"), bad_feedback))
+    asyncio.run(produce(roles.bootstrap, roles.topic(Topic.HARD_SAMPLES), bad_hard))
+    asyncio.run(produce(roles.bootstrap, roles.topic(Topic.FEEDBACK), bad_feedback))
     dead = asyncio.run(
         read_records(
             roles.bootstrap,
-            [roles.topic("dead-letters")],
+            [roles.topic(Topic.DEAD_LETTERS)],
             until=lambda records: len(records) >= 3,
             timeout_s=60,
         )
@@ -103,7 +104,7 @@ def test_trainer_keeps_samples_across_restarts_weighs_reviewers_and_announces(
     assert store.candidates() == []
 
     roles.start(*args, env=env)  # resumes from the store and the committed offsets
-    asyncio.run(produce(roles.bootstrap, roles.topic("hard-samples"), hard_samples(100, 160)))
+    asyncio.run(produce(roles.bootstrap, roles.topic(Topic.HARD_SAMPLES), hard_samples(100, 160)))
 
     def refined(records: list[Record]) -> bool:
         return set(JURORS) <= {
@@ -111,7 +112,9 @@ def test_trainer_keeps_samples_across_restarts_weighs_reviewers_and_announces(
         }
 
     updates = asyncio.run(
-        read_records(roles.bootstrap, [roles.topic("model-updates")], until=refined, timeout_s=120)
+        read_records(
+            roles.bootstrap, [roles.topic(Topic.MODEL_UPDATES)], until=refined, timeout_s=120
+        )
     )
     assert refined(updates), roles.logs()
     # Each start re-announced the serving versions; the round announced version 2.

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from jurystream.config import TrainerSettings
+from jurystream.config import Topic, TrainerSettings
 from jurystream.models.continual import Example
 from jurystream.models.datasets import LabeledSet, load_tweeteval, tweeteval_dir
 from jurystream.models.registry import Registry
@@ -110,11 +110,11 @@ def test_stream_review_train_swap_beats_bootstrap_and_gate_rejects_shuffled(
 
     first = posts(stream, range(0, 1500), "wave1")
     first += [(f"bad-{i}".encode(), b"{not json") for i in range(5)]
-    asyncio.run(produce(roles.bootstrap, roles.topic("posts"), first))
+    asyncio.run(produce(roles.bootstrap, roles.topic(Topic.POSTS), first))
     updates = asyncio.run(
         read_records(
             roles.bootstrap,
-            [roles.topic("model-updates")],
+            [roles.topic(Topic.MODEL_UPDATES)],
             until=every_juror_refined,
             timeout_s=240,
         )
@@ -128,7 +128,7 @@ def test_stream_review_train_swap_beats_bootstrap_and_gate_rejects_shuffled(
     updates = asyncio.run(  # read again: the last round's threshold follows its versions
         read_records(
             roles.bootstrap,
-            [roles.topic("model-updates")],
+            [roles.topic(Topic.MODEL_UPDATES)],
             until=lambda rs: any(t["versions"] == serving for t in thresholds(rs)),
             timeout_s=30,
         )
@@ -140,7 +140,7 @@ def test_stream_review_train_swap_beats_bootstrap_and_gate_rejects_shuffled(
     fates = asyncio.run(
         read_records(
             roles.bootstrap,
-            [roles.topic(t) for t in ("labels", "dead-letters", "hard-samples")],
+            [roles.topic(t) for t in (Topic.LABELS, Topic.DEAD_LETTERS, Topic.HARD_SAMPLES)],
             until=lambda rs: ids <= {r.key for r in rs if not r.topic.endswith("hard-samples")},
             timeout_s=120,
         )
@@ -185,12 +185,12 @@ def test_stream_review_train_swap_beats_bootstrap_and_gate_rejects_shuffled(
     # The worker swapped: what it scores from now on names the serving version of every juror.
     time.sleep(3)
     second = posts(stream, range(1500, 1800), "wave2")
-    asyncio.run(produce(roles.bootstrap, roles.topic("posts"), second))
+    asyncio.run(produce(roles.bootstrap, roles.topic(Topic.POSTS), second))
     expected = {k.decode() for k, _ in second}
     outputs = asyncio.run(
         read_records(
             roles.bootstrap,
-            [roles.topic("labels"), roles.topic("review")],
+            [roles.topic(Topic.LABELS), roles.topic(Topic.REVIEW)],
             until=lambda rs: expected <= {r.key for r in rs},
             timeout_s=120,
         )

@@ -9,16 +9,19 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from jurystream.config import Topic
 from jurystream.stream.client import Record, produce, read_records
 from jurystream.stream.feed import generate_posts
 from tests.fixtures.processes import Roles
 
-OUTPUTS = ("labels", "review", "dead-letters")
+OUTPUTS = (Topic.LABELS, Topic.REVIEW, Topic.DEAD_LETTERS)
 
 
 def feed(roles: Roles, n: int, seed: int = 0, bad_every: int = 0, prefix: str = "post") -> set[str]:
     items = list(generate_posts(n, seed=seed, bad_every=bad_every, id_prefix=prefix))
-    asyncio.run(produce(roles.bootstrap, roles.topic("posts"), [(i.key, i.value) for i in items]))
+    asyncio.run(
+        produce(roles.bootstrap, roles.topic(Topic.POSTS), [(i.key, i.value) for i in items])
+    )
     return {i.key.decode() for i in items}
 
 
@@ -95,7 +98,7 @@ def test_bad_input_is_dead_lettered_with_reason_and_worker_keeps_going(
         (f"bad-{i}".encode(), raw.replace(b'"x"', f'"bad-{i}"'.encode()))
         for i, raw in enumerate(BAD_INPUTS.values())
     ]
-    asyncio.run(produce(roles.bootstrap, roles.topic("posts"), bad))
+    asyncio.run(produce(roles.bootstrap, roles.topic(Topic.POSTS), bad))
     good = feed(roles, 20, prefix="after-bad")  # the worker must still be labeling
     expected = {k.decode() for k, _ in bad} | good
     records = outputs(roles, expected)
@@ -108,7 +111,7 @@ def test_bad_input_is_dead_lettered_with_reason_and_worker_keeps_going(
         kept = base64.b64decode(letter["original_b64"])
         assert letter["original_size"] == len(raw), kind
         assert kept == raw[: len(kept)] and (kept == raw or letter["truncated"]), kind
-        assert letter["source"]["topic"] == roles.topic("posts")
+        assert letter["source"]["topic"] == roles.topic(Topic.POSTS)
     assert "over the" in letters["bad-4"]["error"]
     assert letters["bad-4"]["truncated"] is True
     assert "UTF-8" in letters["bad-10"]["error"]

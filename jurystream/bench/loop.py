@@ -38,7 +38,7 @@ import numpy as np
 
 from jurystream.bench.jurors import bench_plan, ensure_jurors
 from jurystream.bench.quality import CallPricer, review
-from jurystream.config import Settings
+from jurystream.config import Settings, Topic
 from jurystream.models.audit import estimate
 from jurystream.models.datasets import LabeledSet, load_tweeteval, tweeteval_dir
 from jurystream.models.evaluation import (
@@ -51,12 +51,12 @@ from jurystream.models.evaluation import (
 from jurystream.models.juror import Juror, load_juror
 from jurystream.models.jury import Jury
 from jurystream.models.registry import Registry
-from jurystream.models.reviewer.base import Case
 from jurystream.models.reviewer.oracle import OracleBackend, SimulatedBackend
 from jurystream.models.store import TrainingStore
 from jurystream.stream.broker import EmbeddedBroker, ensure_topics, free_port
 from jurystream.stream.client import Record, produce, read_records
 from jurystream.stream.processes import RoleGroup
+from jurystream.stream.records import Post, ReviewCase
 
 Log = Callable[[str], None]
 
@@ -212,7 +212,7 @@ def _posts(
     ids: Sequence[str], texts: Sequence[str], gold: Sequence[str]
 ) -> list[tuple[bytes, bytes]]:
     return [
-        (i.encode(), json.dumps({"id": i, "text": t, "meta": {"gold": g}}).encode())
+        (i.encode(), Post.of(i, t, meta={"gold": g}).to_bytes())
         for i, t, g in zip(ids, texts, gold, strict=True)
     ]
 
@@ -244,7 +244,7 @@ class LoopRun:
         self.log = log
 
     def read(
-        self, topics: Sequence[str], until: Callable[[list[Record]], bool], timeout: float
+        self, topics: Sequence[Topic], until: Callable[[list[Record]], bool], timeout: float
     ) -> list[Record]:
         names = [self.group.topic(t) for t in topics]
         return asyncio.run(
@@ -255,7 +255,7 @@ class LoopRun:
         deadline = time.monotonic() + timeout
         latest: dict[str, dict[str, Any]] = {}
         while time.monotonic() < deadline:
-            records = self.read(["labels"], lambda rs: ids <= {r.key for r in rs}, 30)
+            records = self.read([Topic.LABELS], lambda rs: ids <= {r.key for r in rs}, 30)
             latest = {}
             for r in records:
                 if r.key is not None:
@@ -285,7 +285,7 @@ class LoopRun:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             self._check_alive()
-            updates = self.read(["model-updates"], lambda rs: False, 2)
+            updates = self.read([Topic.MODEL_UPDATES], lambda rs: False, 2)
             announced = [
                 r.value
                 for r in updates
@@ -461,18 +461,7 @@ def run_loop(settings: Settings, cfg: LoopConfig, workdir: Path, log: Log = prin
         asyncio.run(
             ensure_topics(
                 broker.bootstrap,
-                [
-                    group.topic(t)
-                    for t in (
-                        "posts",
-                        "labels",
-                        "review",
-                        "hard-samples",
-                        "feedback",
-                        "dead-letters",
-                        "model-updates",
-                    )
-                ],
+                group.topics.all_names(),
                 settings.topics.partitions,
                 1,
             )
@@ -508,13 +497,13 @@ def run_loop(settings: Settings, cfg: LoopConfig, workdir: Path, log: Log = prin
                 asyncio.run(
                     produce(
                         broker.bootstrap,
-                        group.topic("posts"),
+                        group.topic(Topic.POSTS),
                         _posts(ids, [text_of[i] for i in ids], [gold[i] for i in ids]),
                     )
                 )
                 labels = run.wait_labeled(set(ids), cfg.segment_timeout_s)
-                cases = {r.key: r.value for r in run.read(["review"], lambda rs: False, 3)}
-                hard = run.read(["hard-samples"], lambda rs: False, 3)
+                cases = {r.key: r.value for r in run.read([Topic.REVIEW], lambda rs: False, 3)}
+                hard = run.read([Topic.HARD_SAMPLES], lambda rs: False, 3)
                 audits = {
                     r.key: r.value["label"]
                     for r in hard
@@ -523,7 +512,9 @@ def run_loop(settings: Settings, cfg: LoopConfig, workdir: Path, log: Log = prin
                 stats = segment_stats(ids, gold, labels, audits, label_names, reviewer_truth)
                 mine = [cases[i] for i in ids if i in cases]
                 stats["reviewer_calls"] = len(mine)
-                stats["reviewer_usd"] = sum(pricer.case_cost(Case.from_record(c)) for c in mine)
+                stats["reviewer_usd"] = sum(
+                    pricer.case_cost(ReviewCase.model_validate(c).case()) for c in mine
+                )
                 reviewed_total = len({r.key for r in hard})
                 segments.append(Segment(k + 1, len(ids), **stats))
                 log(

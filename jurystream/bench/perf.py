@@ -47,7 +47,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from jurystream.config import Settings
+from jurystream.config import Settings, Topic
 from jurystream.models.datasets import LabeledSet
 from jurystream.models.juror import Juror, load_juror, read_manifest
 from jurystream.models.jury import Jury
@@ -351,7 +351,7 @@ class StreamDriver:
     def __init__(
         self,
         bootstrap: str,
-        topic: Callable[[str], str],
+        topic: Callable[[Topic], str],
         worker_pid: int,
         fetch_max_wait_ms: int = FETCH_MAX_WAIT_MS,
         linger_ms: int = 2,
@@ -368,9 +368,9 @@ class StreamDriver:
 
     async def start(self) -> None:
         self._consumer = AIOKafkaConsumer(
-            self.topic("labels"),
-            self.topic("review"),
-            self.topic("dead-letters"),
+            self.topic(Topic.LABELS),
+            self.topic(Topic.REVIEW),
+            self.topic(Topic.DEAD_LETTERS),
             **client_kwargs(self.bootstrap),
             group_id=None,
             auto_offset_reset="earliest",
@@ -417,7 +417,9 @@ class StreamDriver:
                         await asyncio.sleep(ahead)
                 value = json.dumps({"id": post_id, "text": text}).encode()
                 sent_at[post_id] = time.monotonic()
-                await self._producer.send(self.topic("posts"), value=value, key=post_id.encode())
+                await self._producer.send(
+                    self.topic(Topic.POSTS), value=value, key=post_id.encode()
+                )
             await self._producer.flush()
 
         sending = asyncio.create_task(send())
@@ -542,7 +544,10 @@ def run_perf(
         asyncio.run(
             ensure_topics(
                 broker.bootstrap,
-                [group.topic(t) for t in ("posts", "labels", "review", "dead-letters")],
+                [
+                    group.topic(t)
+                    for t in (Topic.POSTS, Topic.LABELS, Topic.REVIEW, Topic.DEAD_LETTERS)
+                ],
                 settings.topics.partitions,
             )
         )

@@ -53,7 +53,7 @@ from jurystream.models.evaluation import (
 )
 from jurystream.models.juror import Juror, load_juror
 from jurystream.models.jury import Jury
-from jurystream.models.reviewer.base import Case, JuryVote, Verdict
+from jurystream.models.reviewer.base import Case, Verdict
 from jurystream.models.reviewer.cost import estimate_tokens, price_for
 from jurystream.models.reviewer.knn import KnnDemonstrations
 from jurystream.models.reviewer.oracle import OracleBackend, SimulatedBackend
@@ -132,12 +132,7 @@ class CallPricer:
     def tokens(self, text: str, decision: Decision | None) -> tuple[int, int]:
         """Input and output tokens of the call; ``decision`` None: no jury votes in the prompt."""
         votes = () if decision is None else decision.votes
-        case = Case(
-            id="-",
-            text=text,
-            votes=tuple(JuryVote(v.juror, v.label, v.confidence) for v in votes),
-            jury_label=None if decision is None else decision.label,
-        )
+        case = Case(id="-", text=text, votes=tuple(votes))
         return self.case_tokens(case)
 
     def case_tokens(self, case: Case) -> tuple[int, int]:

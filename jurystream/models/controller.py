@@ -4,7 +4,7 @@ measured accuracy) and remembers the last decision.
 
 The trainer runs it at start, after every round that promoted a version, and whenever enough
 new audits arrived; each decision is announced on ``model-updates`` with the juror versions it
-was calibrated for (``stream.updates.ThresholdUpdate``).
+was calibrated for (``stream.records.ThresholdUpdate``).
 """
 
 from __future__ import annotations

@@ -7,10 +7,11 @@ disagrees, which is what exercises the review path.
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+
+from jurystream.stream.records import Post
 
 LABELS = ("not-offensive", "offensive")
 
@@ -162,7 +163,7 @@ def generate_posts(
             yield FeedItem(post_id.encode(), raw.replace(b"@ID@", post_id.encode()), None, reason)
             continue
         text, label = make_post(rng)
-        value = json.dumps({"id": post_id, "text": text, "meta": {"gold": label}}).encode()
+        value = Post.of(post_id, text, meta={"gold": label}).to_bytes()
         yield FeedItem(post_id.encode(), value, label)
 
 
@@ -172,7 +173,7 @@ def posts_from_dataset(
     """A user's labeled texts as posts carrying their gold label (for the oracle and accuracy)."""
     for i, (text, gold) in enumerate(zip(texts, golds, strict=True)):
         post_id = f"{id_prefix}-{i:06d}"
-        value = json.dumps({"id": post_id, "text": text, "meta": {"gold": gold}}).encode()
+        value = Post.of(post_id, text, meta={"gold": gold}).to_bytes()
         yield FeedItem(post_id.encode(), value, gold)
 
 

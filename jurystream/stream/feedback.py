@@ -21,7 +21,8 @@ DESIGN.md rule out changelog-backed state) and keeps a bounded in-memory join wi
 What a role produces (labels by label, hard samples) is counted by that role when it sends it,
 not here, so nothing is counted twice.
 
-Feedback records: key = message id, value ``{"id": ..., "label": <gold label>}``.
+Records are ``stream.records``' (``LabelRecord``, ``Feedback``, ``ModelUpdate``, ``HardSample``);
+feedback is keyed by message id, and a record without an ``id`` takes the key's.
 """
 
 from __future__ import annotations
@@ -37,15 +38,22 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 
-from jurystream.config import Settings
+from jurystream.config import Settings, Topic
 from jurystream.exporters.health import beating
 from jurystream.exporters.metrics import Metrics
 from jurystream.models.audit import estimates_by_label
 from jurystream.models.quality import LabelWindow, RollingQuality, psi
 from jurystream.stream.broker import ensure_topics
 from jurystream.stream.lifecycle import run_until_signalled
+from jurystream.stream.records import (
+    Feedback,
+    HardSample,
+    Invalid,
+    LabelRecord,
+    ModelUpdate,
+    parse_update,
+)
 from jurystream.stream.security import kafka_connection
-from jurystream.stream.strict_json import StrictJSONError, loads_object
 
 log = logging.getLogger(__name__)
 
@@ -60,58 +68,14 @@ class LabelFact:
     jurors: tuple[str, ...]  # every juror that served the message (model_versions)
 
 
-class InvalidRecord(ValueError):
-    """A record the monitor cannot use; counted, never fatal."""
-
-
-def _json_object(value: bytes | None) -> dict[str, Any]:
-    try:
-        return loads_object(value)
-    except StrictJSONError as exc:
-        raise InvalidRecord(str(exc)) from exc
-
-
-def _record_id(key: bytes | None, data: Mapping[str, Any]) -> str:
-    post_id = data.get("id")
-    if isinstance(post_id, str) and post_id:
-        return post_id
-    if key:
-        return key.decode("utf-8", errors="replace")
-    raise InvalidRecord("no message id in key or value")
-
-
-def parse_label(key: bytes | None, value: bytes | None) -> tuple[str, LabelFact]:
-    data = _json_object(value)
-    label, source = data.get("label"), data.get("source")
-    if not isinstance(label, str) or not isinstance(source, str):
-        raise InvalidRecord("label record needs string 'label' and 'source'")
-    votes = []
-    raw_votes = data.get("votes")
-    for vote in raw_votes if isinstance(raw_votes, list) else []:
-        if isinstance(vote, dict) and isinstance(vote.get("juror"), str):
-            votes.append((vote["juror"], str(vote.get("label"))))
-    versions = data.get("model_versions")
-    jurors = tuple(str(j) for j in versions) if isinstance(versions, dict) else ()
-    return _record_id(key, data), LabelFact(label, source, tuple(votes), jurors)
-
-
-def parse_feedback(key: bytes | None, value: bytes | None) -> tuple[str, str]:
-    data = _json_object(value)
-    gold = data.get("label")
-    if not isinstance(gold, str) or not gold:
-        raise InvalidRecord("feedback record needs a string 'label' (the gold label)")
-    return _record_id(key, data), gold
-
-
-def parse_audit(value: bytes | None) -> tuple[str, str] | None:
-    """(jury label, reviewer label) of an audit hard sample; None for a hard case."""
-    data = _json_object(value)
-    if data.get("kind") != "audit":
-        return None
-    jury, reviewed = data.get("jury_label"), data.get("label")
-    if not (isinstance(jury, str) and jury and isinstance(reviewed, str) and reviewed):
-        raise InvalidRecord("an audit needs string 'jury_label' and 'label'")
-    return jury, reviewed
+def label_fact(record: LabelRecord) -> LabelFact:
+    """What the join keeps of a label record (the rest is not needed to judge it)."""
+    return LabelFact(
+        record.label,
+        record.source,
+        tuple((v.juror, v.label) for v in record.votes),
+        tuple(record.model_versions),
+    )
 
 
 class QualityMonitor:
@@ -147,11 +111,11 @@ class QualityMonitor:
     # --- inputs ---
 
     def on_label(self, key: bytes | None, value: bytes | None) -> None:
-        try:
-            post_id, fact = parse_label(key, value)
-        except InvalidRecord:
+        record = LabelRecord.parse(value, key)
+        if isinstance(record, Invalid):
             self.metrics.feedback_unmatched.labels("labels", "invalid").inc()
             return
+        post_id, fact = record.id, label_fact(record)
         if post_id in self._joined or post_id in self._labels:
             return  # an at-least-once replay
         for juror in fact.jurors:  # a juror with no update yet reads 0 updates, not no data
@@ -166,11 +130,11 @@ class QualityMonitor:
             self._judge(post_id, fact, gold)
 
     def on_feedback(self, key: bytes | None, value: bytes | None) -> None:
-        try:
-            post_id, gold = parse_feedback(key, value)
-        except InvalidRecord:
+        record = Feedback.parse(value, key)
+        if isinstance(record, Invalid):
             self.metrics.feedback_unmatched.labels("feedback", "invalid").inc()
             return
+        post_id, gold = record.id, record.label
         if post_id in self._joined:
             return
         fact = self._labels.pop(post_id, None)
@@ -180,26 +144,26 @@ class QualityMonitor:
             self._judge(post_id, fact, gold)
 
     def on_model_update(self, key: bytes | None, value: bytes | None) -> None:
-        """Count an announced version; the juror is the value's ``name`` (else the key)."""
-        try:
-            data = _json_object(value)
-        except InvalidRecord:
-            data = {}
-        if data.get("kind") == "thresholds":
+        """Count an announced version; the juror is the value's ``name`` (else the key), and
+        an announcement too malformed to name one still counts (as the key's, or ``unknown``):
+        it shows that something announces."""
+        update = parse_update(value, key)
+        if not isinstance(update, ModelUpdate | Invalid):
             return  # a controller threshold, not a juror version
-        name = data.get("name")
-        juror = name if isinstance(name, str) and name else (key or b"").decode(errors="replace")
+        juror = update.name if isinstance(update, ModelUpdate) else None
+        juror = juror or (key or b"").decode(errors="replace")
         self.metrics.model_updates.labels(juror or "unknown").inc()
 
     def on_hard_sample(self, key: bytes | None, value: bytes | None) -> None:
         """Keep an audit's outcome; hard cases are the trainer's business, not a measurement."""
-        try:
-            outcome = parse_audit(value)
-        except InvalidRecord:
+        sample = HardSample.parse(value, key)
+        if isinstance(sample, Invalid):
             self.metrics.feedback_unmatched.labels("hard_samples", "invalid").inc()
-            return
-        if outcome is not None:
-            self.audits.append(outcome)
+        elif sample.kind == "audit":
+            if sample.jury_label is None:  # an audit that does not say what it measured
+                self.metrics.feedback_unmatched.labels("hard_samples", "invalid").inc()
+            else:
+                self.audits.append((sample.jury_label, sample.label))
 
     # --- join ---
 
@@ -271,7 +235,8 @@ async def monitor(settings: Settings, metrics: Metrics, stop: asyncio.Event) -> 
     quality = QualityMonitor(
         metrics, cfg.quality_window, cfg.drift_window, cfg.drift_reference, cfg.join_capacity
     )
-    names = {topics.name(t): t for t in ("labels", "feedback", "model_updates", "hard_samples")}
+    followed = (Topic.LABELS, Topic.FEEDBACK, Topic.MODEL_UPDATES, Topic.HARD_SAMPLES)
+    names = {topics.name(t): t for t in followed}
     group = f"{settings.app_id}-monitor"
     consumer = AIOKafkaConsumer(
         *names,
@@ -284,10 +249,10 @@ async def monitor(settings: Settings, metrics: Metrics, stop: asyncio.Event) -> 
         request_timeout_ms=int(settings.broker.request_timeout_s * 1000),
     )
     handlers = {
-        "labels": lambda r: quality.on_label(r.key, r.value),
-        "feedback": lambda r: quality.on_feedback(r.key, r.value),
-        "model_updates": lambda r: quality.on_model_update(r.key, r.value),
-        "hard_samples": lambda r: quality.on_hard_sample(r.key, r.value),
+        Topic.LABELS: quality.on_label,
+        Topic.FEEDBACK: quality.on_feedback,
+        Topic.MODEL_UPDATES: quality.on_model_update,
+        Topic.HARD_SAMPLES: quality.on_hard_sample,
     }
     await consumer.start()
     log.warning("monitor: reading %s as group %s", ", ".join(names), group)
@@ -300,7 +265,7 @@ async def monitor(settings: Settings, metrics: Metrics, stop: asyncio.Event) -> 
             for tp, records in batches.items():
                 handle = handlers[names[tp.topic]]
                 for record in records:
-                    handle(record)
+                    handle(record.key, record.value)
             if time.monotonic() >= next_publish:
                 quality.publish()
                 await report_lag(consumer, group, metrics)

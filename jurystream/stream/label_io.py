@@ -6,7 +6,7 @@ import (the jury's label as a *prediction*, so reviewers start from it) and Argi
 (the label as a *suggestion* with its score and agent). ``read_corrections`` reads what those
 tools export — Label Studio's JSON (``annotations``) and JSON-MIN, Argilla records
 (``responses``) — or a plain CSV/JSONL with ``id`` and ``label`` columns, and turns each
-into the feedback record the monitor and the trainer read: ``{"id", "label", "text"?}``.
+into the feedback record the monitor and the trainer read (``records.Feedback``).
 
 Label Studio labeling config matching the export (``from_name`` "label", ``to_name`` "text")::
 
@@ -24,7 +24,10 @@ import io
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:  # the CLI imports this module at start; records (numpy, pydantic) on use
+    from jurystream.stream.records import Feedback
 
 ExportFormat = Literal["jsonl", "csv", "label-studio", "argilla"]
 QUESTION = "label"  # Label Studio from_name / Argilla question name
@@ -112,7 +115,7 @@ def write_export(rows: Sequence[Mapping[str, Any]], fmt: ExportFormat) -> tuple[
 class Corrections:
     """Feedback records to send, and the entries that could not become one (and why)."""
 
-    records: list[dict[str, Any]] = field(default_factory=list)
+    records: list[Feedback] = field(default_factory=list)
     refused: list[tuple[str, str]] = field(default_factory=list)  # where, why
 
 
@@ -180,6 +183,8 @@ def read_corrections(content: str, name: str = "") -> Corrections:
     An entry nobody labeled (a skipped task, a record without responses) is left out and
     listed: only people's answers are gold.
     """
+    from jurystream.stream.records import Feedback
+
     out = Corrections()
     for where, entry in _entries(content, name):
         if isinstance(entry, str):
@@ -200,8 +205,6 @@ def read_corrections(content: str, name: str = "") -> Corrections:
         if not isinstance(label, str) or not label.strip():
             out.refused.append((where, f"{post_id}: no label given by a person"))
             continue
-        record: dict[str, Any] = {"id": post_id, "label": label.strip(), "source": "human"}
-        if isinstance(text, str) and text.strip():
-            record["text"] = text
-        out.records.append(record)
+        given = text if isinstance(text, str) and text.strip() else None
+        out.records.append(Feedback.of(post_id, label.strip(), source="human", text=given))
     return out

@@ -1,7 +1,7 @@
 """A user's own file of posts (JSONL or CSV) as messages for the posts topic, or why a row is not.
 
 Pure: text in, messages and refusals out. Every row becomes exactly what the worker would
-accept, checked by the worker's own validation (``parse_post``), so a row that would only be
+accept, checked by the worker's own validation (``records.Post.parse``), so a row that would only be
 dead-lettered later is refused here with its line number, where the person holding the file can
 fix it. Without an id column each post gets ``<prefix>-<line>``: deterministic, so sending the
 same file again overwrites (messages are keyed by id) rather than labeling everything twice.
@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from jurystream.stream.strict_json import StrictJSONError, loads
-from jurystream.stream.validation import Invalid, parse_post
 
 PostsFormat = Literal["jsonl", "csv"]
 
@@ -95,6 +94,8 @@ def read_posts(
     Columns other than the id and text go into ``meta`` (a JSONL row's own ``meta`` object is
     kept as is), so they travel with the post to the labels' consumers.
     """
+    from jurystream.stream.records import Invalid, Post  # on use: the CLI imports this at start
+
     rows = _jsonl_rows(text) if fmt == "jsonl" else _csv_rows(text, delimiter)
     batch = PostsBatch()
     seen: dict[str, int] = {}
@@ -125,7 +126,7 @@ def read_posts(
         elif extra:
             post["meta"] = extra
         value = json.dumps(post, ensure_ascii=False).encode("utf-8", "surrogatepass")
-        parsed = parse_post(value, max_bytes=max_bytes, max_chars=max_chars)
+        parsed = Post.parse(value, max_bytes=max_bytes, max_chars=max_chars)
         if isinstance(parsed, Invalid):
             batch.refused.append(Refused(number, parsed.reason))
             continue

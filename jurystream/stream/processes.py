@@ -10,6 +10,8 @@ import sys
 import uuid
 from pathlib import Path
 
+from jurystream.config import Topic, TopicSettings
+
 PR_SET_PDEATHSIG = 1
 
 
@@ -81,6 +83,7 @@ class RoleGroup:
         self.workdir = workdir
         run = uuid.uuid4().hex[:8]
         self.prefix = prefix if prefix is not None else f"t{run}."
+        self.topics = TopicSettings(prefix=self.prefix)  # the roles' default names, prefixed
         self.env = {
             **os.environ,
             "JURYSTREAM_BROKER__BOOTSTRAP": bootstrap,
@@ -92,8 +95,8 @@ class RoleGroup:
         }
         self.started: list[RoleProcess] = []
 
-    def topic(self, name: str) -> str:
-        return f"{self.prefix}{name}"
+    def topic(self, topic: Topic) -> str:
+        return self.topics.name(topic)
 
     def start(self, *args: str, env: dict[str, str] | None = None) -> RoleProcess:
         log_path = self.workdir / "logs" / f"{args[0]}-{len(self.started)}.log"

@@ -27,47 +27,24 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError
 
-from jurystream.config import Settings
+from jurystream.config import Settings, Topic
 from jurystream.exporters.metrics import Metrics
-from jurystream.models.reviewer.base import Case, CaseError, Failure, Verdict
+from jurystream.models.reviewer.base import Failure, Verdict
 from jurystream.models.reviewer.chain import Chain, build_chain
-from jurystream.stream import records
 from jurystream.stream.broker import ensure_topics
 from jurystream.stream.client import group_consumer
 from jurystream.stream.lifecycle import run_until_signalled
 from jurystream.stream.offsets import OffsetTracker
 from jurystream.stream.quarantine import AttemptLedger
+from jurystream.stream.records import DeadLetter, HardSample, Invalid, LabelRecord, ReviewCase
 from jurystream.stream.security import Kafka, client_kwargs, kafka_connection
 from jurystream.stream.spend import SharedSpend
-from jurystream.stream.strict_json import StrictJSONError, loads_object
 
 log = logging.getLogger(__name__)
 
 SHUTDOWN_GRACE_S = 10.0  # on SIGTERM, let the cases in hand finish this long before replaying
 PARK_BACKOFF_BASE_S = 0.5
 POLL_MS = 200
-
-
-def hard_sample(case: Case, verdict: Verdict) -> dict[str, Any]:
-    """The training record: the reviewer's label, who gave it, the jury's votes and a weight.
-
-    The weight is the reviewer's confidence: the trainer can down-weight uncertain labels, as
-    LLMaAA does with its learned per-example weights. ``kind`` tells a hard case (escalated)
-    from an audit (a random accepted label): the trainer learns from both, and the monitor
-    estimates the jury's accuracy from the audits (``label`` against ``jury_label``).
-    """
-    return {
-        "id": case.id,
-        "text": case.text,
-        "label": verdict.label,
-        "label_source": verdict.source,
-        "votes": case.votes_dicts(),
-        "weight": round(verdict.confidence, 4),
-        "kind": "audit" if case.kind == "audit" else "hard",
-        "jury_label": case.jury_label,
-        "jury_confidence": case.jury_confidence,
-        "threshold": case.threshold,
-    }
 
 
 class ReviewerRole:
@@ -77,10 +54,10 @@ class ReviewerRole:
         self.chain = chain
         self.metrics = metrics
         topics = settings.topics
-        self.review_topic = topics.name("review")
-        self.labels_topic = topics.name("labels")
-        self.hard_topic = topics.name("hard_samples")
-        self.dead_topic = topics.name("dead_letters")
+        self.review_topic = topics.name(Topic.REVIEW)
+        self.labels_topic = topics.name(Topic.LABELS)
+        self.hard_topic = topics.name(Topic.HARD_SAMPLES)
+        self.dead_topic = topics.name(Topic.DEAD_LETTERS)
         self.group_id = f"{settings.app_id}-reviewer"
         self._producer: AIOKafkaProducer | None = None
         self._lags: dict[tuple[str, int], int] = {}
@@ -183,10 +160,9 @@ class ReviewerRole:
         self.metrics.set_consumer_lags(self.group_id, self._lags)
 
     async def _handle(self, msg: ConsumerRecord[Any, Any]) -> list[Awaitable[Any]]:
-        try:
-            case = Case.from_record(loads_object(msg.value))
-        except (CaseError, StrictJSONError) as exc:
-            return [await self._dead_letter(msg, f"not a review case: {exc}", None)]
+        case = ReviewCase.parse(msg.value, msg.key)
+        if isinstance(case, Invalid):
+            return [await self._dead_letter(msg, f"not a review case: {case.reason}", None)]
         attempt = contested = 0
         answered_before = self._answered
         while True:
@@ -226,12 +202,12 @@ class ReviewerRole:
             finally:  # also when the case is dropped in a rebalance or at shutdown
                 parked.dec()
 
-    async def _ask(self, msg: ConsumerRecord[Any, Any], case: Case) -> Verdict | Failure:
+    async def _ask(self, msg: ConsumerRecord[Any, Any], case: ReviewCase) -> Verdict | Failure:
         """The chain's outcome. An exception (a bug this case triggers) still crashes the role,
         but is counted on disk first: after ``max_attempts`` the case is quarantined instead of
         crashing the role on every replay."""
         try:
-            return await self.chain.review(case)
+            return await self.chain.review(case.case())
         except Exception as exc:
             ref = (msg.topic, msg.partition, msg.offset)
             self.ledger.begin([ref])
@@ -246,15 +222,12 @@ class ReviewerRole:
             log.error("case %s %s", case.id, reason, exc_info=True)
             return Failure("reviewer", reason, permanent=True)
 
-    async def _write(self, case: Case, verdict: Verdict) -> list[Awaitable[Any]]:
+    async def _write(self, case: ReviewCase, verdict: Verdict) -> list[Awaitable[Any]]:
         """The hard sample, and for an escalation the label (an audit's label stands)."""
         key = case.id.encode("utf-8")
         assert self._producer is not None
-        sent = [
-            await self._producer.send(
-                self.hard_topic, records.dumps(hard_sample(case, verdict)), key=key
-            )
-        ]
+        sample = HardSample.of(case, verdict)
+        sent = [await self._producer.send(self.hard_topic, sample.to_bytes(), key=key)]
         self.metrics.hard_samples.labels(verdict.source).inc()
         if case.kind == "audit":
             agreed = verdict.label == case.jury_label
@@ -263,19 +236,8 @@ class ReviewerRole:
             return sent
         now_ms = time.time() * 1000
         latency_ms = max(0.0, now_ms - case.received_ms) if case.received_ms else 0.0
-        label = records.label_record(
-            case.id,
-            verdict.label,
-            verdict.confidence,
-            verdict.source,
-            case.votes_dicts(),
-            case.model_versions,
-            latency_ms,
-            jury_label=case.jury_label,
-            cost_usd=round(verdict.cost_usd, 8),
-            threshold=case.threshold,
-        )
-        sent.append(await self._producer.send(self.labels_topic, records.dumps(label), key=key))
+        label = LabelRecord.from_review(case, verdict, latency_ms)
+        sent.append(await self._producer.send(self.labels_topic, label.to_bytes(), key=key))
         self.metrics.messages.labels("reviewer", "reviewed").inc()
         self.metrics.labels_out.labels(verdict.source, verdict.label).inc()
         return sent
@@ -283,11 +245,11 @@ class ReviewerRole:
     async def _dead_letter(
         self, msg: ConsumerRecord[Any, Any], error: str, case_id: str | None
     ) -> Awaitable[Any]:
-        key, value = records.dead_letter_message(msg, error, "review", case_id)
+        letter = DeadLetter.of_message(msg, error, "review", case_id)
         self.metrics.messages.labels("reviewer", "dead_lettered").inc()
         assert self._producer is not None
-        log.warning("dead letter %s: %s", key.decode(), error)
-        return await self._producer.send(self.dead_topic, value, key=key)
+        log.warning("dead letter %s: %s", letter.key.decode(), error)
+        return await self._producer.send(self.dead_topic, letter.to_bytes(), key=letter.key)
 
 
 class _ReleaseOnRevoke(ConsumerRebalanceListener):

@@ -16,7 +16,7 @@ from typing import Literal
 from jurystream.models.audit import is_audited
 from jurystream.models.selection import ReviewAllowance, select_informative, words
 from jurystream.models.voting import Decision
-from jurystream.stream.validation import Post
+from jurystream.stream.records import Post
 
 ReviewKind = Literal["escalation", "audit"]
 

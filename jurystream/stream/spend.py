@@ -20,9 +20,10 @@ from collections.abc import Sequence
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
-from jurystream.config import Settings
-from jurystream.models.reviewer.spend import SpendLedger, WindowReport, decode, encode
+from jurystream.config import Settings, Topic
+from jurystream.models.reviewer.spend import SpendLedger, WindowReport
 from jurystream.stream.broker import ensure_topics
+from jurystream.stream.records import Invalid, SpendReport
 from jurystream.stream.security import Kafka, client_kwargs
 from jurystream.stream.transport import FETCH_MAX_WAIT_MS
 
@@ -45,7 +46,7 @@ class SharedSpend:
     def __init__(self, settings: Settings, kafka: Kafka, replica: str | None = None) -> None:
         self.settings = settings
         self.kafka = kafka
-        self.topic = settings.topics.name("spend")
+        self.topic = settings.topics.name(Topic.SPEND)
         self.ledger = SpendLedger(replica or replica_id())
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
@@ -107,12 +108,11 @@ class SharedSpend:
             for msg in messages:
                 if msg.value is None:
                     continue
-                try:
-                    replica, reports = decode(msg.value)
-                except ValueError as exc:
-                    log.warning("skipping %s@%d: %s", self.topic, msg.offset, exc)
+                report = SpendReport.parse(msg.value, msg.key)
+                if isinstance(report, Invalid):
+                    log.warning("skipping %s@%d: %s", self.topic, msg.offset, report.reason)
                     continue
-                self.ledger.apply(replica, reports)
+                self.ledger.apply(report.replica, report.windows)
 
     async def _follow(self) -> None:
         while True:
@@ -128,9 +128,9 @@ class SharedSpend:
         if self._producer is None:
             return
         self.ledger.apply(self.ledger.me, reports)
-        value = encode(self.ledger.me, reports, time.time())
+        report = SpendReport.of(self.ledger.me, reports, time.time())
         try:
-            await self._producer.send_and_wait(self.topic, value, key=self.ledger.me.encode())
+            await self._producer.send_and_wait(self.topic, report.to_bytes(), key=report.key)
         except KafkaError as exc:
             log.warning("could not report spend on %s: %s", self.topic, exc)
 

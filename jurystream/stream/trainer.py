@@ -26,95 +26,38 @@ import contextlib
 import logging
 import os
 import time
-from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError
 
-from jurystream.config import Settings
+from jurystream.config import Settings, Topic
 from jurystream.exporters.metrics import Metrics
-from jurystream.models.continual import Example, round_due
+from jurystream.models.continual import round_due
 from jurystream.models.controller import ThresholdController
 from jurystream.models.datasets import load_dataset
 from jurystream.models.registry import Registry
 from jurystream.models.rounds import RoundResult, RoundRunner
 from jurystream.models.store import TrainingStore
-from jurystream.stream import records
 from jurystream.stream.broker import ensure_topics
 from jurystream.stream.client import group_consumer
 from jurystream.stream.lifecycle import run_until_signalled
-from jurystream.stream.security import Kafka, client_kwargs, kafka_connection
-from jurystream.stream.strict_json import loads_object
-from jurystream.stream.updates import (
+from jurystream.stream.records import (
+    DeadLetter,
+    Feedback,
+    HardSample,
+    Invalid,
+    ModelUpdate,
     ThresholdUpdate,
-    model_update,
-    send_thresholds,
-    send_updates,
 )
+from jurystream.stream.security import Kafka, client_kwargs, kafka_connection
+from jurystream.stream.updates import model_update, send_updates
 
 log = logging.getLogger(__name__)
 
 STORE_FILE = "trainer.sqlite"
 POLL_MS = 500
 RETRY_AFTER_CRASH_S = 60.0  # a round that crashed as a whole is not retried in a hot loop
-
-
-@dataclass(frozen=True)
-class ReviewedSample:
-    """A hard-samples record: the training example, and for an audit what it measured."""
-
-    example: Example
-    jury_label: str | None = None
-    threshold: float | None = None
-
-    @property
-    def audit(self) -> tuple[str, str, str, float | None] | None:
-        if self.example.origin != "audit" or self.jury_label is None:
-            return None
-        return (self.example.id, self.jury_label, self.example.label, self.threshold)
-
-
-def parse_hard_sample(value: bytes | None) -> ReviewedSample:
-    """A hard-samples record as a training example; raises ValueError if it is not one."""
-    data = loads_object(value)
-    for key in ("id", "text", "label"):
-        if not isinstance(data.get(key), str) or not data[key].strip():
-            raise ValueError(f"hard sample needs a non-empty string {key!r}")
-    weight = data.get("weight", 1.0)
-    if isinstance(weight, bool) or not isinstance(weight, int | float):
-        raise ValueError("hard sample 'weight' must be a number")
-    for key in ("weight", "threshold"):  # an integer past a float's range cannot become one
-        if isinstance(data.get(key), int) and not -(2**1000) < data[key] < 2**1000:
-            raise ValueError(f"hard sample {key!r} is out of range")
-    kind = data.get("kind", "hard")
-    if kind not in ("hard", "audit"):
-        raise ValueError(f"hard sample 'kind' must be 'hard' or 'audit', not {kind!r}")
-    jury_label, threshold = data.get("jury_label"), data.get("threshold")
-    source = data.get("label_source")
-    example = Example(
-        data["id"],
-        data["text"],
-        data["label"],
-        kind,
-        source if isinstance(source, str) and source else "reviewer",
-        float(weight),
-    )
-    return ReviewedSample(
-        example,
-        jury_label if isinstance(jury_label, str) else None,
-        float(threshold) if isinstance(threshold, int | float) else None,
-    )
-
-
-def parse_feedback(value: bytes | None) -> tuple[str, str, str | None]:
-    """(id, gold label, text or None) of a feedback record; raises ValueError if malformed."""
-    data = loads_object(value)
-    for key in ("id", "label"):
-        if not isinstance(data.get(key), str) or not data[key]:
-            raise ValueError(f"feedback needs a non-empty string {key!r}")
-    text = data.get("text")
-    return data["id"], data["label"], text if isinstance(text, str) and text.strip() else None
 
 
 class TrainerRole:
@@ -136,10 +79,10 @@ class TrainerRole:
         self.runner = runner
         self.metrics = metrics
         topics = settings.topics
-        self.hard_topic = topics.name("hard_samples")
-        self.feedback_topic = topics.name("feedback")
-        self.updates_topic = topics.name("model_updates")
-        self.dead_topic = topics.name("dead_letters")
+        self.hard_topic = topics.name(Topic.HARD_SAMPLES)
+        self.feedback_topic = topics.name(Topic.FEEDBACK)
+        self.updates_topic = topics.name(Topic.MODEL_UPDATES)
+        self.dead_topic = topics.name(Topic.DEAD_LETTERS)
         self.group_id = f"{settings.app_id}-trainer"
         self.started = time.time()
         self._not_before = 0.0
@@ -215,22 +158,20 @@ class TrainerRole:
         self.metrics.target_accuracy.set(decision.target_accuracy)
         if why != "start" and self._announced == (decision.threshold, result.versions):
             return
-        update = ThresholdUpdate(
-            self.settings.jury.policy,
-            decision.threshold,
-            result.versions,
-            time.time(),
-            f"{why}: {decision.reason}",
-        )
         audit = result.audit
-        await send_thresholds(
-            producer,
-            self.updates_topic,
-            update,
-            **decision.to_dict() | {"reason": update.reason},
+        update = ThresholdUpdate(
+            policy=self.settings.jury.policy,
+            threshold=decision.threshold,
+            versions=result.versions,
+            seq=time.time(),
+            reason=f"{why}: {decision.reason}",
+            target_accuracy=round(decision.target_accuracy, 4),
+            expected_accuracy=round(decision.expected_accuracy, 4),
+            expected_escalation=round(decision.expected_escalation, 4),
             reviewer_accuracy=round(result.reviewer_accuracy, 4),
             audit=None if audit is None else {"agreed": audit.agreed, "total": audit.total},
         )
+        await send_updates(producer, self.updates_topic, [update])
         self._announced = (decision.threshold, result.versions)
         log.warning("announced threshold %.2f (%s)", decision.threshold, update.reason)
 
@@ -251,19 +192,23 @@ class TrainerRole:
     ) -> list[tuple[ConsumerRecord[Any, Any], str]]:
         """Write a polled batch to the store (in a thread: SQLite blocks); returns the records
         that are not usable, each with the reason."""
-        hard: list[ReviewedSample] = []
+        hard: list[HardSample] = []
         rejected = []
         share = self.settings.trainer.feedback_holdout
         for tp, messages in batches.items():
             for msg in messages:
-                try:
-                    if tp.topic == self.hard_topic:
-                        hard.append(parse_hard_sample(msg.value))
+                if tp.topic == self.hard_topic:
+                    sample = HardSample.parse(msg.value, msg.key)
+                    if isinstance(sample, Invalid):
+                        rejected.append((msg, f"not a hard sample: {sample.reason}"))
                     else:
-                        self.store.add_gold(*parse_feedback(msg.value), holdout_share=share)
-                except ValueError as exc:  # StrictJSONError is one
-                    kind = "hard sample" if tp.topic == self.hard_topic else "feedback record"
-                    rejected.append((msg, f"not a {kind}: {exc}"))
+                        hard.append(sample)
+                    continue
+                gold = Feedback.parse(msg.value, msg.key)
+                if isinstance(gold, Invalid):
+                    rejected.append((msg, f"not a feedback record: {gold.reason}"))
+                else:
+                    self.store.add_gold(gold.id, gold.label, gold.text, holdout_share=share)
         if hard:
             self.store.add_hard_samples([h.example for h in hard])
             self.store.add_audits([a for h in hard if (a := h.audit) is not None])
@@ -275,13 +220,13 @@ class TrainerRole:
         """Dead-letter unusable records and wait for the broker's acks (before the commit)."""
         sends = []
         for msg, error in rejected:
-            key, value = records.dead_letter_message(msg, error, "trainer")
-            log.warning("dead letter %s: %s", key.decode(), error)
-            sends.append(await producer.send(self.dead_topic, value, key=key))
+            letter = DeadLetter.of_message(msg, error, "trainer")
+            log.warning("dead letter %s: %s", letter.key.decode(), error)
+            sends.append(await producer.send(self.dead_topic, letter.to_bytes(), key=letter.key))
             self.metrics.messages.labels("trainer", "dead_lettered").inc()
         await asyncio.gather(*sends)
 
-    def _serving_updates(self) -> list[dict[str, Any]]:
+    def _serving_updates(self) -> list[ModelUpdate]:
         registry = self.runner.registry
         return [
             model_update(registry, name, version)
@@ -289,10 +234,10 @@ class TrainerRole:
             if (version := registry.serving_version(name)) is not None
         ]
 
-    async def _announce(self, producer: AIOKafkaProducer, updates: list[dict[str, Any]]) -> None:
+    async def _announce(self, producer: AIOKafkaProducer, updates: list[ModelUpdate]) -> None:
         if updates:
             await send_updates(producer, self.updates_topic, updates)
-            log.warning("announced %s", {u["name"]: u["version"] for u in updates})
+            log.warning("announced %s", {u.name: u.version for u in updates})
 
     async def _finish(
         self, producer: AIOKafkaProducer, task: asyncio.Task[RoundResult | None]

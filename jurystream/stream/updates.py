@@ -1,6 +1,7 @@
-"""The ``model-updates`` topic: announcing a juror version, and following the announcements.
+"""The ``model_updates`` topic: announcing a juror version, and following the announcements.
 
-An announcement says "serve this version of this juror now", keyed by the juror's name::
+An announcement (``records.ModelUpdate``) says "serve this version of this juror now", keyed
+by the juror's name::
 
     {"name": "minilm-0", "version": "4", "parent": "3", "kind": "onnx-transformer",
      "registry": "s3://bucket/registry", "location": "s3://bucket/registry/minilm-0/4",
@@ -25,152 +26,52 @@ import asyncio
 import hashlib
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from jurystream.config import Settings
+from jurystream.config import Settings, Topic
 from jurystream.exporters.metrics import Metrics
 from jurystream.models.juror import MANIFEST, Juror, ModelLoadError, load_juror, sha256_file
 from jurystream.models.labelsets import align_juror
 from jurystream.models.registry import Registry, RegistryError
-from jurystream.stream import records
+from jurystream.stream.records import Invalid, ModelUpdate, ThresholdUpdate, Update, parse_update
 from jurystream.stream.security import Kafka, client_kwargs
-from jurystream.stream.strict_json import loads_object
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class ModelUpdate:
-    """A parsed announcement: which version of which juror, where, and its manifest checksum."""
-
-    name: str
-    version: str
-    registry: str
-    sha256: str
-    metrics: Mapping[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def parse(cls, value: bytes | None) -> ModelUpdate:
-        """Validate a model-updates record; raises ValueError saying what is wrong."""
-        data = loads_object(value)  # its StrictJSONError is a ValueError
-        fields = {}
-        for key in ("name", "version", "registry", "sha256"):
-            if not isinstance(data.get(key), str) or not data[key]:
-                raise ValueError(f"model update needs a non-empty string {key!r}")
-            fields[key] = data[key]
-        metrics = data.get("metrics")
-        return cls(**fields, metrics=metrics if isinstance(metrics, dict) else {})
-
-
-@dataclass(frozen=True)
-class ThresholdUpdate:
-    """The controller's threshold for one policy and the juror versions it was calibrated on.
-
-    Sent on ``model-updates`` keyed ``thresholds:<policy>`` right after the versions it goes
-    with, so thresholds travel with the jurors: a worker applies it once it serves exactly
-    ``versions`` (``matches``), and every label it then writes carries that threshold.
-    """
-
-    policy: str
-    threshold: float
-    versions: Mapping[str, str]
-    seq: float  # announcement time; the latest wins when history is read back
-    reason: str = ""
-
-    KIND = "thresholds"
-
-    @classmethod
-    def parse(cls, data: Mapping[str, Any]) -> ThresholdUpdate:
-        threshold, versions = data.get("threshold"), data.get("versions")
-        if isinstance(threshold, bool) or not isinstance(threshold, int | float):
-            raise ValueError("thresholds update needs a number 'threshold'")
-        if not 0.0 <= threshold <= 1.0:
-            raise ValueError(f"threshold {threshold} is outside [0, 1]")
-        if not isinstance(versions, dict) or not versions:
-            raise ValueError("thresholds update needs the juror 'versions' it was calibrated on")
-        if not isinstance(data.get("policy"), str):
-            raise ValueError("thresholds update needs a string 'policy'")
-        seq = data.get("seq")
-        if isinstance(seq, int) and not -(2**1000) < seq < 2**1000:
-            raise ValueError("thresholds update 'seq' is out of range (a timestamp expected)")
-        return cls(
-            data["policy"],
-            float(threshold),
-            {str(k): str(v) for k, v in versions.items()},
-            float(seq) if isinstance(seq, int | float) else 0.0,
-            str(data.get("reason") or ""),
-        )
-
-    def matches(self, serving: Mapping[str, str]) -> bool:
-        """Whether a jury serving ``serving`` is the one this threshold was calibrated for."""
-        return all(serving.get(name) == version for name, version in self.versions.items())
-
-    def to_record(self, **extra: Any) -> dict[str, Any]:
-        return {
-            "kind": self.KIND,
-            "policy": self.policy,
-            "threshold": self.threshold,
-            "versions": dict(self.versions),
-            "seq": self.seq,
-            "reason": self.reason,
-            **extra,
-        }
-
-
-def parse_update(value: bytes | None) -> ModelUpdate | ThresholdUpdate:
-    """A model-updates record: a juror version or a controller threshold; ValueError if neither."""
-    data = loads_object(value)  # its StrictJSONError is a ValueError
-    if data.get("kind") == ThresholdUpdate.KIND:
-        return ThresholdUpdate.parse(data)
-    return ModelUpdate.parse(value)
-
-
-async def send_thresholds(
-    producer: AIOKafkaProducer, topic: str, update: ThresholdUpdate, **extra: Any
-) -> None:
-    key = f"{ThresholdUpdate.KIND}:{update.policy}".encode()
-    await (await producer.send(topic, records.dumps(update.to_record(**extra)), key=key))
-
-
-def model_update(registry: Registry, name: str, version: str) -> dict[str, Any]:
+def model_update(registry: Registry, name: str, version: str) -> ModelUpdate:
     """The announcement of ``name`` v``version`` as it is in the registry now."""
     manifest = registry.manifest(name, version)
     location = f"{registry.root}/{name}/{version}"
     digest = hashlib.sha256(registry.fs.cat_file(f"{location}/{MANIFEST}")).hexdigest()
-    return {
-        "name": name,
-        "version": version,
-        "parent": manifest.parent,
-        "kind": manifest.kind,
-        "registry": registry.url,
-        "location": f"{registry.url.rstrip('/')}/{name}/{version}",
-        "sha256": digest,
-        "metrics": manifest.extra.get("metrics", {}),
-        "announced_at": datetime.now(UTC).isoformat(timespec="seconds"),
-    }
+    return ModelUpdate(
+        name=name,
+        version=version,
+        parent=manifest.parent,
+        kind=manifest.kind,
+        registry=registry.url,
+        location=f"{registry.url.rstrip('/')}/{name}/{version}",
+        sha256=digest,
+        metrics=manifest.extra.get("metrics", {}),
+        announced_at=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
 
 
-async def send_updates(
-    producer: AIOKafkaProducer, topic: str, updates: Sequence[Mapping[str, Any]]
-) -> None:
-    """Send announcements and wait until the broker acknowledged every one."""
-    sent = [
-        await producer.send(topic, records.dumps(u), key=str(u["name"]).encode("utf-8"))
-        for u in updates
-    ]
+async def send_updates(producer: AIOKafkaProducer, topic: str, updates: Sequence[Update]) -> None:
+    """Send announcements (juror versions or thresholds, each under its own key) and wait until
+    the broker acknowledged every one."""
+    sent = [await producer.send(topic, u.to_bytes(), key=u.key) for u in updates]
     await asyncio.gather(*sent)
 
 
-async def announce(settings: Settings, kafka: Kafka, updates: Sequence[Mapping[str, Any]]) -> None:
+async def announce(settings: Settings, kafka: Kafka, updates: Sequence[ModelUpdate]) -> None:
     """Announce with a producer of its own (the CLI's promote/rollback)."""
     producer = AIOKafkaProducer(**client_kwargs(kafka), acks="all", enable_idempotence=False)
     await producer.start()
     try:
-        await send_updates(producer, settings.topics.name("model_updates"), updates)
+        await send_updates(producer, settings.topics.name(Topic.MODEL_UPDATES), updates)
     finally:
         await producer.stop()
 
@@ -219,7 +120,7 @@ class ModelUpdateFollower:
         metrics: Metrics,
         set_threshold: Callable[[ThresholdUpdate], None] | None = None,
     ) -> None:
-        self.topic = settings.topics.name("model_updates")
+        self.topic = settings.topics.name(Topic.MODEL_UPDATES)
         self.kafka = kafka
         self.threads = settings.jury.threads
         self.serving = dict(versions)  # what this worker serves or has queued for the next batch
@@ -245,7 +146,7 @@ class ModelUpdateFollower:
             consumer.assign(parts)
             await consumer.seek_to_beginning(*parts)
             end = await consumer.end_offsets(parts)
-            history: list[ModelUpdate | ThresholdUpdate] = []
+            history: list[Update] = []
             idle = 0  # empty polls in a row: an end offset the broker overstates must not hang us
             while idle < 5 and [tp for tp in parts if await consumer.position(tp) < end[tp]]:
                 batch = await consumer.getmany(timeout_ms=200)
@@ -265,14 +166,14 @@ class ModelUpdateFollower:
         finally:
             await consumer.stop()
 
-    def _parse(self, value: bytes | None) -> ModelUpdate | ThresholdUpdate | None:
-        try:
-            return parse_update(value)
-        except ValueError as exc:
-            log.error("ignoring a malformed model update: %s", exc)
+    def _parse(self, value: bytes | None) -> Update | None:
+        update = parse_update(value)
+        if isinstance(update, Invalid):
+            log.error("ignoring a malformed model update: %s", update.reason)
             return None
+        return update
 
-    async def apply(self, update: ModelUpdate | ThresholdUpdate) -> bool:
+    async def apply(self, update: Update) -> bool:
         """Load and queue ``update`` if it is for one of our jurors and not what we serve; a
         threshold goes to the worker, which applies it with the versions it belongs to."""
         if isinstance(update, ThresholdUpdate):

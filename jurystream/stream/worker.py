@@ -21,7 +21,7 @@ from typing import Any
 import faust
 from faust.types import EventT
 
-from jurystream.config import Settings
+from jurystream.config import Settings, Topic
 from jurystream.exporters.health import HEARTBEAT_S
 from jurystream.exporters.metrics import Metrics
 from jurystream.models.juror import Juror, trim_heap
@@ -29,14 +29,13 @@ from jurystream.models.jury import Jury
 from jurystream.models.parallel import InferencePool, usable_cores
 from jurystream.models.selection import ReviewAllowance
 from jurystream.models.voting import Decision
-from jurystream.stream import records
 from jurystream.stream.batching import ready_batches
 from jurystream.stream.quarantine import AttemptLedger, MessageRef
+from jurystream.stream.records import DeadLetter, Invalid, LabelRecord, Post, Record, ReviewCase
 from jurystream.stream.routing import route
 from jurystream.stream.security import Kafka, as_connection
 from jurystream.stream.transport import FETCH_MAX_WAIT_MS
 from jurystream.stream.updates import ModelUpdateFollower, ThresholdUpdate
-from jurystream.stream.validation import Invalid, Post, parse_post
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +186,7 @@ class LabelingWorker:
 
     async def _quarantine(self, event: EventT, attempts: int) -> None:
         msg = event.message
-        parsed = parse_post(msg.value, msg.key, max_bytes=self.settings.jury.max_message_bytes)
+        parsed = Post.parse(msg.value, msg.key, max_bytes=self.settings.jury.max_message_bytes)
         error = (
             f"quarantined: the worker crashed {attempts} times while processing this message "
             "(see its logs at that time); fix the cause, then replay it from dead-letters"
@@ -201,7 +200,7 @@ class LabelingWorker:
         sends: list[Awaitable[Any]] = []
         for event in events:
             msg = event.message
-            parsed = parse_post(
+            parsed = Post.parse(
                 msg.value,
                 msg.key,
                 max_bytes=self.settings.jury.max_message_bytes,
@@ -231,7 +230,7 @@ class LabelingWorker:
             latency_ms = max(0.0, (now - event.message.timestamp) * 1000)
             self._count(r.decision)
             if r.review is not None:
-                case = records.review_case(
+                case = ReviewCase.of(
                     r.post,
                     r.decision,
                     jury.versions,
@@ -244,7 +243,7 @@ class LabelingWorker:
                 outcome = "escalated" if r.review == "escalation" else "audited"
                 self.metrics.messages.labels("worker", outcome).inc()
             if r.label:
-                label = records.jury_label(
+                label = LabelRecord.from_jury(
                     r.post,
                     r.decision,
                     jury.versions,
@@ -298,13 +297,13 @@ class LabelingWorker:
             if vote.label == decision.label:
                 self.metrics.juror_agreement.labels(vote.juror).inc()
 
-    async def _send(self, topic: faust.types.TopicT, key: str, record: dict[str, Any]) -> Any:
-        return await topic.send(key=key.encode("utf-8"), value=records.dumps(record))
+    async def _send(self, topic: faust.types.TopicT, key: str, record: Record) -> Any:
+        return await topic.send(key=key.encode("utf-8"), value=record.to_bytes())
 
     async def _dead_letter(self, event: EventT, error: str, stage: str, post_id: str | None) -> Any:
-        key, value = records.dead_letter_message(event.message, error, stage, post_id)
+        letter = DeadLetter.of_message(event.message, error, stage, post_id)
         self.metrics.messages.labels("worker", "dead_lettered").inc()
-        return await self.outputs.dead_letters.send(key=key, value=value)
+        return await self.outputs.dead_letters.send(key=letter.key, value=letter.to_bytes())
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)
@@ -327,10 +326,12 @@ def build_worker_app(
     app = create_faust_app(settings, kafka)
     topics = settings.topics
 
-    def raw_topic(name: str) -> faust.types.TopicT:
-        return app.topic(topics.name(name), key_serializer="raw", value_serializer="raw")
+    def raw_topic(topic: Topic) -> faust.types.TopicT:
+        return app.topic(topics.name(topic), key_serializer="raw", value_serializer="raw")
 
-    outputs = _Outputs(raw_topic("labels"), raw_topic("review"), raw_topic("dead_letters"))
+    outputs = _Outputs(
+        raw_topic(Topic.LABELS), raw_topic(Topic.REVIEW), raw_topic(Topic.DEAD_LETTERS)
+    )
     worker = LabelingWorker(settings, jury, metrics, outputs)
 
     follower = ModelUpdateFollower(
@@ -348,7 +349,7 @@ def build_worker_app(
         """Hot-swap: announced versions load in the background and take over between batches."""
         await follower.run()
 
-    @app.agent(raw_topic("posts"), name="label-posts")
+    @app.agent(raw_topic(Topic.POSTS), name="label-posts")
     async def label_posts(stream: faust.StreamT[bytes]) -> None:
         # Acked by hand once a batch's outputs are acknowledged: faust commits only acked
         # offsets, so a crash mid-batch replays it.

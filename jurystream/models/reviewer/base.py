@@ -4,102 +4,22 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-
-class CaseError(ValueError):
-    """A review-topic record that is not a case (it goes to dead-letters, not to a reviewer)."""
-
-
-@dataclass(frozen=True, slots=True)
-class JuryVote:
-    juror: str
-    label: str
-    confidence: float
+if TYPE_CHECKING:  # an annotation only: config imports this package, numpy is not needed
+    from jurystream.models.voting import Vote
 
 
 @dataclass(frozen=True, slots=True)
 class Case:
-    """One escalated post as the worker wrote it to the review topic (``records.review_case``)."""
+    """What a reviewer tier is asked about: the post and the jury's votes on it. The stream
+    builds it from a review record (``stream.records.ReviewCase.case``); ``meta`` may carry
+    the gold label the oracle tier answers with."""
 
     id: str
     text: str
-    votes: tuple[JuryVote, ...] = ()
-    jury_label: str | None = None
-    jury_confidence: float | None = None
-    reason: str | None = None
+    votes: tuple[Vote, ...] = ()
     meta: Mapping[str, Any] = field(default_factory=dict)
-    received_ms: float | None = None
-    model_versions: Mapping[str, str] = field(default_factory=dict)
-    # "escalation": the reviewer decides the label; "audit": the jury's label stands and the
-    # review measures it (no label is written).
-    kind: str = "escalation"
-    threshold: float | None = None
-
-    @classmethod
-    def from_record(cls, data: Any) -> Case:
-        """Validate a decoded review record; raises CaseError with a reason a person can act on."""
-        if not isinstance(data, dict):
-            raise CaseError(f"review record is a JSON {type(data).__name__}, not an object")
-        post_id, text = data.get("id"), data.get("text")
-        if not isinstance(post_id, str) or not post_id:
-            raise CaseError("review record has no string 'id'")
-        if not isinstance(text, str) or not text.strip():
-            raise CaseError("review record has no non-empty string 'text'")
-        meta = data.get("meta") or {}
-        if not isinstance(meta, dict):
-            raise CaseError("review record field 'meta' must be an object")
-        raw_votes = data.get("votes") or []
-        if not isinstance(raw_votes, list):
-            raise CaseError("review record field 'votes' must be a list")
-        votes = []
-        for raw in raw_votes:
-            try:
-                votes.append(
-                    JuryVote(str(raw["juror"]), str(raw["label"]), float(raw["confidence"]))
-                )
-            except (KeyError, TypeError, ValueError, OverflowError) as exc:
-                raise CaseError(f"review record has a malformed vote {raw!r}") from exc
-        versions = data.get("model_versions") or {}
-        if not isinstance(versions, dict):
-            raise CaseError("review record field 'model_versions' must be an object")
-        jury_conf = data.get("jury_confidence")
-        received = data.get("received_ms")
-        kind = data.get("kind", "escalation")
-        if kind not in ("escalation", "audit"):
-            raise CaseError(f"review record kind {kind!r} is not 'escalation' or 'audit'")
-        if kind == "audit" and not isinstance(data.get("jury_label"), str):
-            raise CaseError("an audit case needs the jury's label it measures ('jury_label')")
-        threshold = data.get("threshold")
-        return cls(
-            id=post_id,
-            text=text,
-            votes=tuple(votes),
-            jury_label=data.get("jury_label") if isinstance(data.get("jury_label"), str) else None,
-            jury_confidence=_float_or_none(jury_conf),
-            reason=data.get("reason") if isinstance(data.get("reason"), str) else None,
-            meta=meta,
-            received_ms=_float_or_none(received),
-            model_versions={str(k): str(v) for k, v in versions.items()},
-            kind=kind,
-            threshold=float(threshold) if isinstance(threshold, int | float) else None,
-        )
-
-    def votes_dicts(self) -> list[dict[str, Any]]:
-        return [
-            {"juror": v.juror, "label": v.label, "confidence": round(v.confidence, 4)}
-            for v in self.votes
-        ]
-
-
-def _float_or_none(value: Any) -> float | None:
-    """A number as a float; anything else (or an integer beyond a float's range) as None."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    try:
-        return float(value)
-    except OverflowError:
-        return None
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,11 +14,9 @@ a restarted replica with the same id resumes its own spending from its last repo
 
 from __future__ import annotations
 
-import json
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,37 +36,6 @@ class Peers(Protocol):
     def mine(self) -> Sequence[WindowReport]: ...
 
     async def publish(self, reports: Sequence[WindowReport]) -> None: ...
-
-
-def encode(replica: str, reports: Sequence[WindowReport], at: float) -> bytes:
-    return json.dumps(
-        {
-            "replica": replica,
-            "at": round(at, 3),
-            "windows": [
-                {"length_s": r.length_s, "index": r.index, "used_usd": r.used_usd} for r in reports
-            ],
-        },
-        separators=(",", ":"),
-    ).encode()
-
-
-def decode(value: bytes) -> tuple[str, list[WindowReport]]:
-    """A record of the spend topic; ValueError for anything else (it is skipped, not trusted)."""
-    try:
-        doc: Any = json.loads(value)
-        replica = doc["replica"]
-        reports = [
-            WindowReport(float(w["length_s"]), int(w["index"]), float(w["used_usd"]))
-            for w in doc["windows"]
-        ]
-    except (TypeError, KeyError, json.JSONDecodeError) as exc:
-        raise ValueError(f"not a spend report: {exc}") from exc
-    if not isinstance(replica, str) or any(
-        not math.isfinite(r.used_usd) or r.used_usd < 0 for r in reports
-    ):
-        raise ValueError("not a spend report: bad replica or amount")
-    return replica, reports
 
 
 class SpendLedger:
