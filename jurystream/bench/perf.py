@@ -456,7 +456,7 @@ class StreamDriver:
 # -- the whole bench ---------------------------------------------------------------------------
 
 
-def _progress(console: Console) -> Progress:
+def progress_bar(console: Console) -> Progress:
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -467,13 +467,13 @@ def _progress(console: Console) -> Progress:
 
 
 @contextmanager
-def _stage(progress: Progress, description: str, total: int) -> Iterator[Advance]:
+def stage(progress: Progress, description: str, total: int) -> Iterator[Advance]:
     task = progress.add_task(description, total=total)
     yield lambda n: progress.advance(task, n)
     progress.update(task, completed=total)
 
 
-def _cycle(texts: Sequence[str], n: int) -> list[str]:
+def cycle(texts: Sequence[str], n: int) -> list[str]:
     return [texts[i % len(texts)] for i in range(n)]
 
 
@@ -520,10 +520,10 @@ def run_perf(
     torch_jury = TorchJury(
         [j.name for j in jurors], checkpoints_of(juror_dirs), labels, config.policy, config.threads
     )
-    texts = _cycle(data.texts, config.texts)
+    texts = cycle(data.texts, config.texts)
     # The stream gets the very texts the ceiling is measured on (cycled): batches are padded to
     # their longest text, so other texts would mean another workload, not another pipeline.
-    posts = _cycle(texts, config.messages)
+    posts = cycle(texts, config.messages)
 
     full_decisions = batched_decide(full, data.texts, config.batch_size)
     cascade_decisions = batched_decide(cascade, data.texts, config.batch_size)
@@ -644,10 +644,10 @@ async def _measure(
     repeats = []
     latency = []
     try:
-        with _progress(console) as progress:
+        with progress_bar(console) as progress:
             # The worker has loaded its jurors and joined the group once a warm-up batch is
             # labeled; its start-up is not throughput.
-            with _stage(progress, "worker warm-up", config.batch_size) as advance:
+            with stage(progress, "worker warm-up", config.batch_size) as advance:
                 await driver.run(posts[: config.batch_size], None, config.timeout_s, advance)
             rss_idle = driver.sample_rss()
             idle_cpu = await _idle_cpu({"worker": worker_pid, "broker": broker_pid})
@@ -655,23 +655,23 @@ async def _measure(
                 tag = f"[{r}/{config.repeats}]"
                 n = len(texts)
                 grid = 2 * len(config.limit_batches) * n
-                with _stage(progress, f"{tag} machine limit (raw ONNX)", grid) as advance:
+                with stage(progress, f"{tag} machine limit (raw ONNX)", grid) as advance:
                     limit, limit_config = machine_limit(
                         full, intra_op, pool, texts, config.limit_batches, advance
                     )
-                with _stage(progress, f"{tag} ceiling (ONNX jury, 1 thread)", n) as advance:
+                with stage(progress, f"{tag} ceiling (ONNX jury, 1 thread)", n) as advance:
                     ceiling = onnx_rate(full, texts, config.batch_size, advance)
-                with _stage(progress, f"{tag} every core (ONNX jury, pool)", n) as advance:
+                with stage(progress, f"{tag} every core (ONNX jury, pool)", n) as advance:
                     every_core = onnx_rate(
                         replace(full, pool=pool), texts, config.batch_size, advance
                     )
-                with _stage(progress, f"{tag} PyTorch pipelines", n) as advance:
+                with stage(progress, f"{tag} PyTorch pipelines", n) as advance:
                     torch = torch_rate(
                         torch_jury, texts, config.batch_size, config.threshold, advance
                     )
-                with _stage(progress, f"{tag} cascade", n) as advance:
+                with stage(progress, f"{tag} cascade", n) as advance:
                     fast = onnx_rate(cascade, texts, config.batch_size, advance)
-                with _stage(progress, f"{tag} end-to-end (worker)", len(posts)) as advance:
+                with stage(progress, f"{tag} end-to-end (worker)", len(posts)) as advance:
                     run = await driver.run(posts, None, config.timeout_s, advance)
                 repeats.append(
                     RepeatResult(
@@ -688,9 +688,9 @@ async def _measure(
             for load in config.loads:
                 rate = load * capacity
                 n = max(config.batch_size, int(rate * config.latency_seconds))
-                with _stage(progress, f"latency at {load:.0%} ({rate:.0f}/s)", n) as advance:
+                with stage(progress, f"latency at {load:.0%} ({rate:.0f}/s)", n) as advance:
                     before = stage_totals(metrics_url)
-                    run = await driver.run(_cycle(posts, n), rate, config.timeout_s, advance)
+                    run = await driver.run(cycle(posts, n), rate, config.timeout_s, advance)
                     after = stage_totals(metrics_url)
                 lat = np.asarray(run.latencies_ms)
                 latency.append(

@@ -40,8 +40,8 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from jurystream.bench.perf import StreamDriver, _cycle, _progress, _stage, machine_info
-from jurystream.config import Settings, TopicSettings, TrainerSettings
+from jurystream.bench.perf import StreamDriver, cycle, machine_info, progress_bar, stage
+from jurystream.config import Settings, Topic, TopicSettings, TrainerSettings
 from jurystream.models.continual import Example
 from jurystream.models.datasets import LabeledSet
 from jurystream.models.juror import read_manifest
@@ -328,11 +328,11 @@ async def _bursts(
     tag = f"{n_workers} worker(s):"
     try:
         # Every worker labels a batch of its own partitions before the clock starts.
-        warm_up = _cycle(posts, config.batch_size * config.partitions)
-        with _stage(progress, f"{tag} warm-up", len(warm_up)) as advance:
+        warm_up = cycle(posts, config.batch_size * config.partitions)
+        with stage(progress, f"{tag} warm-up", len(warm_up)) as advance:
             await driver.run(warm_up, None, config.timeout_s, advance)
         total = len(posts) * config.repeats
-        with _stage(progress, f"{tag} {config.repeats} bursts", total) as advance:
+        with stage(progress, f"{tag} {config.repeats} bursts", total) as advance:
             for _ in range(config.repeats):
                 run = await driver.run(posts, None, config.timeout_s, advance)
                 lat = np.asarray(run.latencies_ms)
@@ -341,8 +341,8 @@ async def _bursts(
                 result.p99_ms.append(float(np.percentile(lat, 99)))
         rate = config.paced_load * (reference_per_s or result.median)
         n = max(config.batch_size, int(rate * config.paced_seconds))
-        with _stage(progress, f"{tag} paced at {rate:.0f}/s", n) as advance:
-            run = await driver.run(_cycle(posts, n), rate, config.timeout_s, advance)
+        with stage(progress, f"{tag} paced at {rate:.0f}/s", n) as advance:
+            run = await driver.run(cycle(posts, n), rate, config.timeout_s, advance)
         lat = np.asarray(run.latencies_ms)
         result.paced = {
             "rate_per_s": rate,
@@ -433,8 +433,8 @@ async def _review_burst(
     """Produce ``n`` cases as fast as possible; when each label was read back, in seconds from
     the first send, in order."""
     consumer = AIOKafkaConsumer(
-        group.topic("labels"),
-        group.topic("dead-letters"),
+        group.topic(Topic.LABELS),
+        group.topic(Topic.DEAD_LETTERS),
         **client_kwargs(group.bootstrap),
         group_id=None,
         auto_offset_reset="earliest",
@@ -455,7 +455,7 @@ async def _review_burst(
     async def send() -> None:
         for case in cases:
             key = case["id"].encode()
-            await producer.send(group.topic("review"), json.dumps(case).encode(), key=key)
+            await producer.send(group.topic(Topic.REVIEW), json.dumps(case).encode(), key=key)
         await producer.flush()
 
     sending = asyncio.create_task(send())
@@ -472,7 +472,7 @@ async def _review_burst(
                         seen.add(key)
                         arrivals.append(time.monotonic() - started)
                         fresh += 1
-                        dead += tp.topic == group.topic("dead-letters")
+                        dead += tp.topic == group.topic(Topic.DEAD_LETTERS)
             if advance and fresh:
                 advance(fresh)
         await sending
@@ -548,14 +548,14 @@ def run_scale(
         read_manifest(directory)  # a wrong path fails here, not in a worker's log minutes later
     began = time.monotonic()
     machine = machine_info()
-    feed = _cycle(posts, config.messages)
+    feed = cycle(posts, config.messages)
     trainer = settings.trainer.model_copy(
         update={"jurors": [], "replay_ratio": None, "seed_data": None}
     )
     workers: list[WorkerScale] = []
     rates: list[ReviewerRate] = []
     rounds: list[RoundTime] = []
-    with _progress(console) as progress, EmbeddedBroker() as broker:
+    with progress_bar(console) as progress, EmbeddedBroker() as broker:
         for n in config.workers:
             one = next((w.median for w in workers if w.workers == 1), None)
             measured = measure_workers(
@@ -565,11 +565,11 @@ def run_scale(
         with OpenAIServer(latency_answer(config.review_latency_s)) as server:
             for c in config.concurrencies:
                 cases = review_cases_for(c, config.review_latency_s, config.review_seconds)
-                with _stage(progress, f"reviewer at concurrency {c}", cases) as advance:
+                with stage(progress, f"reviewer at concurrency {c}", cases) as advance:
                     rates.append(
                         measure_reviewer(broker.bootstrap, server, c, config, workdir, advance)
                     )
-    with _progress(console) as progress:
+    with progress_bar(console) as progress:
         for kind, directory in train_jurors.items():
             task = progress.add_task(f"training round: {kind} on {len(samples)} samples", total=1)
             rounds.append(
