@@ -12,7 +12,10 @@ from typing import Any, ClassVar
 
 from faust.transport.drivers import aiokafka as driver
 
-FETCH_MAX_WAIT_MS = 50  # the default of broker.fetch_max_wait_ms
+from jurystream.config import BrokerSettings
+
+# broker.fetch_max_wait_ms's default, for clients built without settings (measured: BENCHMARKS.md)
+FETCH_MAX_WAIT_MS: int = BrokerSettings.model_fields["fetch_max_wait_ms"].default
 
 
 class LowLatencyConsumerThread(driver.AIOKafkaConsumerThread):
