@@ -9,12 +9,16 @@ export JURYSTREAM_DATA_ROOT ?= $(SHARED)/data
 
 .PHONY: install demo test test-fast lint bench clean prometheus lock checkov compose-schema
 
-$(BIN)/jurystream: pyproject.toml
+$(BIN)/jurystream: pyproject.toml deploy/requirements-serving.txt deploy/requirements-trainer.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	# torch first, pinned, so nothing pulls a CUDA build (the CPU wheel lies on disk here)
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[train,local,dev]'
+	# the versions the image locks pin (what the tests check the locks against), so a new
+	# release on the registry cannot make a fresh venv differ from the images
+	cat deploy/requirements-serving.txt deploy/requirements-trainer.txt \
+	  | grep -E '^[A-Za-z0-9._-]+==' | sed 's/ .*//' | sort -u > $(VENV)/constraints.txt
+	$(BIN)/pip install -q -c $(VENV)/constraints.txt -e '.[train,local,dev]'
 	touch $(BIN)/jurystream
 
 install: $(BIN)/jurystream
