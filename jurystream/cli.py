@@ -22,6 +22,7 @@ from jurystream.cli_common import (
 )
 from jurystream.cli_help import ReadableGroup
 from jurystream.config import PolicyName, Settings, Topic, env_var
+from jurystream.progress import progress_bar
 from jurystream.stream.posts_file import PostsFormat
 
 if TYPE_CHECKING:
@@ -411,7 +412,7 @@ def produce(
         batch = _read_posts_file(settings, file, file_format, text_field, id_field, id_prefix)
         messages = [(key, value) for _, key, value in batch.messages]
         refused = batch.refused
-    with _progress_bar() as bar:
+    with progress_bar(console=console) as bar:
         task = bar.add_task(f"sending to {topic}", total=len(messages))
         sent = asyncio.run(
             send(address, topic, messages, on_sent=lambda n: bar.advance(task, n), rate=rate)
@@ -462,19 +463,6 @@ def _read_posts_file(
         delimiter="\t" if file.lower().endswith(".tsv") else ",",
         max_bytes=settings.jury.max_message_bytes,
         max_chars=settings.jury.max_text_chars,
-    )
-
-
-def _progress_bar() -> Any:
-    """Rich progress on stderr (stdout stays for results)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
     )
 
 

@@ -39,11 +39,7 @@ import psutil
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from rich.console import Console
 from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
     Progress,
-    TextColumn,
-    TimeElapsedColumn,
 )
 from rich.table import Table
 
@@ -54,6 +50,7 @@ from jurystream.models.jury import Jury
 from jurystream.models.parallel import InferencePool, usable_cores
 from jurystream.models.registry import CHECKPOINT_DIR
 from jurystream.models.voting import POLICIES, Decision
+from jurystream.progress import progress_bar
 from jurystream.stream.broker import EmbeddedBroker, ensure_topics, free_port
 from jurystream.stream.processes import RoleGroup
 from jurystream.stream.security import client_kwargs
@@ -456,16 +453,6 @@ class StreamDriver:
 # -- the whole bench ---------------------------------------------------------------------------
 
 
-def progress_bar(console: Console) -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-    )
-
-
 @contextmanager
 def stage(progress: Progress, description: str, total: int) -> Iterator[Advance]:
     task = progress.add_task(description, total=total)
@@ -644,7 +631,7 @@ async def _measure(
     repeats = []
     latency = []
     try:
-        with progress_bar(console) as progress:
+        with progress_bar(console=console) as progress:
             # The worker has loaded its jurors and joined the group once a warm-up batch is
             # labeled; its start-up is not throughput.
             with stage(progress, "worker warm-up", config.batch_size) as advance:
