@@ -665,7 +665,11 @@ def run_demo(settings: Settings, options: DemoOptions) -> int:
             broker.bootstrap,
             workdir,
             prefix=settings.topics.prefix,
-            env={"JURYSTREAM_APP_ID": settings.app_id, "JURYSTREAM_REGISTRY": registry.url},
+            env={
+                **settings.role_env(),
+                "JURYSTREAM_APP_ID": settings.app_id,
+                "JURYSTREAM_REGISTRY": registry.url,
+            },
         )
         port = settings.metrics.port
 

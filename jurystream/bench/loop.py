@@ -438,6 +438,7 @@ def run_loop(settings: Settings, cfg: LoopConfig, workdir: Path, log: Log = prin
     seg_size = cfg.feed_size // cfg.segments
     every = max(20, int(seg_size * cfg.round_share))
     env = {
+        **settings.role_env(),
         "JURYSTREAM_REGISTRY": str(registry.url),
         "JURYSTREAM_JURY__POLICY": cfg.policy,
         "JURYSTREAM_JURY__AUDIT_RATE": str(cfg.audit_rate),

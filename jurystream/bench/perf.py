@@ -527,7 +527,7 @@ def run_perf(
     latency: list[LatencyResult] = []
     metrics_port = free_port()
     with EmbeddedBroker() as broker:
-        group = RoleGroup(broker.bootstrap, workdir)
+        group = RoleGroup(broker.bootstrap, workdir, env=settings.role_env())
         asyncio.run(
             ensure_topics(
                 broker.bootstrap,
