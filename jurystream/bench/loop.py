@@ -398,6 +398,14 @@ def rescore(settings: Settings, path: Path, workdir: Path) -> LoopResult:
     return result
 
 
+def run_registry(cache: Path, names: Sequence[str], directory: Path) -> Registry:
+    """A run's own registry with only its jurors: the cache may hold more (bench perf adds a
+    third MiniLM), and the trainer refines and announces every juror of its registry."""
+    for name in names:
+        shutil.copytree(cache / name, directory / name)
+    return Registry(directory)
+
+
 def run_loop(settings: Settings, cfg: LoopConfig, workdir: Path, log: Log = print) -> LoopResult:
     started = time.perf_counter()
     directory = tweeteval_dir(settings.data_root, cfg.task)
@@ -421,8 +429,7 @@ def run_loop(settings: Settings, cfg: LoopConfig, workdir: Path, log: Log = prin
     names = list(bootstrap_dirs)
     run_dir = workdir / f"loop-{cfg.task}-{cfg.reviewer}"
     shutil.rmtree(run_dir, ignore_errors=True)
-    shutil.copytree(cache, run_dir / "registry")
-    registry = Registry(run_dir / "registry")
+    registry = run_registry(cache, names, run_dir / "registry")
     seed_file = _write_jsonl(run_dir / "seed.jsonl", seed)
     gate_file = _write_jsonl(run_dir / "gate.jsonl", gate)
 
