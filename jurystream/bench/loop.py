@@ -180,7 +180,7 @@ def segment_stats(
 
 
 def headline(result: LoopResult) -> dict[str, Any]:
-    """The figures docs/benchmarks/loop.json carries (keys named by the issue)."""
+    """The figures docs/benchmarks/loop.json carries (the keys its readers look up)."""
     first, last = result.segments[0], result.segments[-1]
     before, after = result.val["before"], result.val["after"]
     return {

@@ -151,7 +151,7 @@ class PerfResult:
         return asdict(self)
 
     def headlines(self) -> dict[str, float]:
-        """The figures the speed issue names, under its keys."""
+        """The headline figures, under the keys docs/benchmarks/perf.json keeps."""
         p99 = {row.load: row.p99_ms for row in self.latency}
         out = {"e2e_over_limit": self.ratios["e2e_over_limit"], "peak_rss_mb": self.rss_mb["peak"]}
         for load, key in ((0.25, "p99_ms_at_25"), (0.5, "p99_ms_at_50")):

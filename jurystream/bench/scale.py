@@ -56,7 +56,7 @@ from jurystream.stream.transport import FETCH_MAX_WAIT_MS
 from jurystream.testing.openai_server import OpenAIServer, Reply
 
 HEADLINE_KEYS = ("reviewer_over_ideal", "scale_2_over_1", "scale_4_over_1")
-TARGET_REVIEWER_OVER_IDEAL = 0.8  # issue 15: ≥ 0.8 × concurrency ÷ latency cases per second
+TARGET_REVIEWER_OVER_IDEAL = 0.8  # of concurrency ÷ latency: the reviewer keeps its calls busy
 BENCH_KEY_ENV = "JURYSTREAM_BENCH_OPENAI_KEY"  # the reviewer's key variable; the server ignores it
 BENCH_MODEL = "bench-model"
 READY_TIMEOUT_S = 120.0
