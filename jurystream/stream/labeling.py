@@ -21,25 +21,25 @@ from typing import Generic, Literal, Protocol, TypeVar
 from jurystream.config import Topic
 from jurystream.models.selection import ReviewAllowance
 from jurystream.models.voting import Decision
-from jurystream.stream.records import DeadLetter, Invalid, LabelRecord, Post, Record, ReviewCase
+from jurystream.stream.records import (
+    Consumed,
+    DeadLetter,
+    Invalid,
+    LabelRecord,
+    Post,
+    Record,
+    ReviewCase,
+)
 from jurystream.stream.routing import route
 
 Outcome = Literal["labeled", "unreviewed", "escalated", "audited", "dead_lettered"]
 
 
-class Message(Protocol):
+class Message(Consumed, Protocol):
     """A consumed posts message as faust's (and aiokafka's) messages carry it."""
 
     @property
-    def topic(self) -> str: ...
-    @property
-    def partition(self) -> int: ...
-    @property
-    def offset(self) -> int: ...
-    @property
     def key(self) -> bytes | None: ...
-    @property
-    def value(self) -> bytes | None: ...
     @property
     def timestamp(self) -> float: ...  # seconds since the epoch, when it was produced
 
