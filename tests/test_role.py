@@ -7,6 +7,8 @@ import asyncio
 import uuid
 from typing import Any
 
+import pytest
+
 from jurystream.config import BrokerSettings, Settings, Topic, TopicSettings
 from jurystream.exporters.metrics import Metrics
 from jurystream.stream.broker import EmbeddedBroker, ensure_topics
@@ -35,7 +37,7 @@ class Recorder(Role):
         self.batches: list[int] = []
         self.hooks: list[str] = []
         self.hold = hold
-        self.release = asyncio.Event()
+        self.unblock = asyncio.Event()
 
     async def start(self) -> None:
         self.hooks.append("start")
@@ -45,7 +47,7 @@ class Recorder(Role):
         for message in messages:
             key = message.key.decode()
             if key in self.hold:
-                await self.release.wait()
+                await self.unblock.wait()
             self.seen.append(key)
 
     async def tick(self) -> None:
@@ -115,3 +117,22 @@ async def test_a_concurrent_role_commits_past_a_message_only_once_it_is_done(
     again = Recorder(settings, concurrency=4)
     await _run_until(again, lambda: len(again.seen) >= 4)
     assert sorted(again.seen) == ["m2", "m3", "m4", "m5"]
+
+
+class Crasher(Recorder):
+    async def handle(self, messages: list[Message]) -> None:
+        raise RuntimeError("a bug in the role")
+
+
+async def test_a_role_that_raises_stops_without_committing_so_the_batch_replays(
+    broker: EmbeddedBroker,
+) -> None:
+    settings = _settings(broker.bootstrap, partitions=1)
+    await _feed(settings, ["m0", "m1"])
+    crasher = Crasher(settings)
+    with pytest.raises(RuntimeError, match="a bug in the role"):
+        await asyncio.wait_for(crasher.run(asyncio.Event()), 60)
+    assert crasher.hooks == ["start", "close"]  # closed, not finished
+    again = Recorder(settings)
+    await _run_until(again, lambda: len(again.seen) >= 2)
+    assert sorted(again.seen) == ["m0", "m1"]

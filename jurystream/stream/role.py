@@ -212,7 +212,7 @@ class Role:
                 lags[(tp.topic, tp.partition)] = max(0, high - position)
         self.metrics.set_consumer_lags(self.group_id, lags)
 
-    async def release(self, consumer: AIOKafkaConsumer, revoked: set[TopicPartition]) -> None:
+    async def _release(self, consumer: AIOKafkaConsumer, revoked: set[TopicPartition]) -> None:
         """Before partitions move: commit what is done, drop the rest (the new owner replays)."""
         await self._settle(consumer)
         await self._drop([t for t, (tp, _) in self._tasks.items() if tp in revoked])
@@ -233,7 +233,7 @@ class _ReleaseOnRevoke(ConsumerRebalanceListener):
         self.consumer = consumer
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
-        await self.role.release(self.consumer, set(revoked))
+        await self.role._release(self.consumer, set(revoked))
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         pass
