@@ -1,7 +1,8 @@
 """The reviewer role: review → reviewer chain → labels + hard-samples.
 
 A plain aiokafka consumer with manual commits, not a faust agent: the one guarantee that matters
-here is "no offset is committed before its label is written", and that is explicit below.
+here is "no offset is committed before its label is written", and the role template that runs
+this handler (``role.py``) makes it explicit.
 
 Cases are answered concurrently and finish out of order: a case the chain cannot answer yet
 (endpoint down, rate limited past the retries, budget spent, off-label answers) is *parked* —

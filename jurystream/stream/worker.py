@@ -1,5 +1,8 @@
 """The worker role: posts → micro-batches → jury → labels / review / dead-letters.
 
+A shell around the batch decision (``labeling.py``, pure): it fetches a batch, scores it off the
+event loop, produces what the decision says, acknowledges, and counts.
+
 At-least-once: faust acks a ``take_events`` batch only after the loop body returns, and the
 body returns only after every output of the batch is acknowledged by the broker. A crash before
 that replays the batch; outputs are keyed by message id, so the replay overwrites downstream.
