@@ -64,7 +64,8 @@ class RoleSpec:
 
 
 class Role:
-    """A consumer-group role: subclass it, set ``spec`` in ``__init__`` and write ``handle``."""
+    """A consumer-group role: subclass it, pass its ``RoleSpec`` to ``__init__`` and write
+    ``handle``; ``run(stop)`` is the template."""
 
     def __init__(self, settings: Settings, kafka: Kafka, metrics: Metrics, spec: RoleSpec) -> None:
         self.settings = settings
