@@ -50,3 +50,13 @@ def test_a_parked_case_holds_its_partition_only() -> None:
     tracker.forget(["a"])
     tracker.read("a", 3)  # owned again after a rebalance: starts where the consumer resumes
     assert tracker.committable() == {} and len(tracker) == 1
+
+
+def test_a_batch_finishing_after_its_partition_was_revoked_commits_nothing_there() -> None:
+    tracker: OffsetTracker[str] = OffsetTracker()
+    tracker.read("a", 4)
+    tracker.read("b", 9)
+    tracker.forget(["a"])  # revoked while the batch was in hand
+    tracker.finish("a", 4)
+    tracker.finish("b", 9)
+    assert tracker.committable() == {"b": 10}

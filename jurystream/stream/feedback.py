@@ -27,24 +27,21 @@ feedback is keyed by message id, and a record without an ``id`` takes the key's.
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import logging
 import time
 from collections import OrderedDict, deque
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import ConsumerRecord
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 
 from jurystream.config import Settings, Topic
-from jurystream.exporters.health import beating
-from jurystream.exporters.metrics import MonitorMetrics, RoleMetrics
+from jurystream.exporters.metrics import MonitorMetrics
 from jurystream.models.audit import estimates_by_label
 from jurystream.models.quality import LabelWindow, RollingQuality, psi
-from jurystream.stream.broker import ensure_topics
-from jurystream.stream.lifecycle import run_until_signalled
 from jurystream.stream.records import (
     Feedback,
     HardSample,
@@ -53,7 +50,8 @@ from jurystream.stream.records import (
     ModelUpdate,
     parse_update,
 )
-from jurystream.stream.security import kafka_connection
+from jurystream.stream.role import Role, RoleSpec, run_role
+from jurystream.stream.security import Kafka
 
 log = logging.getLogger(__name__)
 
@@ -203,73 +201,53 @@ class QualityMonitor:
             self.metrics.label_drift(self.reference_kind, value)
 
 
-async def report_lag(consumer: AIOKafkaConsumer, group: str, metrics: RoleMetrics) -> None:
-    """Lag of this consumer's own partitions: high watermark minus position.
+class MonitorRole(Role):
+    """Feeds each polled batch to the ``QualityMonitor``; refreshes the gauges on a timer."""
 
-    Taken from fetch responses rather than ListOffsets, which some Kafka-compatible brokers
-    (Tansu) answer wrongly; partitions not fetched yet are left out until they are.
-    """
-    lags: dict[tuple[str, int], int] = {}
-    for tp in consumer.assignment():
-        highwater = consumer.highwater(tp)
-        if highwater is None:
-            continue
-        lags[(tp.topic, tp.partition)] = highwater - await consumer.position(tp)
-    metrics.report_lag(group, lags)
+    metrics: MonitorMetrics
+
+    def __init__(self, settings: Settings, kafka: Kafka, metrics: MonitorMetrics) -> None:
+        followed = (Topic.LABELS, Topic.FEEDBACK, Topic.MODEL_UPDATES, Topic.HARD_SAMPLES)
+        spec = RoleSpec(
+            "monitor",
+            followed,
+            max_records=5000,
+            # The same partition numbers of labels and feedback on one process: see above.
+            consumer={"partition_assignment_strategy": (RangePartitionAssignor,)},
+        )
+        super().__init__(settings, kafka, metrics, spec)
+        cfg = settings.metrics
+        self.quality = QualityMonitor(
+            metrics, cfg.quality_window, cfg.drift_window, cfg.drift_reference, cfg.join_capacity
+        )
+        handlers = {
+            Topic.LABELS: self.quality.on_label,
+            Topic.FEEDBACK: self.quality.on_feedback,
+            Topic.MODEL_UPDATES: self.quality.on_model_update,
+            Topic.HARD_SAMPLES: self.quality.on_hard_sample,
+        }
+        self._handlers = {settings.topics.name(t): h for t, h in handlers.items()}
+        self._next_publish = 0.0
+
+    async def start(self) -> None:
+        log.warning("monitor: reading %s as group %s", ", ".join(self._handlers), self.group_id)
+
+    async def handle(self, messages: list[ConsumerRecord[Any, Any]]) -> None:
+        for record in messages:
+            self._handlers[record.topic](record.key, record.value)
+
+    async def tick(self) -> None:
+        if time.monotonic() >= self._next_publish:
+            self.quality.publish()
+            self._next_publish = time.monotonic() + self.settings.metrics.publish_interval_s
 
 
-async def monitor(settings: Settings, metrics: MonitorMetrics, stop: asyncio.Event) -> None:
-    """Consume until ``stop`` is set, feeding the QualityMonitor and refreshing the gauges."""
-    kafka = kafka_connection(settings)
-    topics = settings.topics
-    await ensure_topics(kafka, topics.all_names(), topics.partitions, topics.replication_factor)
-    cfg = settings.metrics
-    quality = QualityMonitor(
-        metrics, cfg.quality_window, cfg.drift_window, cfg.drift_reference, cfg.join_capacity
-    )
-    followed = (Topic.LABELS, Topic.FEEDBACK, Topic.MODEL_UPDATES, Topic.HARD_SAMPLES)
-    names = {topics.name(t): t for t in followed}
-    group = f"{settings.app_id}-monitor"
-    consumer = AIOKafkaConsumer(
-        *names,
-        **kafka.client_kwargs(),
-        group_id=group,
-        auto_offset_reset="earliest",
-        partition_assignment_strategy=(RangePartitionAssignor,),
-        session_timeout_ms=int(settings.broker.session_timeout_s * 1000),
-        heartbeat_interval_ms=int(settings.broker.heartbeat_interval_s * 1000),
-        request_timeout_ms=int(settings.broker.request_timeout_s * 1000),
-    )
-    handlers = {
-        Topic.LABELS: quality.on_label,
-        Topic.FEEDBACK: quality.on_feedback,
-        Topic.MODEL_UPDATES: quality.on_model_update,
-        Topic.HARD_SAMPLES: quality.on_hard_sample,
-    }
-    await consumer.start()
-    log.warning("monitor: reading %s as group %s", ", ".join(names), group)
-    try:
-        next_publish = 0.0
-        while not stop.is_set():
-            batches: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
-            batches = await consumer.getmany(timeout_ms=200, max_records=5000)
-            metrics.health.consuming(len(consumer.assignment()))
-            for tp, records in batches.items():
-                handle = handlers[names[tp.topic]]
-                for record in records:
-                    handle(record.key, record.value)
-            if time.monotonic() >= next_publish:
-                quality.publish()
-                await report_lag(consumer, group, metrics)
-                next_publish = time.monotonic() + cfg.publish_interval_s
-    finally:
-        await consumer.stop()
+@contextlib.asynccontextmanager
+async def monitor(settings: Settings, kafka: Kafka, metrics: MonitorMetrics) -> AsyncIterator[Role]:
+    """The monitor as the role template builds it (it opens nothing of its own)."""
+    yield MonitorRole(settings, kafka, metrics)
 
 
 def run_monitor(settings: Settings) -> int:
     """The `jurystream monitor` role: serve /metrics and consume until SIGTERM/SIGINT."""
-    metrics = MonitorMetrics()
-    metrics.serve(settings.metrics.port, settings.metrics.host)
-    return run_until_signalled(
-        lambda stop: beating(metrics.health, monitor(settings, metrics, stop))
-    )
+    return run_role(settings, MonitorMetrics, monitor)

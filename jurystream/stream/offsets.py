@@ -32,7 +32,11 @@ class OffsetTracker(Generic[P]):
             self._next[partition] = self._committed[partition] = offset
 
     def finish(self, partition: P, offset: int) -> None:
-        pending = self._pending[partition]
+        """``offset`` is done. A partition forgotten meanwhile (revoked in a rebalance while its
+        batch was in hand) stays forgotten: its new owner replays what was not committed."""
+        pending = self._pending.get(partition)
+        if pending is None:
+            return
         pending.discard(offset)
         # Resume at the first unfinished message; offsets may have gaps (compaction,
         # transaction markers), so it is that offset, not the last finished one + 1.
@@ -41,6 +45,10 @@ class OffsetTracker(Generic[P]):
     def committable(self) -> dict[P, int]:
         """Positions that moved since the last ``committed`` call."""
         return {p: n for p, n in self._next.items() if self._committed.get(p) != n}
+
+    def position(self, partition: P) -> int | None:
+        """The committed position of a partition read since it was assigned, else None."""
+        return self._committed.get(partition)
 
     def committed(self, positions: dict[P, int]) -> None:
         self._committed.update(positions)

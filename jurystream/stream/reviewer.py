@@ -1,7 +1,8 @@
 """The reviewer role: review → reviewer chain → labels + hard-samples.
 
 A plain aiokafka consumer with manual commits, not a faust agent: the one guarantee that matters
-here is "no offset is committed before its label is written", and that is explicit below.
+here is "no offset is committed before its label is written", and the role template that runs
+this handler (``role.py``) makes it explicit.
 
 Cases are answered concurrently and finish out of order: a case the chain cannot answer yet
 (endpoint down, rate limited past the retries, budget spent, off-label answers) is *parked* —
@@ -20,146 +21,63 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable
+from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
-from aiokafka.abc import ConsumerRebalanceListener
-from aiokafka.errors import CommitFailedError
+from aiokafka import ConsumerRecord
 
 from jurystream.config import Settings, Topic
 from jurystream.exporters.metrics import ReviewerMetrics
 from jurystream.models.reviewer.base import Failure, Verdict
 from jurystream.models.reviewer.chain import Chain, build_chain
-from jurystream.stream.broker import ensure_topics
-from jurystream.stream.client import group_consumer
-from jurystream.stream.lifecycle import run_until_signalled
-from jurystream.stream.offsets import OffsetTracker
 from jurystream.stream.quarantine import AttemptLedger
 from jurystream.stream.records import DeadLetter, HardSample, Invalid, LabelRecord, ReviewCase
-from jurystream.stream.security import Kafka, client_kwargs, kafka_connection
+from jurystream.stream.role import Role, RoleSpec, run_role
+from jurystream.stream.security import Kafka
 from jurystream.stream.spend import SharedSpend
 
 log = logging.getLogger(__name__)
 
 SHUTDOWN_GRACE_S = 10.0  # on SIGTERM, let the cases in hand finish this long before replaying
 PARK_BACKOFF_BASE_S = 0.5
-POLL_MS = 200
 
 
-class ReviewerRole:
+class ReviewerRole(Role):
+    """Answers each case concurrently (``RoleSpec.concurrency``); the template commits."""
+
+    metrics: ReviewerMetrics
+
     def __init__(
         self, settings: Settings, kafka: Kafka, chain: Chain, metrics: ReviewerMetrics
     ) -> None:
-        self.settings = settings
-        self.kafka = kafka
+        spec = RoleSpec(
+            "reviewer",
+            (Topic.REVIEW,),
+            concurrency=settings.reviewer.in_flight_limit,
+            grace_s=SHUTDOWN_GRACE_S,
+            # A parked case may wait for hours; that must not make us leave the group.
+            consumer={"max_poll_interval_ms": 24 * 3600 * 1000},
+            producer={"acks": "all", "linger_ms": 2, "enable_idempotence": False},
+        )
+        super().__init__(settings, kafka, metrics, spec)
         self.chain = chain
-        self.metrics = metrics
         topics = settings.topics
-        self.review_topic = topics.name(Topic.REVIEW)
         self.labels_topic = topics.name(Topic.LABELS)
         self.hard_topic = topics.name(Topic.HARD_SAMPLES)
         self.dead_topic = topics.name(Topic.DEAD_LETTERS)
-        self.group_id = f"{settings.app_id}-reviewer"
-        self._producer: AIOKafkaProducer | None = None
-        self._lags: dict[tuple[str, int], int] = {}
-        self._offsets: OffsetTracker[TopicPartition] = OffsetTracker()
-        self._cases: dict[asyncio.Task[None], tuple[TopicPartition, int]] = {}
         self._answered = 0  # verdicts so far: tells a case nobody can answer from an outage
         self.ledger = AttemptLedger(settings.data_dir / "attempts" / self.group_id)
 
-    async def run(self, stop: asyncio.Event) -> None:
-        """Consume until ``stop`` is set; commits only positions whose outputs are acknowledged."""
-        consumer = group_consumer(
-            self.settings,
-            self.kafka,
-            self.group_id,
-            # A parked case may wait for hours; that must not make us leave the group.
-            max_poll_interval_ms=24 * 3600 * 1000,
-        )
-        consumer.subscribe([self.review_topic], listener=_ReleaseOnRevoke(self, consumer))
-        producer = AIOKafkaProducer(
-            **client_kwargs(self.kafka), acks="all", linger_ms=2, enable_idempotence=False
-        )
-        await producer.start()
-        self._producer = producer
-        await consumer.start()
-        limit = self.settings.reviewer.in_flight_limit
-        try:
-            while not stop.is_set():
-                room = limit - len(self._cases)
-                if room > 0:
-                    batches = await consumer.getmany(timeout_ms=POLL_MS, max_records=room)
-                    for tp, messages in batches.items():
-                        for msg in messages:
-                            self._offsets.read(tp, msg.offset)
-                            self._cases[asyncio.create_task(self._review(msg))] = (tp, msg.offset)
-                else:  # full: wait for a case to finish rather than fetch more
-                    await asyncio.wait(
-                        list(self._cases), timeout=POLL_MS / 1000, return_when="FIRST_COMPLETED"
-                    )
-                await self._settle(consumer)
-                self.metrics.cases_in_flight(len(self._cases))
-                self.metrics.health.consuming(len(consumer.assignment()))
-            if self._cases:
-                await asyncio.wait(list(self._cases), timeout=SHUTDOWN_GRACE_S)
-                await self._settle(consumer)
-                if self._cases:
-                    left = len(self._cases)
-                    log.warning("stopping with %d cases in hand; they will be replayed", left)
-        finally:
-            await self._drop(list(self._cases))
-            self.metrics.cases_in_flight(0)
-            await consumer.stop()
-            await producer.stop()
-            self._producer = None
+    async def handle(self, messages: list[ConsumerRecord[Any, Any]]) -> None:
+        """Answer a case; returns once every output of it is acknowledged by the broker."""
+        for msg in messages:
+            await asyncio.gather(*await self._handle(msg))
 
-    async def _review(self, msg: ConsumerRecord[Any, Any]) -> None:
-        """Answer one case; returns once every output of it is acknowledged by the broker."""
-        await asyncio.gather(*await self._handle(msg))
+    async def tick(self) -> None:
+        self.metrics.cases_in_flight(self.in_flight)
 
-    async def _settle(self, consumer: AIOKafkaConsumer) -> None:
-        """Mark finished cases done and commit the positions that moved."""
-        for task in [t for t in self._cases if t.done()]:
-            tp, offset = self._cases.pop(task)
-            task.result()  # a bug in the role, not a case's fault: crash, replay on restart
-            self._offsets.finish(tp, offset)
-        owned = consumer.assignment()
-        positions = {tp: n for tp, n in self._offsets.committable().items() if tp in owned}
-        if not positions:
-            return
-        try:
-            await consumer.commit(positions)
-        except CommitFailedError as exc:
-            # Partitions moved in a rebalance; their new owner replays what was not committed.
-            log.warning("commit failed after a rebalance (%s); cases will be replayed", exc)
-            return
-        self._offsets.committed(positions)
-        self._report_lag(consumer, positions)
-
-    async def release(self, consumer: AIOKafkaConsumer, revoked: set[TopicPartition]) -> None:
-        """Before partitions move: commit what is done, drop the rest (the new owner replays)."""
-        await self._settle(consumer)
-        await self._drop([t for t, (tp, _) in self._cases.items() if tp in revoked])
-        self._offsets.forget(revoked)
-
-    async def _drop(self, tasks: list[asyncio.Task[None]]) -> None:
-        for task in tasks:
-            self._cases.pop(task, None)
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-
-    def _report_lag(self, consumer: AIOKafkaConsumer, committed: dict[TopicPartition, int]) -> None:
-        """Messages behind the high watermark per partition this process owns."""
-        for tp, next_offset in committed.items():
-            high = consumer.highwater(tp)
-            if high is not None:
-                self._lags[(tp.topic, tp.partition)] = max(0, high - next_offset)
-        owned = {(tp.topic, tp.partition) for tp in consumer.assignment()}
-        self._lags = {k: v for k, v in self._lags.items() if k in owned}
-        self.metrics.report_lag(self.group_id, self._lags)
+    async def close(self) -> None:
+        self.metrics.cases_in_flight(0)
 
     async def _handle(self, msg: ConsumerRecord[Any, Any]) -> list[Awaitable[Any]]:
         case = ReviewCase.parse(msg.value, msg.key)
@@ -225,9 +143,8 @@ class ReviewerRole:
     async def _write(self, case: ReviewCase, verdict: Verdict) -> list[Awaitable[Any]]:
         """The hard sample, and for an escalation the label (an audit's label stands)."""
         key = case.id.encode("utf-8")
-        assert self._producer is not None
         sample = HardSample.of(case, verdict)
-        sent = [await self._producer.send(self.hard_topic, sample.to_bytes(), key=key)]
+        sent = [await self.producer.send(self.hard_topic, sample.to_bytes(), key=key)]
         self.metrics.hard_sample_written(verdict.source)
         if case.kind == "audit":
             agreed = verdict.label == case.jury_label
@@ -236,7 +153,7 @@ class ReviewerRole:
         now_ms = time.time() * 1000
         latency_ms = max(0.0, now_ms - case.received_ms) if case.received_ms else 0.0
         label = LabelRecord.from_review(case, verdict, latency_ms)
-        sent.append(await self._producer.send(self.labels_topic, label.to_bytes(), key=key))
+        sent.append(await self.producer.send(self.labels_topic, label.to_bytes(), key=key))
         self.metrics.reviewed(verdict.source, verdict.label)
         return sent
 
@@ -245,33 +162,15 @@ class ReviewerRole:
     ) -> Awaitable[Any]:
         letter = DeadLetter.of_message(msg, error, "review", case_id)
         self.metrics.dead_lettered()
-        assert self._producer is not None
         log.warning("dead letter %s: %s", letter.key.decode(), error)
-        return await self._producer.send(self.dead_topic, letter.to_bytes(), key=letter.key)
+        return await self.producer.send(self.dead_topic, letter.to_bytes(), key=letter.key)
 
 
-class _ReleaseOnRevoke(ConsumerRebalanceListener):
-    def __init__(self, role: ReviewerRole, consumer: AIOKafkaConsumer) -> None:
-        self.role = role
-        self.consumer = consumer
-
-    async def on_partitions_revoked(self, revoked: Any) -> None:
-        await self.role.release(self.consumer, set(revoked))
-
-    async def on_partitions_assigned(self, assigned: Any) -> None:
-        pass
-
-
-async def serve(settings: Settings, kafka: Kafka, stop: asyncio.Event) -> None:
-    """Create the topics, build the chain and run the role until ``stop`` is set."""
-    await ensure_topics(
-        kafka,
-        settings.topics.all_names(),
-        settings.topics.partitions,
-        settings.topics.replication_factor,
-    )
-    metrics = ReviewerMetrics()
-    metrics.serve(settings.metrics.port, settings.metrics.host)
+@contextlib.asynccontextmanager
+async def reviewer(
+    settings: Settings, kafka: Kafka, metrics: ReviewerMetrics
+) -> AsyncIterator[Role]:
+    """The reviewer with its chain (and the spend it shares with other replicas), closed after."""
     review = settings.reviewer
     spend: SharedSpend | None = None
     if "openai" in review.chain and (
@@ -284,8 +183,7 @@ async def serve(settings: Settings, kafka: Kafka, stop: asyncio.Event) -> None:
         chain = build_chain(review, metrics, spend)
         log.warning("reviewer: chain %s", [tier.name for tier in chain.tiers])
         try:
-            async with metrics.health.heartbeat():
-                await ReviewerRole(settings, kafka, chain, metrics).run(stop)
+            yield ReviewerRole(settings, kafka, chain, metrics)
         finally:
             await chain.close()
     finally:
@@ -295,5 +193,4 @@ async def serve(settings: Settings, kafka: Kafka, stop: asyncio.Event) -> None:
 
 def run_reviewer(settings: Settings) -> int:
     """The ``reviewer`` command: run until SIGTERM/SIGINT."""
-    kafka = kafka_connection(settings)
-    return run_until_signalled(lambda stop: serve(settings, kafka, stop))
+    return run_role(settings, ReviewerMetrics, reviewer)

@@ -14,7 +14,7 @@ from jurystream.models.evaluation import policy_threshold
 from jurystream.models.juror import Juror, ModelLoadError, load_juror
 from jurystream.models.jury import Jury
 from jurystream.models.registry import Registry, RegistryError
-from jurystream.stream.broker import ensure_topics
+from jurystream.stream.role import create_topics
 from jurystream.stream.security import KafkaConnection, kafka_connection
 from jurystream.stream.worker import build_worker_app
 
@@ -66,14 +66,7 @@ def load_jury(settings: Settings) -> Jury:
 
 def _prepare(settings: Settings) -> KafkaConnection:
     kafka = kafka_connection(settings)
-    asyncio.run(
-        ensure_topics(
-            kafka,
-            settings.topics.all_names(),
-            settings.topics.partitions,
-            settings.topics.replication_factor,
-        )
-    )
+    asyncio.run(create_topics(settings, kafka))
     return kafka
 
 

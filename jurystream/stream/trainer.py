@@ -26,10 +26,10 @@ import contextlib
 import logging
 import os
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
-from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
-from aiokafka.errors import CommitFailedError
+from aiokafka import ConsumerRecord
 
 from jurystream.config import Settings, Topic
 from jurystream.exporters.metrics import TrainerMetrics
@@ -39,9 +39,6 @@ from jurystream.models.datasets import load_dataset
 from jurystream.models.registry import Registry
 from jurystream.models.rounds import RoundResult, RoundRunner
 from jurystream.models.store import TrainingStore
-from jurystream.stream.broker import ensure_topics
-from jurystream.stream.client import group_consumer
-from jurystream.stream.lifecycle import run_until_signalled
 from jurystream.stream.records import (
     DeadLetter,
     Feedback,
@@ -50,7 +47,8 @@ from jurystream.stream.records import (
     ModelUpdate,
     ThresholdUpdate,
 )
-from jurystream.stream.security import Kafka, client_kwargs, kafka_connection
+from jurystream.stream.role import Role, RoleSpec, run_role
+from jurystream.stream.security import Kafka
 from jurystream.stream.updates import model_update, send_updates
 
 log = logging.getLogger(__name__)
@@ -60,7 +58,11 @@ POLL_MS = 500
 RETRY_AFTER_CRASH_S = 60.0  # a round that crashed as a whole is not retried in a hot loop
 
 
-class TrainerRole:
+class TrainerRole(Role):
+    """Stores each polled batch (the template commits it after), runs rounds beside it."""
+
+    metrics: TrainerMetrics
+
     def __init__(
         self,
         settings: Settings,
@@ -70,69 +72,62 @@ class TrainerRole:
         metrics: TrainerMetrics,
         controller: ThresholdController | None = None,
     ) -> None:
-        self.settings = settings
+        spec = RoleSpec(
+            "trainer",
+            (Topic.HARD_SAMPLES, Topic.FEEDBACK),
+            poll_ms=POLL_MS,
+            max_records=2000,
+            producer={"acks": "all", "enable_idempotence": False},
+        )
+        super().__init__(settings, kafka, metrics, spec)
         self.controller = controller
         self._announced: tuple[float, dict[str, str]] | None = None
         self._audits_at_decision = 0
-        self.kafka = kafka
         self.store = store
         self.runner = runner
-        self.metrics = metrics
         topics = settings.topics
         self.hard_topic = topics.name(Topic.HARD_SAMPLES)
-        self.feedback_topic = topics.name(Topic.FEEDBACK)
         self.updates_topic = topics.name(Topic.MODEL_UPDATES)
         self.dead_topic = topics.name(Topic.DEAD_LETTERS)
-        self.group_id = f"{settings.app_id}-trainer"
         self.started = time.time()
         self._not_before = 0.0
+        self._round: asyncio.Task[RoundResult | None] | None = None
 
-    async def run(self, stop: asyncio.Event) -> None:
-        """Store samples, start rounds when due, announce what they promote, until ``stop``."""
-        consumer = group_consumer(
-            self.settings, self.kafka, self.group_id, self.hard_topic, self.feedback_topic
-        )
-        producer = AIOKafkaProducer(
-            **client_kwargs(self.kafka), acks="all", enable_idempotence=False
-        )
-        await producer.start()
-        await consumer.start()
-        round_task: asyncio.Task[RoundResult | None] | None = None
-        try:
-            await self._announce(producer, await asyncio.to_thread(self._serving_updates))
-            await self._control(producer, "start")
-            while not stop.is_set():
-                batches = await consumer.getmany(timeout_ms=POLL_MS, max_records=2000)
-                self.metrics.health.consuming(len(consumer.assignment()))
-                if batches:
-                    rejected = await asyncio.to_thread(self._store, batches)
-                    await self._dead_letter(producer, rejected)
-                    offsets = {tp: msgs[-1].offset + 1 for tp, msgs in batches.items()}
-                    try:
-                        await consumer.commit(offsets)
-                    except CommitFailedError as exc:
-                        log.warning("commit failed after a rebalance (%s); batch replays", exc)
-                    if await asyncio.to_thread(self._audits_due):
-                        await self._control(producer, "audit")
-                if round_task is not None and round_task.done():
-                    await self._finish(producer, round_task)
-                    round_task = None
-                if round_task is None:
-                    trigger = self._due()
-                    if trigger is not None:
-                        round_task = asyncio.create_task(
-                            asyncio.to_thread(self.runner.run, trigger)
-                        )
-            if round_task is not None:
-                log.warning("stopping: waiting for the round in hand to finish")
-                await self._finish(producer, round_task)
-        finally:
-            if round_task is not None and not round_task.done():
-                round_task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await round_task
-            await consumer.stop()
-            await producer.stop()
+    async def start(self) -> None:
+        """Re-announce what serves (a round may have died before announcing it), then decide
+        the threshold for it."""
+        await self._announce(await asyncio.to_thread(self._serving_updates))
+        await self._control("start")
+
+    async def handle(self, messages: list[ConsumerRecord[Any, Any]]) -> None:
+        """Store a polled batch and dead-letter what is unusable, acknowledged before the
+        template commits it; enough new audits let the controller correct the threshold."""
+        rejected = await asyncio.to_thread(self._store, messages)
+        await self._dead_letter(rejected)
+        if await asyncio.to_thread(self._audits_due):
+            await self._control("audit")
+
+    async def tick(self) -> None:
+        """Announce a finished round; start the next one when due."""
+        if self._round is not None and self._round.done():
+            await self._finish(self._round)
+            self._round = None
+        if self._round is None:
+            trigger = self._due()
+            if trigger is not None:
+                self._round = asyncio.create_task(asyncio.to_thread(self.runner.run, trigger))
+
+    async def finish(self) -> None:
+        if self._round is not None:
+            log.warning("stopping: waiting for the round in hand to finish")
+            await self._finish(self._round)
+            self._round = None
+
+    async def close(self) -> None:
+        if self._round is not None and not self._round.done():
+            self._round.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._round
 
     def _audits_due(self) -> bool:
         """Enough new audits at the serving threshold to let them correct it."""
@@ -141,7 +136,7 @@ class TrainerRole:
         judged = self.controller.audits_since_decision()
         return judged - self._audits_at_decision >= self.settings.controller.audit_min
 
-    async def _control(self, producer: AIOKafkaProducer, why: str) -> None:
+    async def _control(self, why: str) -> None:
         """Decide the threshold for the serving jury and announce it if it changed."""
         if self.controller is None:
             return
@@ -170,7 +165,7 @@ class TrainerRole:
             reviewer_accuracy=round(result.reviewer_accuracy, 4),
             audit=None if audit is None else {"agreed": audit.agreed, "total": audit.total},
         )
-        await send_updates(producer, self.updates_topic, [update])
+        await send_updates(self.producer, self.updates_topic, [update])
         self._announced = (decision.threshold, result.versions)
         log.warning("announced threshold %.2f (%s)", decision.threshold, update.reason)
 
@@ -187,41 +182,40 @@ class TrainerRole:
         )
 
     def _store(
-        self, batches: dict[TopicPartition, list[ConsumerRecord[Any, Any]]]
+        self, messages: list[ConsumerRecord[Any, Any]]
     ) -> list[tuple[ConsumerRecord[Any, Any], str]]:
         """Write a polled batch to the store (in a thread: SQLite blocks); returns the records
         that are not usable, each with the reason."""
         hard: list[HardSample] = []
         rejected = []
         share = self.settings.trainer.feedback_holdout
-        for tp, messages in batches.items():
-            for msg in messages:
-                if tp.topic == self.hard_topic:
-                    sample = HardSample.parse(msg.value, msg.key)
-                    if isinstance(sample, Invalid):
-                        rejected.append((msg, f"not a hard sample: {sample.reason}"))
-                    else:
-                        hard.append(sample)
-                    continue
-                gold = Feedback.parse(msg.value, msg.key)
-                if isinstance(gold, Invalid):
-                    rejected.append((msg, f"not a feedback record: {gold.reason}"))
+        for msg in messages:
+            if msg.topic == self.hard_topic:
+                sample = HardSample.parse(msg.value, msg.key)
+                if isinstance(sample, Invalid):
+                    rejected.append((msg, f"not a hard sample: {sample.reason}"))
                 else:
-                    self.store.add_gold(gold.id, gold.label, gold.text, holdout_share=share)
+                    hard.append(sample)
+                continue
+            gold = Feedback.parse(msg.value, msg.key)
+            if isinstance(gold, Invalid):
+                rejected.append((msg, f"not a feedback record: {gold.reason}"))
+            else:
+                self.store.add_gold(gold.id, gold.label, gold.text, holdout_share=share)
         if hard:
             self.store.add_hard_samples([h.example for h in hard])
             self.store.add_audits([a for h in hard if (a := h.audit) is not None])
         return rejected
 
-    async def _dead_letter(
-        self, producer: AIOKafkaProducer, rejected: list[tuple[ConsumerRecord[Any, Any], str]]
-    ) -> None:
+    async def _dead_letter(self, rejected: list[tuple[ConsumerRecord[Any, Any], str]]) -> None:
         """Dead-letter unusable records and wait for the broker's acks (before the commit)."""
         sends = []
         for msg, error in rejected:
             letter = DeadLetter.of_message(msg, error, "trainer")
             log.warning("dead letter %s: %s", letter.key.decode(), error)
-            sends.append(await producer.send(self.dead_topic, letter.to_bytes(), key=letter.key))
+            sends.append(
+                await self.producer.send(self.dead_topic, letter.to_bytes(), key=letter.key)
+            )
             self.metrics.dead_lettered()
         await asyncio.gather(*sends)
 
@@ -233,14 +227,12 @@ class TrainerRole:
             if (version := registry.serving_version(name)) is not None
         ]
 
-    async def _announce(self, producer: AIOKafkaProducer, updates: list[ModelUpdate]) -> None:
+    async def _announce(self, updates: list[ModelUpdate]) -> None:
         if updates:
-            await send_updates(producer, self.updates_topic, updates)
+            await send_updates(self.producer, self.updates_topic, updates)
             log.warning("announced %s", {u.name: u.version for u in updates})
 
-    async def _finish(
-        self, producer: AIOKafkaProducer, task: asyncio.Task[RoundResult | None]
-    ) -> None:
+    async def _finish(self, task: asyncio.Task[RoundResult | None]) -> None:
         try:
             result = await task
         except Exception:
@@ -255,9 +247,9 @@ class TrainerRole:
         updates = await asyncio.to_thread(
             lambda: [model_update(registry, c.juror, str(c.version)) for c in result.promoted]
         )
-        await self._announce(producer, updates)
+        await self._announce(updates)
         if updates:
-            await self._control(producer, f"round {result.round}")
+            await self._control(f"round {result.round}")
 
 
 def build_runner(settings: Settings) -> tuple[TrainingStore, RoundRunner]:
@@ -277,16 +269,10 @@ def build_runner(settings: Settings) -> tuple[TrainingStore, RoundRunner]:
     return store, RoundRunner(store, registry, trainer, gold, settings.data_dir / "trainer-work")
 
 
-async def serve(settings: Settings, kafka: Kafka, stop: asyncio.Event) -> None:
-    await ensure_topics(
-        kafka,
-        settings.topics.all_names(),
-        settings.topics.partitions,
-        settings.topics.replication_factor,
-    )
+@contextlib.asynccontextmanager
+async def trainer(settings: Settings, kafka: Kafka, metrics: TrainerMetrics) -> AsyncIterator[Role]:
+    """The trainer with its store, round runner and threshold controller."""
     store, runner = await asyncio.to_thread(build_runner, settings)
-    metrics = TrainerMetrics()
-    metrics.serve(settings.metrics.port, settings.metrics.host)
     metrics.declare_jurors(runner.jurors())
     log.warning(
         "trainer: jurors %s, a round every %d hard samples or %.0f min, registry %s",
@@ -300,12 +286,10 @@ async def serve(settings: Settings, kafka: Kafka, stop: asyncio.Event) -> None:
         controller = ThresholdController(
             settings, runner.registry, store, runner.gold, runner.jurors()
         )
-    async with metrics.health.heartbeat():
-        await TrainerRole(settings, kafka, store, runner, metrics, controller).run(stop)
+    yield TrainerRole(settings, kafka, store, runner, metrics, controller)
 
 
 def run_trainer(settings: Settings) -> int:
     """The ``trainer`` command: lower priority, capped threads, run until SIGTERM/SIGINT."""
-    kafka = kafka_connection(settings)
     os.nice(settings.trainer.nice)
-    return run_until_signalled(lambda stop: serve(settings, kafka, stop))
+    return run_role(settings, TrainerMetrics, trainer)

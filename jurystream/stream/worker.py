@@ -1,5 +1,8 @@
 """The worker role: posts → micro-batches → jury → labels / review / dead-letters.
 
+A shell around the batch decision (``labeling.py``, pure): it fetches a batch, scores it off the
+event loop, produces what the decision says, acknowledges, and counts.
+
 At-least-once: faust acks a ``take_events`` batch only after the loop body returns, and the
 body returns only after every output of the batch is acknowledged by the broker. A crash before
 that replays the batch; outputs are keyed by message id, so the replay overwrites downstream.
@@ -13,9 +16,9 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import faust
@@ -30,9 +33,17 @@ from jurystream.models.parallel import InferencePool, usable_cores
 from jurystream.models.selection import ReviewAllowance
 from jurystream.models.voting import Decision
 from jurystream.stream.batching import ready_batches
+from jurystream.stream.labeling import (
+    InferenceFailed,
+    Output,
+    Stamp,
+    label_batch,
+    quarantine_error,
+    quarantined,
+    read_batch,
+)
 from jurystream.stream.quarantine import AttemptLedger, MessageRef
-from jurystream.stream.records import DeadLetter, Invalid, LabelRecord, Post, Record, ReviewCase
-from jurystream.stream.routing import route
+from jurystream.stream.records import LabelRecord, ReviewCase
 from jurystream.stream.security import Kafka, as_connection
 from jurystream.stream.transport import FETCH_MAX_WAIT_MS
 from jurystream.stream.updates import ModelUpdateFollower, ThresholdUpdate
@@ -80,17 +91,16 @@ def create_faust_app(settings: Settings, kafka: Kafka, name: str | None = None) 
     return app
 
 
-@dataclass
-class _Outputs:
-    labels: faust.types.TopicT
-    review: faust.types.TopicT
-    dead_letters: faust.types.TopicT
-
-
 class LabelingWorker:
     """Scores batches with the current jury; ``swap`` replaces a juror between batches."""
 
-    def __init__(self, settings: Settings, jury: Jury, metrics: WorkerMetrics, outputs: _Outputs):
+    def __init__(
+        self,
+        settings: Settings,
+        jury: Jury,
+        metrics: WorkerMetrics,
+        outputs: Mapping[Topic, faust.types.TopicT],
+    ):
         self.settings = settings
         self.metrics = metrics
         self.outputs = outputs
@@ -182,118 +192,78 @@ class LabelingWorker:
 
     async def _quarantine(self, event: EventT, attempts: int) -> None:
         msg = event.message
-        parsed = Post.parse(msg.value, msg.key, max_bytes=self.settings.jury.max_message_bytes)
-        error = (
-            f"quarantined: the worker crashed {attempts} times while processing this message "
-            "(see its logs at that time); fix the cause, then replay it from dead-letters"
-        )
+        letter = quarantined(msg, attempts, self.settings.jury.max_message_bytes)
+        error = quarantine_error(attempts)
         log.error("%s:%d:%d %s", msg.topic, msg.partition, msg.offset, error)
-        await (await self._dead_letter(event, error, "quarantine", parsed.id))
+        self._report(letter)
+        await self._produce([letter])
 
     async def process(self, events: Sequence[EventT]) -> None:
+        """Label one batch: read → score → decide (``labeling``) → produce → count; returns once
+        the broker acknowledged every output."""
         jury = self.jury
-        posts: list[tuple[Post, EventT]] = []
-        sends: list[Awaitable[Any]] = []
-        for event in events:
-            msg = event.message
-            parsed = Post.parse(
-                msg.value,
-                msg.key,
-                max_bytes=self.settings.jury.max_message_bytes,
-                max_chars=self.settings.jury.max_text_chars,
-            )
-            if isinstance(parsed, Invalid):
-                sends.append(self._dead_letter(event, parsed.reason, "validation", parsed.id))
-            else:
-                posts.append((parsed, event))
+        limits = self.settings.jury
+        read = read_batch(
+            [e.message for e in events], limits.max_message_bytes, limits.max_text_chars
+        )
         self.metrics.batch_received(len(events))
         began = time.time()
         for event in events:  # fetch + waiting for a batch, per post
             waited = max(0.0, began - event.message.timestamp)
             self.metrics.waited_for_batch(waited)
-
-        decided = await self._decide(jury, posts, sends)
-        events_of = {id(post): event for post, event in posts}
-        routes = route(
-            [post for (post, _), _ in decided],
-            [decision for _, decision in decided],
-            self.settings.jury.audit_rate,
-            self._allowance,
-        )
-        now = time.time()
-        for r in routes:
-            event = events_of[id(r.post)]
-            latency_ms = max(0.0, (now - event.message.timestamp) * 1000)
-            self._count(r.decision)
-            if r.review is not None:
-                case = ReviewCase.of(
-                    r.post,
-                    r.decision,
-                    jury.versions,
-                    now * 1000,
-                    self.worker_id,
-                    jury.threshold,
-                    kind=r.review,
-                )
-                sends.append(self._send(self.outputs.review, r.post.id, case))
-                self.metrics.sent_to_review(r.review)
-            if r.label:
-                label = LabelRecord.from_jury(
-                    r.post,
-                    r.decision,
-                    jury.versions,
-                    latency_ms,
-                    self.worker_id,
-                    jury.threshold,
-                    audit=r.review == "audit",
-                    unreviewed=r.unreviewed,
-                )
-                sends.append(self._send(self.outputs.labels, r.post.id, label))
-                self.metrics.labeled(r.decision.label, latency_ms / 1000, r.unreviewed)
+        decisions = await self._score(jury, [post.text for post, _ in read.posts])
+        stamp = Stamp(jury.versions, jury.threshold, self.worker_id)
+        batch = label_batch(read, decisions, stamp, time.time(), limits.audit_rate, self._allowance)
+        for decision in batch.decisions:
+            self._count(decision)
+        for output in batch.outputs:
+            self._report(output)
         started = time.perf_counter()
-        # Wait for the broker to acknowledge every output before faust may commit the batch.
-        await asyncio.gather(*[await s for s in sends])
+        await self._produce(batch.outputs)
         self.metrics.produced(time.perf_counter() - started)
 
-    async def _decide(
-        self,
-        jury: Jury,
-        posts: list[tuple[Post, EventT]],
-        sends: list[Awaitable[Any]],
-    ) -> list[tuple[tuple[Post, EventT], Decision]]:
+    async def _score(self, jury: Jury, texts: list[str]) -> list[Decision | InferenceFailed]:
         """Score the batch off the loop; if it fails, score one by one to isolate the culprit."""
-        if not posts:
+        if not texts:
             return []
         loop = asyncio.get_running_loop()
-        texts = [p.text for p, _ in posts]
         started = time.perf_counter()
         try:
             decisions = await loop.run_in_executor(self._executor, _decide_and_trim, jury, texts)
         except Exception:
-            log.exception("batch of %d failed in the jury; retrying one by one", len(posts))
-            out = []
-            for item in posts:
+            log.exception("batch of %d failed in the jury; retrying one by one", len(texts))
+            out: list[Decision | InferenceFailed] = []
+            for text in texts:
                 try:
-                    (one,) = await loop.run_in_executor(self._executor, jury.decide, [item[0].text])
-                    out.append((item, one))
+                    (one,) = await loop.run_in_executor(self._executor, jury.decide, [text])
+                    out.append(one)
                 except Exception as exc:
-                    error = f"inference failed: {type(exc).__name__}: {exc}"
-                    sends.append(self._dead_letter(item[1], error, "inference", item[0].id))
+                    out.append(InferenceFailed(f"{type(exc).__name__}: {exc}"))
             return out
         self.metrics.scored(time.perf_counter() - started)
-        return list(zip(posts, decisions, strict=True))
+        return list(decisions)
 
     def _count(self, decision: Decision) -> None:
         for vote in decision.votes:
             self.metrics.voted(vote.juror, vote.label, agreed=vote.label == decision.label)
 
-    async def _send(self, topic: faust.types.TopicT, key: str, record: Record) -> Any:
-        return await topic.send(key=key.encode("utf-8"), value=record.to_bytes())
+    def _report(self, output: Output) -> None:
+        record = output.record
+        if isinstance(record, LabelRecord):
+            seconds = (record.latency_ms or 0) / 1000
+            self.metrics.labeled(record.label, seconds, unreviewed=output.outcome == "unreviewed")
+        elif isinstance(record, ReviewCase):
+            self.metrics.sent_to_review(record.kind)
+        else:
+            self.metrics.dead_lettered()
 
-    async def _dead_letter(self, event: EventT, error: str, stage: str, post_id: str | None) -> Any:
-        letter = DeadLetter.of_message(event.message, error, stage, post_id)
-        self.metrics.dead_lettered()
-        return await self.outputs.dead_letters.send(key=letter.key, value=letter.to_bytes())
+    async def _produce(self, outputs: Sequence[Output]) -> None:
+        """Send the outputs and wait for the broker to acknowledge every one (before faust may
+        commit the batch)."""
+        sent = [
+            await self.outputs[o.topic].send(key=o.key, value=o.record.to_bytes()) for o in outputs
+        ]
+        await asyncio.gather(*sent)
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)
@@ -319,9 +289,7 @@ def build_worker_app(
     def raw_topic(topic: Topic) -> faust.types.TopicT:
         return app.topic(topics.name(topic), key_serializer="raw", value_serializer="raw")
 
-    outputs = _Outputs(
-        raw_topic(Topic.LABELS), raw_topic(Topic.REVIEW), raw_topic(Topic.DEAD_LETTERS)
-    )
+    outputs = {t: raw_topic(t) for t in (Topic.LABELS, Topic.REVIEW, Topic.DEAD_LETTERS)}
     worker = LabelingWorker(settings, jury, metrics, outputs)
 
     follower = ModelUpdateFollower(
