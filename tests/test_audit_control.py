@@ -142,7 +142,15 @@ def test_audit_gap_raises_the_target_when_the_stream_is_harder() -> None:
     assert gap == pytest.approx((0.91 - 0.70) * 100 / 150)
     assert choose_threshold(CURVE, 0.9 + gap).threshold > 0.7
     assert audit_gap(CURVE, 0.7, None) == 0.0
-    assert audit_gap(CURVE, 0.7, estimate(95, 100)) < 0  # an easier stream lowers it
+
+
+def test_audits_better_than_gold_never_lower_the_target() -> None:
+    """They saw only what the serving threshold accepts; a lower one accepts what they did not."""
+    better = estimate(100, 100)  # the gold set predicted 0.91 at 0.7
+    assert audit_gap(CURVE, 0.7, better, shrink=0) == 0.0
+    assert choose_threshold(CURVE, 0.9 + audit_gap(CURVE, 0.7, better)).threshold == (
+        choose_threshold(CURVE, 0.9).threshold
+    )
 
 
 # --- selection under a budget ---------------------------------------------------------------
