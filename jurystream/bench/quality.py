@@ -44,13 +44,7 @@ from jurystream.bench.jurors import (
 from jurystream.config import Settings
 from jurystream.models.bootstrap import TFIDF_NAME
 from jurystream.models.datasets import LabeledSet, load_tweeteval, tweeteval_dir
-from jurystream.models.evaluation import (
-    accuracy,
-    calibrate_policy,
-    juror_probabilities,
-    macro_f1,
-    replay_jurors,
-)
+from jurystream.models.evaluation import calibrate_policy, juror_probabilities, replay_jurors
 from jurystream.models.juror import Juror, load_juror
 from jurystream.models.jury import Jury
 from jurystream.models.reviewer.base import Case, Verdict
@@ -58,6 +52,7 @@ from jurystream.models.reviewer.cost import estimate_tokens, price_for
 from jurystream.models.reviewer.knn import KnnDemonstrations
 from jurystream.models.reviewer.oracle import OracleBackend, SimulatedBackend
 from jurystream.models.reviewer.prompt import messages
+from jurystream.models.scores import accuracy, macro_f1
 from jurystream.models.voting import Decision
 
 Log = Callable[[str], None]
@@ -192,8 +187,8 @@ def _split(jurors: Sequence[Juror], data: LabeledSet, batch_size: int) -> Split:
     return Split(data, juror_probabilities(jurors, data.texts, batch_size), tuple(jurors))
 
 
-def _score(truth: Sequence[int], pred: Sequence[int], n_labels: int) -> tuple[float, float]:
-    return accuracy(truth, pred), macro_f1(truth, pred, n_labels)
+def _score(truth: Sequence[int], pred: Sequence[int]) -> tuple[float, float]:
+    return accuracy(truth, pred), macro_f1(truth, pred)
 
 
 class TaskBench:
@@ -252,7 +247,7 @@ class TaskBench:
         for reviewer in self.reviewers:
             labels = reviewed[reviewer.name]
             rows.extend(self._reviewed_rows(test, cal, reviewer.name, labels, ""))
-            acc, f1 = _score(truth, labels, len(self.labels))
+            acc, f1 = _score(truth, labels)
             cost = sum(self.pricer.cost(t, None) for t in self.test.texts)
             rows.append(
                 Row(self.task, reviewer.name, "reviewer alone", acc, f1, 1.0, len(truth), cost)
@@ -266,14 +261,13 @@ class TaskBench:
 
     def _no_reviewer_rows(self, test: Split, stage: str) -> list[Row]:
         truth = list(self.test.labels)
-        n = len(self.labels)
         rows = []
         if not stage:
             for k, juror in enumerate(test.jurors):
-                acc, f1 = _score(truth, test.probs[:, k].argmax(axis=1), n)
+                acc, f1 = _score(truth, test.probs[:, k].argmax(axis=1))
                 rows.append(Row(self.task, "—", f"juror {juror.name} alone", acc, f1, 0.0, 0, 0.0))
         pred = [self.labels.index(d.label) for d in test.decide("majority", 0.0)]
-        acc, f1 = _score(truth, pred, n)
+        acc, f1 = _score(truth, pred)
         rows.append(Row(self.task, "—", f"{stage}majority vote", acc, f1, 0.0, 0, 0.0))
         return rows
 
@@ -291,7 +285,7 @@ class TaskBench:
                 cost += self.pricer.cost(text, decision)
             else:
                 pred.append(self.labels.index(decision.label))
-        acc, f1 = _score(list(self.test.labels), pred, len(self.labels))
+        acc, f1 = _score(list(self.test.labels), pred)
         return acc, f1, calls / len(pred), calls, cost
 
     def _reviewed_rows(

@@ -22,9 +22,10 @@ from typing import Any
 
 from jurystream.exporters.onnx import precision_note
 from jurystream.models.datasets import LabeledSet
-from jurystream.models.evaluation import classification_report, juror_probabilities
+from jurystream.models.evaluation import juror_probabilities
 from jurystream.models.juror import load_juror
 from jurystream.models.registry import Registry
+from jurystream.models.scores import classification_report
 from jurystream.models.training import TrainConfig
 
 TFIDF_NAME = "tfidf"

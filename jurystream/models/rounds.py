@@ -36,9 +36,10 @@ from jurystream.models.continual import (
     replay_sample,
     training_set,
 )
-from jurystream.models.evaluation import classification_report, juror_probabilities
+from jurystream.models.evaluation import juror_probabilities
 from jurystream.models.juror import Juror, Manifest, load_juror
 from jurystream.models.registry import Registry
+from jurystream.models.scores import classification_report
 from jurystream.models.store import CandidateRecord, TrainingStore
 
 log = logging.getLogger(__name__)
