@@ -25,6 +25,7 @@ from scipy.sparse import hstack, issparse
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.preprocessing import normalize
 
+from jurystream.models import runtime
 from jurystream.models.datasets import LabeledSet
 from jurystream.models.juror import ModelLoadError
 from jurystream.models.reviewer.prompt import Demonstration
@@ -66,39 +67,23 @@ class OnnxEncoder:
     """Mean-pooled, L2-normalised token embeddings from an ONNX transformer encoder."""
 
     def __init__(self, directory: Path | str, threads: int = 1, max_length: int = 128) -> None:
-        import onnxruntime as ort
-        from tokenizers import Tokenizer
-
         directory = Path(directory)
         model, tokenizer_file = directory / "model.onnx", directory / "tokenizer.json"
         for path in (model, tokenizer_file):
             if not path.is_file():
                 raise ModelLoadError(f"{directory}: no {path.name}; export one with export_encoder")
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        self._session = ort.InferenceSession(
-            str(model), options, providers=["CPUExecutionProvider"]
-        )
+        self._session = runtime.session(model, threads)
         self._inputs = {i.name for i in self._session.get_inputs()}
         outputs = [o.name for o in self._session.get_outputs()]
         self._output = "last_hidden_state" if "last_hidden_state" in outputs else outputs[0]
-        self._tokenizer = Tokenizer.from_file(str(tokenizer_file))
-        self._tokenizer.enable_truncation(max_length=max_length)
-        pad_id = self._tokenizer.token_to_id("[PAD]")
-        self._tokenizer.enable_padding(pad_id=0 if pad_id is None else pad_id)
+        self._tokenizer = runtime.load_tokenizer(tokenizer_file, max_length)
 
     def fit(self, texts: Sequence[str]) -> None:
         """Nothing to fit: the encoder is pretrained."""
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
-        encodings = self._tokenizer.encode_batch(list(texts))
-        mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
-        feeds = {
-            "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
-            "attention_mask": mask,
-            "token_type_ids": np.array([e.type_ids for e in encodings], dtype=np.int64),
-        }
+        feeds = runtime.encode(self._tokenizer, texts)
+        mask = feeds["attention_mask"]
         (hidden,) = self._session.run(
             [self._output], {k: v for k, v in feeds.items() if k in self._inputs}
         )
