@@ -253,12 +253,8 @@ def export_checkpoint(
     """Bring your own juror: export + quantize + verify a checkpoint, then register it."""
     import tempfile
 
-    from jurystream.exporters.onnx import (
-        ExportVerificationError,
-        export_transformer,
-        precision_note,
-    )
-    from jurystream.models.juror import ModelLoadError
+    from jurystream.exporters.onnx import ExportVerificationError, export_transformer
+    from jurystream.models.juror import ModelLoadError, precision_note
 
     settings = _settings(config, registry)
     check = _data(settings, check_data, check_split, text_field, label_field, drop_empty)

@@ -21,7 +21,7 @@ import numpy as np
 
 from jurystream.exporters.onnx import export_fp32, onnx_logits, torch_logits, torch_model
 from jurystream.models.juror import read_manifest
-from jurystream.models.registry import CHECKPOINT_DIR
+from jurystream.models.kinds import kept_checkpoint
 from jurystream.models.runtime import encode, load_tokenizer, session
 
 
@@ -55,8 +55,8 @@ def bench_juror(
     import torch
 
     manifest = read_manifest(juror_dir)
-    checkpoint = juror_dir / CHECKPOINT_DIR
-    if manifest.kind != "onnx-transformer" or not (checkpoint / "config.json").is_file():
+    checkpoint = kept_checkpoint(juror_dir, manifest.kind)
+    if checkpoint is None:
         raise ValueError(f"{juror_dir}: needs a transformer juror exported with its checkpoint")
     tokenizer = load_tokenizer(juror_dir / "tokenizer.json", manifest.max_length)
     torch.set_num_threads(threads)

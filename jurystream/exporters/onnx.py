@@ -36,10 +36,10 @@ import numpy as np
 
 from jurystream.exporters.noise import quiet_onnx_export, quiet_quantization
 from jurystream.models.juror import Manifest, load_juror, sha256_file, write_manifest
+from jurystream.models.kinds import CHECKPOINT_DIR, TRANSFORMER
 from jurystream.models.runtime import encode, load_tokenizer, session
 from jurystream.models.training import read_training_summary
 
-CHECKPOINT_DIR = "checkpoint"  # the HF checkpoint kept inside a juror dir, for further training
 FP32_FILE = "model_fp32.onnx"
 
 
@@ -214,6 +214,24 @@ def verify_export(
     )
 
 
+def export_encoder(checkpoint: Path, output_dir: Path) -> Path:
+    """Export a transformer checkpoint as an ONNX sentence encoder (needs the ``train`` extra)."""
+    from optimum.exporters.onnx import main_export
+
+    output_dir.mkdir(parents=True, exist_ok=True)
+    main_export(
+        str(checkpoint),
+        output=str(output_dir),
+        task="feature-extraction",
+        device="cpu",
+        library_name="transformers",
+        local_files_only=True,
+        do_validation=False,
+    )
+    write_tokenizer(checkpoint, output_dir / "tokenizer.json")
+    return output_dir
+
+
 def checkpoint_labels(checkpoint: Path) -> tuple[str, ...]:
     """Label names in id order from the checkpoint's config (``id2label``)."""
     config = json.loads((checkpoint / "config.json").read_text())
@@ -309,7 +327,7 @@ def export_transformer(
         manifest = Manifest(
             name=name,
             version=version,
-            kind="onnx-transformer",
+            kind=TRANSFORMER.kind,
             labels=label_names,
             files=file_checksums(staging),
             cost=cost,
@@ -371,24 +389,6 @@ def _fallback_record(
         "int8_texts_per_s": round(int8_speed, 1),
         "slowdown": round(int8_speed / fp32_speed, 2),
     }
-
-
-def precision_note(extra: dict[str, Any]) -> str | None:
-    """One line for the user when a juror serves fp32 because int8 missed the bar, else None."""
-    fallback = extra.get("fp32_fallback")
-    if not isinstance(fallback, dict):
-        return None
-    reached = ", ".join(
-        f"{recipe} {agreement:.1%}"
-        for recipe, agreement in fallback["int8_agreement"].items()
-        if agreement is not None
-    )
-    return (
-        f"serving fp32: int8 agreement with fp32 ({reached}) is under the bar "
-        f"{fallback['min_agreement']:.1%}; fp32 runs {fallback['fp32_texts_per_s']:.0f} texts/s "
-        f"vs int8 {fallback['int8_texts_per_s']:.0f} ({fallback['slowdown']:.2f}x slower). "
-        "Lower the bar with --min-int8-agreement to serve int8."
-    )
 
 
 def file_checksums(directory: Path) -> dict[str, str]:

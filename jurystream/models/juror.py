@@ -21,6 +21,7 @@ import numpy as np
 import onnxruntime as ort
 
 from jurystream.models import runtime
+from jurystream.models.kinds import UnknownKind, juror_kind
 
 MANIFEST = "manifest.json"
 # One inference call scores at most this many texts, of lengths within LENGTH_SLACK of each
@@ -116,6 +117,24 @@ class Manifest:
         }
         out.update(self.extra)
         return out
+
+
+def precision_note(extra: dict[str, Any]) -> str | None:
+    """One line for the user when a juror serves fp32 because int8 missed the bar, else None."""
+    fallback = extra.get("fp32_fallback")
+    if not isinstance(fallback, dict):
+        return None
+    reached = ", ".join(
+        f"{recipe} {agreement:.1%}"
+        for recipe, agreement in fallback["int8_agreement"].items()
+        if agreement is not None
+    )
+    return (
+        f"serving fp32: int8 agreement with fp32 ({reached}) is under the bar "
+        f"{fallback['min_agreement']:.1%}; fp32 runs {fallback['fp32_texts_per_s']:.0f} texts/s "
+        f"vs int8 {fallback['int8_texts_per_s']:.0f} ({fallback['slowdown']:.2f}x slower). "
+        "Lower the bar with --min-int8-agreement to serve int8."
+    )
 
 
 def sha256_file(path: Path) -> str:
@@ -262,23 +281,16 @@ class OnnxSklearnJuror(_OnnxJuror):
         return np.asarray(probs, dtype=np.float32)
 
 
-KINDS: dict[str, type[OnnxTransformerJuror] | type[OnnxSklearnJuror]] = {
-    "onnx-transformer": OnnxTransformerJuror,
-    "onnx-sklearn": OnnxSklearnJuror,
-}
-
-
 def load_juror(directory: Path | str, threads: int = 1) -> Juror:
     """Load and verify a juror directory; raises ModelLoadError if it must not be served."""
     directory = Path(directory)
     manifest = read_manifest(directory)
     verify_files(directory, manifest)
-    kind = KINDS.get(manifest.kind)
-    if kind is None:
-        raise ModelLoadError(
-            f"{directory}: unknown juror kind {manifest.kind!r}; known: {', '.join(KINDS)}"
-        )
-    juror = kind(directory, manifest, threads=threads)
+    try:
+        serving_class = juror_kind(manifest.kind).implementation("juror")
+    except UnknownKind as exc:
+        raise ModelLoadError(f"{directory}: {exc}") from exc
+    juror: Juror = serving_class(directory, manifest, threads=threads)
     probe = juror.predict_proba(["probe"])
     if probe.shape != (1, len(manifest.labels)):
         raise ModelLoadError(

@@ -3,9 +3,9 @@
 Similarity is the cosine of sentence embeddings. Two encoders:
 
 - :class:`OnnxEncoder`: a transformer encoder exported to ONNX (``model.onnx`` with a
-  ``last_hidden_state`` output + ``tokenizer.json``; :func:`export_encoder` makes one from a
-  checkpoint such as all-MiniLM-L6-v2), mean-pooled over the attention mask like
-  sentence-transformers. Served with onnxruntime + tokenizers only, like the jurors.
+  ``last_hidden_state`` output + ``tokenizer.json``; ``jurystream.exporters.onnx.export_encoder``
+  makes one from a checkpoint such as all-MiniLM-L6-v2), mean-pooled over the attention mask
+  like sentence-transformers. Served with onnxruntime + tokenizers only, like the jurors.
 - :class:`TfidfEncoder`: word 1-2-grams and character 3-5-grams fitted on the pool, the default
   when no encoder is configured (``reviewer.knn_encoder``): nothing to download or export, and it
   picks lexically close examples.
@@ -97,26 +97,6 @@ class OnnxEncoder:
         pooled = (hidden * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None)
         norms = np.linalg.norm(pooled, axis=1, keepdims=True)
         return np.asarray(pooled / np.clip(norms, 1e-12, None), dtype=np.float32)
-
-
-def export_encoder(checkpoint: Path, output_dir: Path) -> Path:
-    """Export a transformer checkpoint as an ONNX sentence encoder (needs the ``train`` extra)."""
-    from optimum.exporters.onnx import main_export
-
-    from jurystream.exporters.onnx import write_tokenizer
-
-    output_dir.mkdir(parents=True, exist_ok=True)
-    main_export(
-        str(checkpoint),
-        output=str(output_dir),
-        task="feature-extraction",
-        device="cpu",
-        library_name="transformers",
-        local_files_only=True,
-        do_validation=False,
-    )
-    write_tokenizer(checkpoint, output_dir / "tokenizer.json")
-    return output_dir
 
 
 class KnnDemonstrations:
