@@ -19,7 +19,7 @@ from pathlib import Path
 from jurystream.config import TrainerSettings
 from jurystream.models.continual import TrainingSet
 from jurystream.models.juror import Manifest
-from jurystream.models.kinds import CHECKPOINT_DIR, SKLEARN, TRANSFORMER
+from jurystream.models.kinds import SKLEARN, TRANSFORMER, kept_checkpoint
 
 
 @dataclass(frozen=True)
@@ -27,7 +27,7 @@ class RefineInputs:
     """What a round gives a juror's refine step."""
 
     manifest: Manifest  # the serving version's
-    serving_dir: Path  # the serving version's directory
+    serving_dir: Path  # the serving version's (local) directory
     data: TrainingSet
     target: Path  # the candidate juror directory to write (must not exist)
     work: Path  # scratch space of the round
@@ -42,8 +42,14 @@ def refine_transformer(inputs: RefineInputs) -> Path:
     from jurystream.models.training import TrainConfig, train_transformer
 
     s, manifest, name = inputs.settings, inputs.manifest, inputs.manifest.name
+    checkpoint = kept_checkpoint(inputs.serving_dir, manifest.kind)
+    if checkpoint is None:
+        raise ValueError(
+            f"{name} v{manifest.version} has no training checkpoint to continue from; publish "
+            "a version exported with it (`jurystream models export` keeps it)"
+        )
     trained = train_transformer(
-        inputs.serving_dir / CHECKPOINT_DIR,
+        checkpoint,
         inputs.data.texts,
         inputs.data.labels,
         manifest.labels,

@@ -166,7 +166,7 @@ class RoundRunner:
         s = self.settings
         manifest = self.registry.manifest(name)
         kind = juror_kind(manifest.kind)
-        serving_dir = self.registry.serving_dir(name)
+        serving_dir = self.registry.local_dir(name, manifest.version)
         serving = load_juror(serving_dir, threads=s.threads)
         if not kind.continues_training:
             # No state to continue from: refit on the whole history (seed + every sample).
