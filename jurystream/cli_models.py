@@ -18,6 +18,7 @@ from rich.table import Table
 
 from jurystream.cli_common import ConfigOpt
 from jurystream.config import Settings, Topic, env_var, load_settings
+from jurystream.models.kinds import TRANSFORMER
 
 models_app = typer.Typer(
     help="Jurors: bootstrap, export, registry (list/show/promote/rollback), evaluation.",
@@ -158,7 +159,9 @@ def bootstrap(
     base: Annotated[
         Path | None, typer.Option(help="HF checkpoint to start from (default: offline MiniLM).")
     ] = None,
-    prefix: Annotated[str, typer.Option(help="Name prefix of the transformer jurors.")] = "minilm",
+    prefix: Annotated[
+        str, typer.Option(help="Name prefix of the transformer jurors.")
+    ] = TRANSFORMER.family,
     epochs: Annotated[
         int | None, typer.Option(help="Epochs (default 4: enough for a few hundred labels).")
     ] = None,
