@@ -19,9 +19,11 @@ from jurystream.cli_common import (
     _require_bootstrap,
     _settings,
     console,
+    setting,
 )
 from jurystream.cli_help import ReadableGroup
 from jurystream.config import PolicyName, Settings, Topic, env_var
+from jurystream.progress import progress_bar
 from jurystream.stream.posts_file import PostsFormat
 
 if TYPE_CHECKING:
@@ -58,11 +60,11 @@ def main(
     ] = False,
     log_level: Annotated[
         LogLevel | None,
-        typer.Option(
+        setting(
+            "log_level",
+            "DEBUG, INFO, WARNING or ERROR (every command; default WARNING).",
             metavar="LEVEL",
-            envvar=env_var("log_level"),
             case_sensitive=False,
-            help="DEBUG, INFO, WARNING or ERROR (every command; default WARNING).",
         ),
     ] = None,
 ) -> None:
@@ -153,17 +155,15 @@ def worker(
     ] = None,
     policy: Annotated[
         PolicyName | None,
-        typer.Option(envvar=env_var("jury.policy"), help="Voting policy."),
+        setting("jury.policy", "Voting policy."),
     ] = None,
     threshold: Annotated[
         float | None,
-        typer.Option(
-            metavar="0..1", envvar=env_var("jury.threshold"), help="Confidence threshold."
-        ),
+        setting("jury.threshold", "Confidence threshold.", metavar="0..1"),
     ] = None,
     batch_size: Annotated[
         int | None,
-        typer.Option(metavar="N", envvar=env_var("jury.batch_size"), help="Micro-batch size."),
+        setting("jury.batch_size", "Micro-batch size.", metavar="N"),
     ] = None,
     metrics_port: MetricsPortOpt = None,
 ) -> None:
@@ -201,33 +201,25 @@ def reviewer(
     ] = None,
     base_url: Annotated[
         str | None,
-        typer.Option(
-            metavar="URL",
-            envvar=env_var("reviewer.base_url"),
-            help="OpenAI-compatible endpoint, e.g. http://host/v1.",
+        setting(
+            "reviewer.base_url", "OpenAI-compatible endpoint, e.g. http://host/v1.", metavar="URL"
         ),
     ] = None,
     model: Annotated[
         str | None,
-        typer.Option(metavar="NAME", envvar=env_var("reviewer.model"), help="Reviewer model."),
+        setting("reviewer.model", "Reviewer model.", metavar="NAME"),
     ] = None,
     concurrency: Annotated[
         int | None,
-        typer.Option(
-            metavar="N", envvar=env_var("reviewer.concurrency"), help="Concurrent LLM calls."
-        ),
+        setting("reviewer.concurrency", "Concurrent LLM calls.", metavar="N"),
     ] = None,
     budget_per_hour: Annotated[
         float | None,
-        typer.Option(
-            metavar="USD", envvar=env_var("reviewer.budget_per_hour_usd"), help="USD per hour."
-        ),
+        setting("reviewer.budget_per_hour_usd", "USD per hour.", metavar="USD"),
     ] = None,
     budget_per_day: Annotated[
         float | None,
-        typer.Option(
-            metavar="USD", envvar=env_var("reviewer.budget_per_day_usd"), help="USD per day."
-        ),
+        setting("reviewer.budget_per_day_usd", "USD per day.", metavar="USD"),
     ] = None,
     metrics_port: MetricsPortOpt = None,
 ) -> None:
@@ -279,42 +271,38 @@ def trainer(
     bootstrap: BootstrapOpt = None,
     registry: Annotated[
         str | None,
-        typer.Option(
-            metavar="PATH|URL",
-            envvar=env_var("registry"),
-            help="Registry path or fsspec URL (shared with the workers).",
+        setting(
+            "registry", "Registry path or fsspec URL (shared with the workers).", metavar="PATH|URL"
         ),
     ] = None,
     every_samples: Annotated[
         int | None,
-        typer.Option(
-            metavar="N",
-            envvar=env_var("trainer.every_samples"),
-            help="β: a round every this many new hard samples.",
+        setting(
+            "trainer.every_samples", "β: a round every this many new hard samples.", metavar="N"
         ),
     ] = None,
     every_minutes: Annotated[
         float | None,
-        typer.Option(
+        setting(
+            "trainer.every_minutes",
+            "T: or every this many minutes (if anything is new).",
             metavar="MINUTES",
-            envvar=env_var("trainer.every_minutes"),
-            help="T: or every this many minutes (if anything is new).",
         ),
     ] = None,
     seed_data: Annotated[
         str | None,
-        typer.Option(
+        setting(
+            "trainer.seed_data",
+            "Seed set for replay (dataset as for `models bootstrap`).",
             metavar="DATASET",
-            envvar=env_var("trainer.seed_data"),
-            help="Seed set for replay (dataset as for `models bootstrap`).",
         ),
     ] = None,
     gold_data: Annotated[
         str | None,
-        typer.Option(
+        setting(
+            "trainer.gold_data",
+            "Held-out gold set the gate judges candidates on.",
             metavar="DATASET",
-            envvar=env_var("trainer.gold_data"),
-            help="Held-out gold set the gate judges candidates on.",
         ),
     ] = None,
     metrics_port: MetricsPortOpt = None,
@@ -411,7 +399,7 @@ def produce(
         batch = _read_posts_file(settings, file, file_format, text_field, id_field, id_prefix)
         messages = [(key, value) for _, key, value in batch.messages]
         refused = batch.refused
-    with _progress_bar() as bar:
+    with progress_bar(console=console) as bar:
         task = bar.add_task(f"sending to {topic}", total=len(messages))
         sent = asyncio.run(
             send(address, topic, messages, on_sent=lambda n: bar.advance(task, n), rate=rate)
@@ -462,19 +450,6 @@ def _read_posts_file(
         delimiter="\t" if file.lower().endswith(".tsv") else ",",
         max_bytes=settings.jury.max_message_bytes,
         max_chars=settings.jury.max_text_chars,
-    )
-
-
-def _progress_bar() -> Any:
-    """Rich progress on stderr (stdout stays for results)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
     )
 
 

@@ -33,6 +33,14 @@ WorkdirOpt = Annotated[
     Path, typer.Option(help="Bench jurors (reused between runs) and results go here.")
 ]
 SeedSizeOpt = Annotated[int, typer.Option(help="Seed labels the jurors are bootstrapped from.")]
+OutOpt = Annotated[Path | None, typer.Option("--out", help="JSON results file.")]
+PolicyOpt = Annotated[str, typer.Option(help="Voting policy of the jury.")]
+AuditRateOpt = Annotated[float, typer.Option(help="Share of accepted posts audited.")]
+SimulatedAccuracyOpt = Annotated[float, typer.Option(help="Accuracy of the simulated reviewer.")]
+TaskDirOpt = Annotated[
+    Path | None,
+    typer.Option(help="TweetEval task dir (default <data_root>/tweeteval/offensive)."),
+]
 
 
 def _settings(config: Path | None) -> Settings:
@@ -55,10 +63,7 @@ def perf(
             "MiniLM jurors bootstrapped from --seed-size offensive labels (cached in --workdir).",
         ),
     ] = None,
-    data: Annotated[
-        Path | None,
-        typer.Option(help="TweetEval task dir (default <data_root>/tweeteval/offensive)."),
-    ] = None,
+    data: TaskDirOpt = None,
     split: Annotated[str, typer.Option(help="Split the posts come from.")] = "val",
     seed_size: SeedSizeOpt = 400,
     texts: Annotated[int, typer.Option(help="Texts per in-process measurement.")] = 256,
@@ -69,7 +74,7 @@ def perf(
     ] = 0.9,
     latency_seconds: Annotated[float, typer.Option(help="Paced sending per load level.")] = 8.0,
     workdir: WorkdirOpt = Path("var/bench"),
-    output: Annotated[Path | None, typer.Option("--out", help="JSON results file.")] = None,
+    output: OutOpt = None,
 ) -> None:
     """End-to-end throughput against the machine limit (and one thread, PyTorch, the cascade),
     latency and its stages under load, worker RSS."""
@@ -149,10 +154,7 @@ def scale(
     minilm: Annotated[
         bool, typer.Option(help="Time a MiniLM training round (minutes on 2 cores).")
     ] = True,
-    data: Annotated[
-        Path | None,
-        typer.Option(help="TweetEval task dir (default <data_root>/tweeteval/offensive)."),
-    ] = None,
+    data: TaskDirOpt = None,
     split: Annotated[str, typer.Option(help="Split the posts and the gate's gold come from.")] = (
         "val"
     ),
@@ -301,11 +303,9 @@ def quality(
         int | None, typer.Option(help="MiniLM jurors (plus TF-IDF; default 2).")
     ] = None,
     policy: Annotated[str, typer.Option(help="Policy calibrated to the budgets.")] = "threshold",
-    simulated_accuracy: Annotated[
-        float, typer.Option(help="Accuracy of the simulated reviewer.")
-    ] = 0.9,
+    simulated_accuracy: SimulatedAccuracyOpt = 0.9,
     workdir: WorkdirOpt = Path("var/bench"),
-    output: Annotated[Path | None, typer.Option("--out", help="JSON results file.")] = None,
+    output: OutOpt = None,
     png: Annotated[Path | None, typer.Option(help="Accuracy-vs-cost chart.")] = None,
 ) -> None:
     """Each juror, majority vote, jury + reviewer at 10/20/30% budgets, reviewer alone, and a
@@ -354,13 +354,11 @@ def loop(
     reviewer: Annotated[
         str, typer.Option(help="oracle, simulated or openai (with --base-url and --model).")
     ] = "oracle",
-    simulated_accuracy: Annotated[
-        float, typer.Option(help="Accuracy of the simulated reviewer.")
-    ] = 0.9,
+    simulated_accuracy: SimulatedAccuracyOpt = 0.9,
     base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible endpoint.")] = None,
     model: Annotated[str | None, typer.Option(help="Model of the openai reviewer.")] = None,
-    policy: Annotated[str, typer.Option(help="Voting policy of the jury.")] = "threshold",
-    audit_rate: Annotated[float, typer.Option(help="Share of accepted posts audited.")] = 0.02,
+    policy: PolicyOpt = "threshold",
+    audit_rate: AuditRateOpt = 0.02,
     target_accuracy: Annotated[
         float | None,
         typer.Option(help="Accuracy of accepted labels to hold (default: reviewer's − margin)."),
@@ -375,7 +373,7 @@ def loop(
         typer.Option(help="Earlier examples replayed per new one (default: the trainer's)."),
     ] = None,
     workdir: WorkdirOpt = Path("var/bench"),
-    output: Annotated[Path | None, typer.Option("--out", help="JSON results file.")] = None,
+    output: OutOpt = None,
     docs: Annotated[
         Path | None, typer.Option(help="Also write the headline figures here (docs/benchmarks).")
     ] = None,
@@ -478,8 +476,8 @@ def recipe(
     escalation: Annotated[
         float, typer.Option(help="Share escalated at the threshold calibrated on val's gate half.")
     ] = 0.25,
-    audit_rate: Annotated[float, typer.Option(help="Share of accepted posts audited.")] = 0.02,
-    policy: Annotated[str, typer.Option(help="Voting policy of the jury.")] = "threshold",
+    audit_rate: AuditRateOpt = 0.02,
+    policy: PolicyOpt = "threshold",
     seeds: Annotated[int, typer.Option(help="Training seeds per recipe (1..N).")] = 2,
     epochs: Annotated[
         list[int] | None,

@@ -21,8 +21,14 @@ if TYPE_CHECKING:
 
 console = Console(stderr=True, soft_wrap=True)  # errors stay greppable in logs
 
-# Options that set a setting read its environment variable too (shown in --help); the value
-# then reaches load_settings as a flag, which is where the variable would have put it anyway.
+
+def setting(key: str, help: str, *names: str, **option: Any) -> Any:
+    """The flag of one setting (``trainer.every_samples``): it reads the setting's environment
+    variable too (shown in --help), and its value reaches load_settings as an override, which is
+    where the variable would have put it anyway."""
+    return typer.Option(*names, envvar=env_var(key), help=help, **option)
+
+
 ConfigOpt = Annotated[
     Path | None,
     typer.Option(
@@ -31,21 +37,14 @@ ConfigOpt = Annotated[
 ]
 BootstrapOpt = Annotated[
     str | None,
-    typer.Option(
-        "--bootstrap",
-        "-b",
-        metavar="HOST:PORT",
-        envvar=env_var("broker.bootstrap"),
-        help="Kafka bootstrap address.",
+    setting(
+        "broker.bootstrap", "Kafka bootstrap address.", "--bootstrap", "-b", metavar="HOST:PORT"
     ),
 ]
 MetricsPortOpt = Annotated[
     int | None,
-    typer.Option(
-        "--metrics-port",
-        metavar="PORT",
-        envvar=env_var("metrics.port"),
-        help="Serve Prometheus /metrics on this port.",
+    setting(
+        "metrics.port", "Serve Prometheus /metrics on this port.", "--metrics-port", metavar="PORT"
     ),
 ]
 

@@ -16,8 +16,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from jurystream.cli_common import ConfigOpt
-from jurystream.config import Settings, Topic, env_var, load_settings
+from jurystream.cli_common import ConfigOpt, setting
+from jurystream.config import Settings, Topic, load_settings
 from jurystream.models.kinds import TRANSFORMER
 
 models_app = typer.Typer(
@@ -29,11 +29,11 @@ err = Console(stderr=True, soft_wrap=True)  # never break a path or message mid-
 
 RegistryOpt = Annotated[
     str | None,
-    typer.Option(
+    setting(
+        "registry",
+        "Registry path or fsspec URL (default <data_dir>/registry).",
         "--registry",
         metavar="PATH|URL",
-        envvar=env_var("registry"),
-        help="Registry path or fsspec URL (default <data_dir>/registry).",
     ),
 ]
 DataOpt = Annotated[

@@ -17,7 +17,7 @@ import tomllib
 from collections.abc import Collection, Mapping
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import (
@@ -283,6 +283,10 @@ class Settings(BaseSettings):
         env_nested_delimiter="__",
         extra="forbid",
     )
+    # The TOML file these settings were read from when one was named (`load_settings(FILE)`,
+    # `--config`); None reads JURYSTREAM_CONFIG or ./jurystream.toml. A class attribute of a
+    # subclass, not an environment variable: exporting it leaked one test's file into later ones.
+    config_file: ClassVar[Path | None] = None
 
     app_id: str = "jurystream"
     data_dir: Path = Path("var")
@@ -305,6 +309,11 @@ class Settings(BaseSettings):
     def registry_url(self) -> str:
         return self.registry or str(self.data_dir / "registry")
 
+    def role_env(self) -> dict[str, str]:
+        """What a role started as a child process needs to read the same config file."""
+        config_file = _config_file(type(self))
+        return {"JURYSTREAM_CONFIG": str(config_file)} if config_file.is_file() else {}
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -314,7 +323,7 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        config_file = Path(os.environ.get("JURYSTREAM_CONFIG", "jurystream.toml"))
+        config_file = _config_file(settings_cls)
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
         toml: dict[str, Any] = {}
         if config_file.is_file():
@@ -329,6 +338,11 @@ class Settings(BaseSettings):
         if problems:
             raise SettingsError("; ".join(problems))
         return tuple(sources)
+
+
+def _config_file(settings_cls: type[BaseSettings]) -> Path:
+    named = getattr(settings_cls, "config_file", None)
+    return named or Path(os.environ.get("JURYSTREAM_CONFIG", "jurystream.toml"))
 
 
 class SettingsError(ValueError):
@@ -450,17 +464,25 @@ def unknown_settings(
     return problems
 
 
+def _read_from(config: Path) -> type[Settings]:
+    class FileSettings(Settings):
+        config_file: ClassVar[Path | None] = config
+
+    return FileSettings
+
+
 def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
     """Settings from defaults, the config file, the environment, then explicit overrides.
 
     ``overrides`` are nested dicts (``jury={"policy": "majority"}``) merged over what the
     file and environment say, so a CLI flag changes one field without resetting its section.
     """
+    cls = Settings
     if config is not None:
         if not config.is_file():
             raise FileNotFoundError(f"config file {config} does not exist")
-        os.environ["JURYSTREAM_CONFIG"] = str(config)
-    base = Settings()
+        cls = _read_from(config.resolve())
+    base = cls()
     if not overrides:
         return base
     merged = base.model_dump()
@@ -469,4 +491,4 @@ def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
             merged[key] = {**merged[key], **value}
         else:
             merged[key] = value
-    return Settings.model_validate(merged)
+    return cls.model_validate(merged)

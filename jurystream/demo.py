@@ -23,7 +23,6 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from rich.console import Console, Group
 from rich.live import Live
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
 from jurystream.config import Settings, Topic
@@ -31,6 +30,7 @@ from jurystream.demo_jurors import JurorRecipe, cached_jurors, copy_registry, se
 from jurystream.models.juror import read_manifest
 from jurystream.models.registry import Registry
 from jurystream.models.sklearn_juror import build_sklearn_juror
+from jurystream.progress import progress_bar
 from jurystream.stream.broker import EmbeddedBroker, ensure_topics
 from jurystream.stream.feed import (
     LABELS,
@@ -185,10 +185,8 @@ def bootstrap_demo_jurors(directory: Path, seed_size: int) -> list[Path]:
     """Three diverse TF-IDF jurors from a small seed set of the generated feed (seconds)."""
     texts, labels = labeled_examples(seed_size, seed=1)
     specs = [(0, 1), (1, 2), (2, 2)]
-    with Progress(
-        TextColumn("bootstrapping jurors"), BarColumn(), MofNCompleteColumn(), console=console
-    ) as progress:
-        task = progress.add_task("jurors", total=len(specs))
+    with progress_bar(console=console) as progress:
+        task = progress.add_task("bootstrapping jurors", total=len(specs))
         out = []
         for seed, ngram in specs:
             out.append(
@@ -667,7 +665,11 @@ def run_demo(settings: Settings, options: DemoOptions) -> int:
             broker.bootstrap,
             workdir,
             prefix=settings.topics.prefix,
-            env={"JURYSTREAM_APP_ID": settings.app_id, "JURYSTREAM_REGISTRY": registry.url},
+            env={
+                **settings.role_env(),
+                "JURYSTREAM_APP_ID": settings.app_id,
+                "JURYSTREAM_REGISTRY": registry.url,
+            },
         )
         port = settings.metrics.port
 

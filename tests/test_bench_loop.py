@@ -12,6 +12,7 @@ from jurystream.bench.loop import (
     plot,
     rescore,
     run_loop,
+    run_registry,
     segment_stats,
     split_halves,
     write_json,
@@ -55,6 +56,16 @@ def test_segment_stats_score_the_final_labels_and_the_audits_against_gold() -> N
     assert stats["audits"] == 2 and stats["audit_accuracy"] == pytest.approx(0.5)
     assert stats["audit_low"] < 8 / 9 < stats["audit_high"] and stats["audit_covers_gold"]
     assert stats["threshold"] == 0.7 and stats["versions"] == {"j": "2"}
+
+
+def test_a_run_registry_holds_only_the_jurors_of_the_run(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    for name in ("minilm-0", "minilm-1", "minilm-2", "tfidf"):
+        (cache / name / "1").mkdir(parents=True)
+        (cache / name / "serving.json").write_text('{"version": "1"}')
+    registry = run_registry(cache, ["minilm-0", "tfidf"], tmp_path / "run" / "registry")
+    assert sorted(p.name for p in Path(registry.root).iterdir()) == ["minilm-0", "tfidf"]
+    assert (Path(registry.root) / "tfidf" / "serving.json").is_file()
 
 
 @pytest.mark.slow

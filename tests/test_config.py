@@ -122,3 +122,20 @@ def test_cli_prints_the_error_and_exits_without_a_traceback(tmp_path: Path) -> N
     assert "unknown setting jury.batch_siz" in proc.stderr
     assert "did you mean jury.batch_size?" in proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
+
+
+def test_a_named_config_file_reaches_child_roles_without_changing_this_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("JURYSTREAM_CONFIG", raising=False)
+    monkeypatch.chdir(tmp_path)  # no ./jurystream.toml either
+    config = tmp_path / "team.toml"
+    config.write_text('[jury]\npolicy = "majority"\n')
+    settings = load_settings(config, jury={"threshold": 0.6})
+    assert settings.jury.policy == "majority" and settings.jury.threshold == 0.6
+    assert isinstance(settings, Settings)
+    # The roles a command starts read the same file: it travels in their environment only.
+    assert settings.role_env() == {"JURYSTREAM_CONFIG": str(config)}
+    assert "JURYSTREAM_CONFIG" not in os.environ
+    assert Settings().jury.policy != "majority"
+    assert Settings().role_env() == {}

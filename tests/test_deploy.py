@@ -1,7 +1,7 @@
 """deploy/: what can be checked without Docker or a cluster.
 
 Manifests parse, compose and Kubernetes run commands the CLI really has, files they mount
-exist, every metric a dashboard or alert uses exists in the ``Metrics`` registry, the checked-in
+exist, every metric a dashboard or alert uses is exported by some role's metrics, the checked-in
 dashboard is what the generator produces, and promtool accepts (and unit-tests) the rules.
 """
 
@@ -25,7 +25,7 @@ import yaml
 from jurystream.cli import app
 from jurystream.config import Settings
 from jurystream.exporters import dashboard
-from jurystream.exporters.metrics import Metrics
+from jurystream.exporters.metrics import ROLE_METRICS, ReviewerMetrics
 from jurystream.models.bootstrap import TFIDF_NAME
 from jurystream.models.datasets import tweeteval_dir
 from jurystream.models.reviewer.chain import build_chain
@@ -55,9 +55,10 @@ def cli_commands() -> set[str]:
 
 
 def exported_names() -> set[str]:
-    """Every series name the registry can expose (counter/histogram suffixes included)."""
+    """Every series name some role can expose (counter/histogram suffixes included)."""
     names: set[str] = set()
-    for family in Metrics("any").registry.collect():
+    families = [f for role in ROLE_METRICS.values() for f in role().registry.collect()]
+    for family in families:
         if family.type == "counter":
             names |= {f"{family.name}_total", f"{family.name}_created"}
         elif family.type == "histogram":
@@ -205,8 +206,9 @@ def test_every_query_filters_on_the_job_variable() -> None:
     # The variable lists the jobs of a metric every role exports.
     match = re.fullmatch(r"label_values\((jurystream_[a-z_]+), job\)", job["query"])
     assert match, job["query"]
-    for role in ("worker", "reviewer", "monitor", "trainer"):
-        exported = {s.name for f in Metrics(role).registry.collect() for s in f.samples if s.value}
+    assert set(ROLE_METRICS) == {"worker", "reviewer", "monitor", "trainer"}
+    for role, metrics in ROLE_METRICS.items():
+        exported = {s.name for f in metrics().registry.collect() for s in f.samples if s.value}
         assert match.group(1) in exported, role
 
 
@@ -604,7 +606,7 @@ def start_reviewer(
         monkeypatch.setenv(key, value)
     monkeypatch.chdir(tmp_path)  # no jurystream.toml
     settings = Settings()
-    return build_chain(settings.reviewer, Metrics("reviewer")).tiers
+    return build_chain(settings.reviewer, ReviewerMetrics()).tiers
 
 
 def test_compose_config_resolves_with_an_empty_shell() -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from jurystream.exporters.health import Health, beating
-from jurystream.exporters.metrics import Metrics
+from jurystream.exporters.metrics import MonitorMetrics
 from jurystream.stream.broker import free_port
 from jurystream.stream.processes import RoleGroup
 
@@ -53,7 +53,7 @@ def test_health_states() -> None:
 
 
 def test_a_hung_event_loop_fails_livez_within_seconds() -> None:
-    metrics = Metrics("test")
+    metrics = MonitorMetrics()
     metrics.health.stale_after_s = 1.0
     port = free_port()
     metrics.serve(port, "127.0.0.1")

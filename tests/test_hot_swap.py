@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 from jurystream.cli import app
 from jurystream.config import Settings, Topic, TopicSettings
-from jurystream.exporters.metrics import Metrics
+from jurystream.exporters.metrics import WorkerMetrics
 from jurystream.models.juror import load_juror
 from jurystream.models.registry import Registry
 from jurystream.models.sklearn_juror import build_sklearn_juror
@@ -267,7 +267,7 @@ def test_follower_counts_swaps_and_refusals_and_ignores_what_it_serves(
     texts, labels = labeled_examples(40, seed=2)
     build_sklearn_juror(texts, labels, ("ok", "not-ok"), wrong_labels, name="tfidf1")
     bad = registry.publish(wrong_labels, name="tfidf1", promote=False)
-    metrics = Metrics("worker")
+    metrics = WorkerMetrics()
     swapped: list[tuple[str, str]] = []
     follower = ModelUpdateFollower(
         Settings(),

@@ -1,6 +1,6 @@
-"""Layering: the model layer never imports the ONNX exporter, and no import cycle joins the
-``models`` and ``exporters`` packages. Read from the source (every import statement, also those
-inside functions), so a lazy import cannot hide a cycle."""
+"""Layering: the model layer never imports the exporters (ONNX export, metrics), and no import
+cycle joins the ``models`` and ``exporters`` packages. Read from the source (every import
+statement, also those inside functions), so a lazy import cannot hide a cycle."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import jurystream
 
 ROOT = Path(jurystream.__file__).parent
-EXPORTER = ("jurystream.exporters.onnx", "jurystream.exporters.noise")
+EXPORTERS = "jurystream.exporters"
 
 
 def module_name(path: Path) -> str:
@@ -37,9 +37,9 @@ def graph() -> dict[str, set[str]]:
     return {name: imports_of(path) & set(modules) for name, path in modules.items()}
 
 
-def test_the_model_layer_does_not_import_the_exporter() -> None:
+def test_the_model_layer_does_not_import_the_exporters() -> None:
     offenders = {
-        module: sorted(i for i in imports if i.startswith(EXPORTER))
+        module: sorted(i for i in imports if i.startswith(EXPORTERS))
         for module, imports in graph().items()
         if module.startswith("jurystream.models")
     }
@@ -47,6 +47,7 @@ def test_the_model_layer_does_not_import_the_exporter() -> None:
 
 
 def test_no_import_cycle_between_models_and_exporters() -> None:
+    """Cycles inside one package (a package and its own submodules) are that package's own."""
     edges = graph()
     cycles = []
     for start in edges:
@@ -55,7 +56,7 @@ def test_no_import_cycle_between_models_and_exporters() -> None:
         while stack:
             node, path = stack.pop()
             for nxt in edges[node]:
-                if nxt == start:
+                if nxt == start and len({m.split(".")[1] for m in path}) > 1:
                     cycles.append(" → ".join([*path, start]))
                 elif nxt not in seen:
                     seen.add(nxt)

@@ -12,7 +12,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from jurystream.config import Topic
-from jurystream.exporters.metrics import Metrics
+from jurystream.exporters.metrics import MonitorMetrics
 from jurystream.stream.broker import free_port
 from jurystream.stream.client import produce
 from jurystream.stream.feedback import QualityMonitor, label_fact
@@ -42,7 +42,7 @@ def hard_sample(post_id: str, jury: str, reviewed: str, kind: str = "audit") -> 
     return json.dumps(record).encode()
 
 
-def value(m: Metrics, name: str, **labels: str) -> float | None:
+def value(m: MonitorMetrics, name: str, **labels: str) -> float | None:
     got = m.registry.get_sample_value(name, labels)
     return None if got is None else float(got)
 
@@ -50,7 +50,7 @@ def value(m: Metrics, name: str, **labels: str) -> float | None:
 def make(
     capacity: int = 100, window: int = 10, drift: int = 4, ref: dict[str, float] | None = None
 ):  # type: ignore[no-untyped-def]
-    m = Metrics("monitor")
+    m = MonitorMetrics()
     return m, QualityMonitor(m, window, drift, ref or {}, capacity)
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from jurystream.config import BrokerSettings, Settings, Topic, TopicSettings
-from jurystream.exporters.metrics import Metrics
+from jurystream.exporters.metrics import ReviewerMetrics
 from jurystream.models.reviewer.base import Case, Outcome, Verdict
 from jurystream.models.reviewer.chain import Chain
 from jurystream.stream.broker import EmbeddedBroker, ensure_topics
@@ -124,7 +124,7 @@ async def test_a_case_that_crashes_the_reviewer_is_quarantined(
     )
 
     def role() -> ReviewerRole:
-        return ReviewerRole(settings, broker.bootstrap, Chain([Exploding()]), Metrics("reviewer"))
+        return ReviewerRole(settings, broker.bootstrap, Chain([Exploding()]), ReviewerMetrics())
 
     with pytest.raises(RuntimeError, match="tier bug"):  # the first attempt crashes the role
         await role().run(asyncio.Event())

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from jurystream.config import ReviewerSettings
-from jurystream.exporters.metrics import Metrics
+from jurystream.exporters.metrics import ReviewerMetrics
 from jurystream.models.reviewer.base import Case, Failure, Verdict
 from jurystream.models.reviewer.openai_backend import (
     OpenAIBackend,
@@ -65,7 +65,7 @@ def _case(i: int, text: str | None = None) -> Case:
     )
 
 
-def _metric(metrics: Metrics, name: str, **labels: str) -> float:
+def _metric(metrics: ReviewerMetrics, name: str, **labels: str) -> float:
     value = metrics.registry.get_sample_value(name, labels)
     return 0.0 if value is None else value
 
@@ -77,8 +77,8 @@ async def test_answers_are_parsed_billed_and_counted(openai_server: OpenAIServer
     )
     # One off-label answer first: it is billed too, then asked again.
     openai_server.inject(label_reply("spam"))
-    metrics = Metrics("reviewer")
-    backend = OpenAIBackend(_settings(openai_server), list(LABELS), metrics=metrics)
+    metrics = ReviewerMetrics()
+    backend = OpenAIBackend(_settings(openai_server), list(LABELS), hooks=metrics)
     try:
         verdicts = await asyncio.gather(*(backend.review(c) for c in cases))
     finally:
@@ -116,8 +116,8 @@ async def test_answers_are_parsed_billed_and_counted(openai_server: OpenAIServer
 async def test_429_waits_for_retry_after_then_succeeds(openai_server: OpenAIServer) -> None:
     openai_server.answer = lambda body: label_reply("offensive")
     openai_server.inject(rate_limited(0.6))
-    metrics = Metrics("reviewer")
-    backend = OpenAIBackend(_settings(openai_server), list(LABELS), metrics=metrics)
+    metrics = ReviewerMetrics()
+    backend = OpenAIBackend(_settings(openai_server), list(LABELS), hooks=metrics)
     started = time.monotonic()
     try:
         verdict = await backend.review(_case(1))
@@ -143,9 +143,7 @@ async def test_5xx_timeouts_malformed_bodies_and_missing_usage_are_survived(
         Reply(label_reply("offensive").content, delay_s=1.5),  # slower than timeout_s
         Reply(raw_body="this is not json", status=200),
     )
-    backend = OpenAIBackend(
-        _settings(openai_server, timeout_s=0.5, max_retries=4), list(LABELS), metrics=None
-    )
+    backend = OpenAIBackend(_settings(openai_server, timeout_s=0.5, max_retries=4), list(LABELS))
     try:
         verdict = await backend.review(_case(1))
         openai_server.inject(Reply(label_reply("offensive").content, usage=False))
@@ -249,7 +247,7 @@ async def test_the_key_never_reaches_logs_or_reprs(
     caplog.set_level(logging.DEBUG)
     openai_server.answer = lambda body: label_reply("offensive")
     openai_server.inject(rate_limited(0.0), server_error(500), Reply("nonsense"))
-    backend = OpenAIBackend(_settings(openai_server), list(LABELS), metrics=Metrics("reviewer"))
+    backend = OpenAIBackend(_settings(openai_server), list(LABELS), hooks=ReviewerMetrics())
     try:
         outcome = await backend.review(_case(1))
     finally:

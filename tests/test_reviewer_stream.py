@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from jurystream.config import BrokerSettings, ReviewerSettings, Settings, Topic, TopicSettings
-from jurystream.exporters.metrics import Metrics
+from jurystream.exporters.metrics import ReviewerMetrics
 from jurystream.models.reviewer.chain import build_chain
 from jurystream.models.reviewer.prompt import extract_post
 from jurystream.stream.broker import EmbeddedBroker, ensure_topics
@@ -99,7 +99,7 @@ async def _read(settings: Settings, topic: str, n: int, timeout_s: float = 60.0)
 
 
 class Running:
-    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+    def __init__(self, settings: Settings, metrics: ReviewerMetrics) -> None:
         self.settings = settings
         self.metrics = metrics
         self.stop = asyncio.Event()
@@ -117,7 +117,7 @@ async def reviewer_role(
     async def start(**reviewer: object) -> Running:
         settings = _settings(broker.bootstrap, openai_server, **reviewer)
         await ensure_topics(broker.bootstrap, settings.topics.all_names(), 2)
-        metrics = Metrics("reviewer")
+        metrics = ReviewerMetrics()
         chain = build_chain(settings.reviewer, metrics)
         running = Running(settings, metrics)
         role = ReviewerRole(settings, broker.bootstrap, chain, metrics)
@@ -318,7 +318,7 @@ async def test_a_parked_case_holds_back_its_commit_but_not_the_cases_behind_it(
     await ensure_topics(broker.bootstrap, settings.topics.all_names(), 1)
 
     async def run_role() -> tuple[asyncio.Event, asyncio.Task[None], object]:
-        metrics = Metrics("reviewer")
+        metrics = ReviewerMetrics()
         chain = build_chain(settings.reviewer, metrics)
         stop = asyncio.Event()
         task = asyncio.create_task(
@@ -391,7 +391,7 @@ async def test_a_second_reviewer_joining_mid_stream_takes_partitions_and_loses_n
     await ensure_topics(broker.bootstrap, settings.topics.all_names(), 2)
     running = []
     for _ in range(2):
-        metrics = Metrics("reviewer")
+        metrics = ReviewerMetrics()
         chain = build_chain(settings.reviewer, metrics)
         stop = asyncio.Event()
         role = ReviewerRole(settings, broker.bootstrap, chain, metrics)

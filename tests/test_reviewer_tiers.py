@@ -1,19 +1,23 @@
-"""The chain's tiers: oracle, simulated, local ONNX, k-NN demonstrations and the chain itself."""
+"""The chain's tiers: oracle, simulated, local ONNX, k-NN demonstrations and the chain itself,
+and what they report through ``ReviewHooks`` (no Prometheus in the model layer)."""
 
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from jurystream.config import ReviewerSettings
-from jurystream.exporters.metrics import Metrics
 from jurystream.models.datasets import load_dataset, tweeteval_dir
 from jurystream.models.juror import load_juror
 from jurystream.models.reviewer.base import Case, Failure, Forward, Verdict
 from jurystream.models.reviewer.chain import Chain, build_chain
+from jurystream.models.reviewer.hooks import CallOutcome
 from jurystream.models.reviewer.knn import KnnDemonstrations
 from jurystream.models.reviewer.local import LocalBackend
 from jurystream.models.reviewer.openai_backend import ReviewerConfigError
@@ -28,18 +32,45 @@ def _case(i: int, gold: str | None = "offensive", text: str = "you clown") -> Ca
     return Case(id=str(i), text=text, meta={"gold": gold} if gold else {})
 
 
+class Recorder:
+    """A ``ReviewHooks`` that keeps what the tiers report."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, CallOutcome]] = []
+        self.bills: list[tuple[str, int, int, float]] = []
+        self.budgets: list[tuple[dict[str, float], bool]] = []
+
+    def called(self, backend: str, outcome: CallOutcome) -> None:
+        self.calls.append((backend, outcome))
+
+    def billed(self, backend: str, input_tokens: int, output_tokens: int, usd: float) -> None:
+        self.bills.append((backend, input_tokens, output_tokens, usd))
+
+    def budget(self, remaining_usd: Mapping[str, float], exhausted: bool) -> None:
+        self.budgets.append((dict(remaining_usd), exhausted))
+
+
 async def test_oracle_answers_gold_and_reports_itself() -> None:
-    metrics = Metrics("reviewer")
-    oracle = OracleBackend(LABELS, metrics)
+    hooks = Recorder()
+    oracle = OracleBackend(LABELS, hooks)
     verdict = await oracle.review(_case(1))
     assert verdict == Verdict("offensive", 1.0, "oracle")
     for bad in (_case(2, gold=None), _case(3, gold="spam")):
         failure = await oracle.review(bad)
         assert isinstance(failure, Failure) and failure.permanent
-    calls = metrics.registry.get_sample_value(
-        "jurystream_reviewer_calls_total", {"backend": "oracle", "outcome": "ok"}
+    assert hooks.calls == [("oracle", "ok"), ("oracle", "error"), ("oracle", "error")]
+
+
+def test_the_model_layer_reports_without_prometheus() -> None:
+    tiers = ("chain", "local", "oracle", "openai_backend")
+    code = (
+        "import sys\n"
+        + "".join(f"import jurystream.models.reviewer.{t}\n" for t in tiers)
+        + "print(sorted(m for m in sys.modules "
+        "if m.startswith(('prometheus_client', 'jurystream.exporters'))))"
     )
-    assert calls == 1
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
 
 
 async def test_simulated_reviewer_has_its_accuracy_and_replays_identically() -> None:
@@ -114,7 +145,8 @@ async def test_chain_asks_the_llm_only_for_what_the_local_tier_forwards(
         api_key_env="TEST_KEY",
         label_descriptions={"not-offensive": "", "offensive": ""},
     )
-    chain = build_chain(settings)
+    hooks = Recorder()
+    chain = build_chain(settings, hooks)
     try:
         decided = await chain.review(_case(1))
         assert isinstance(decided, Verdict) and decided.source.startswith("reviewer:local:")
@@ -127,6 +159,12 @@ async def test_chain_asks_the_llm_only_for_what_the_local_tier_forwards(
         await chain.close()
     assert forwarded == Verdict("not-offensive", 0.9, "reviewer:openai:m", forwarded.cost_usd)
     assert len(openai_server.requests) == 1
+    local_name = chain.tiers[0].name
+    assert hooks.calls == [(local_name, "ok"), (local_name, "ok"), ("reviewer:openai:m", "ok")]
+    ((backend, input_tokens, output_tokens, usd),) = hooks.bills
+    assert backend == "reviewer:openai:m" and input_tokens > 0 and output_tokens > 0
+    assert usd == pytest.approx(forwarded.cost_usd)
+    assert hooks.budgets == [({}, False)]  # no budget windows configured, never exhausted
 
 
 def test_chain_must_end_with_a_tier_that_answers(sklearn_jurors: list[Path]) -> None:

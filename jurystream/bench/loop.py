@@ -175,7 +175,7 @@ def segment_stats(
 
 
 def headline(result: LoopResult) -> dict[str, Any]:
-    """The figures docs/benchmarks/loop.json carries (keys named by the issue)."""
+    """The figures docs/benchmarks/loop.json carries (the keys its readers look up)."""
     first, last = result.segments[0], result.segments[-1]
     before, after = result.val["before"], result.val["after"]
     return {
@@ -392,6 +392,14 @@ def rescore(settings: Settings, path: Path, workdir: Path) -> LoopResult:
     return result
 
 
+def run_registry(cache: Path, names: Sequence[str], directory: Path) -> Registry:
+    """A run's own registry with only its jurors: the cache may hold more (bench perf adds a
+    third MiniLM), and the trainer refines and announces every juror of its registry."""
+    for name in names:
+        shutil.copytree(cache / name, directory / name)
+    return Registry(directory)
+
+
 def run_loop(settings: Settings, cfg: LoopConfig, workdir: Path, log: Log = print) -> LoopResult:
     started = time.perf_counter()
     directory = tweeteval_dir(settings.data_root, cfg.task)
@@ -415,8 +423,7 @@ def run_loop(settings: Settings, cfg: LoopConfig, workdir: Path, log: Log = prin
     names = list(bootstrap_dirs)
     run_dir = workdir / f"loop-{cfg.task}-{cfg.reviewer}"
     shutil.rmtree(run_dir, ignore_errors=True)
-    shutil.copytree(cache, run_dir / "registry")
-    registry = Registry(run_dir / "registry")
+    registry = run_registry(cache, names, run_dir / "registry")
     seed_file = _write_jsonl(run_dir / "seed.jsonl", seed)
     gate_file = _write_jsonl(run_dir / "gate.jsonl", gate)
 
@@ -432,6 +439,7 @@ def run_loop(settings: Settings, cfg: LoopConfig, workdir: Path, log: Log = prin
     seg_size = cfg.feed_size // cfg.segments
     every = max(20, int(seg_size * cfg.round_share))
     env = {
+        **settings.role_env(),
         "JURYSTREAM_REGISTRY": str(registry.url),
         "JURYSTREAM_JURY__POLICY": cfg.policy,
         "JURYSTREAM_JURY__AUDIT_RATE": str(cfg.audit_rate),

@@ -39,11 +39,7 @@ import psutil
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from rich.console import Console
 from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
     Progress,
-    TextColumn,
-    TimeElapsedColumn,
 )
 from rich.table import Table
 
@@ -54,6 +50,7 @@ from jurystream.models.jury import Jury
 from jurystream.models.kinds import kept_checkpoint
 from jurystream.models.parallel import InferencePool, usable_cores
 from jurystream.models.voting import POLICIES, Decision
+from jurystream.progress import progress_bar
 from jurystream.stream.broker import EmbeddedBroker, ensure_topics, free_port
 from jurystream.stream.processes import RoleGroup
 from jurystream.stream.security import client_kwargs
@@ -154,7 +151,7 @@ class PerfResult:
         return asdict(self)
 
     def headlines(self) -> dict[str, float]:
-        """The figures the speed issue names, under its keys."""
+        """The headline figures, under the keys docs/benchmarks/perf.json keeps."""
         p99 = {row.load: row.p99_ms for row in self.latency}
         out = {"e2e_over_limit": self.ratios["e2e_over_limit"], "peak_rss_mb": self.rss_mb["peak"]}
         for load, key in ((0.25, "p99_ms_at_25"), (0.5, "p99_ms_at_50")):
@@ -456,16 +453,6 @@ class StreamDriver:
 # -- the whole bench ---------------------------------------------------------------------------
 
 
-def progress_bar(console: Console) -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-    )
-
-
 @contextmanager
 def stage(progress: Progress, description: str, total: int) -> Iterator[Advance]:
     task = progress.add_task(description, total=total)
@@ -537,7 +524,7 @@ def run_perf(
     latency: list[LatencyResult] = []
     metrics_port = free_port()
     with EmbeddedBroker() as broker:
-        group = RoleGroup(broker.bootstrap, workdir)
+        group = RoleGroup(broker.bootstrap, workdir, env=settings.role_env())
         asyncio.run(
             ensure_topics(
                 broker.bootstrap,
@@ -641,7 +628,7 @@ async def _measure(
     repeats = []
     latency = []
     try:
-        with progress_bar(console) as progress:
+        with progress_bar(console=console) as progress:
             # The worker has loaded its jurors and joined the group once a warm-up batch is
             # labeled; its start-up is not throughput.
             with stage(progress, "worker warm-up", config.batch_size) as advance:

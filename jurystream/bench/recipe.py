@@ -42,6 +42,7 @@ from jurystream.models.jury import Jury
 from jurystream.models.registry import Registry
 from jurystream.models.scores import accuracy, macro_f1
 from jurystream.models.training import TrainConfig, base_model_path, train_transformer
+from jurystream.progress import progress_bar
 
 Log = Callable[[str], None]
 BOOTSTRAP = "bootstrap (no refinement)"
@@ -243,28 +244,6 @@ def _predict(checkpoint: Path, texts: Sequence[str], threads: int, max_length: i
     return out
 
 
-def _progress(enabled: bool) -> Any:
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-        disable=not enabled,
-    )
-
-
 @dataclass
 class RecipeResult:
     config: dict[str, Any]
@@ -382,7 +361,7 @@ def run_recipes(
         recipes = (default, *recipes)
     runs: list[dict[str, Any]] = []
     scratch = workdir / f"recipe-{cfg.task}-checkpoints"
-    with _progress(progress) as bar:
+    with progress_bar(enabled=progress) as bar:
         task = bar.add_task("recipes", total=len(recipes) * len(cfg.seeds))
         for recipe in recipes:
             for s in cfg.seeds:

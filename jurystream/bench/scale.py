@@ -40,7 +40,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from jurystream.bench.perf import StreamDriver, cycle, machine_info, progress_bar, stage
+from jurystream.bench.perf import StreamDriver, cycle, machine_info, stage
 from jurystream.config import Settings, Topic, TopicSettings, TrainerSettings
 from jurystream.models.continual import Example
 from jurystream.models.datasets import LabeledSet
@@ -48,6 +48,7 @@ from jurystream.models.juror import read_manifest
 from jurystream.models.registry import Registry
 from jurystream.models.rounds import RoundRunner
 from jurystream.models.store import TrainingStore
+from jurystream.progress import progress_bar
 from jurystream.stream.broker import EmbeddedBroker, ensure_topics
 from jurystream.stream.processes import RoleGroup, RoleProcess
 from jurystream.stream.security import client_kwargs
@@ -55,7 +56,7 @@ from jurystream.stream.transport import FETCH_MAX_WAIT_MS
 from jurystream.testing.openai_server import OpenAIServer, Reply
 
 HEADLINE_KEYS = ("reviewer_over_ideal", "scale_2_over_1", "scale_4_over_1")
-TARGET_REVIEWER_OVER_IDEAL = 0.8  # issue 15: ≥ 0.8 × concurrency ÷ latency cases per second
+TARGET_REVIEWER_OVER_IDEAL = 0.8  # of concurrency ÷ latency: the reviewer keeps its calls busy
 BENCH_KEY_ENV = "JURYSTREAM_BENCH_OPENAI_KEY"  # the reviewer's key variable; the server ignores it
 BENCH_MODEL = "bench-model"
 READY_TIMEOUT_S = 120.0
@@ -555,7 +556,7 @@ def run_scale(
     workers: list[WorkerScale] = []
     rates: list[ReviewerRate] = []
     rounds: list[RoundTime] = []
-    with progress_bar(console) as progress, EmbeddedBroker() as broker:
+    with progress_bar(console=console) as progress, EmbeddedBroker() as broker:
         for n in config.workers:
             one = next((w.median for w in workers if w.workers == 1), None)
             measured = measure_workers(
@@ -569,7 +570,7 @@ def run_scale(
                     rates.append(
                         measure_reviewer(broker.bootstrap, server, c, config, workdir, advance)
                     )
-    with progress_bar(console) as progress:
+    with progress_bar(console=console) as progress:
         for kind, directory in train_jurors.items():
             task = progress.add_task(f"training round: {kind} on {len(samples)} samples", total=1)
             rounds.append(

@@ -15,7 +15,8 @@ whether the result may serve.
 - **Gate** (``gate``): a candidate worse than the serving version on held-out gold by more than
   the tolerance is rejected.
 
-Kept free of I/O so each rule is unit-tested on its own; ``jurystream.models.rounds`` applies them.
+Kept free of I/O so each rule is unit-tested on its own; the training round applies them
+(``rounds.py``).
 """
 
 from __future__ import annotations

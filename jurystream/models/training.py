@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from jurystream.progress import progress_bar
+
 TRAINING_SUMMARY = "training.json"
 
 
@@ -152,7 +154,7 @@ def train_transformer(
     step = 0
     recent: list[float] = []
     started = time.perf_counter()
-    with _progress(progress) as bar:
+    with progress_bar("loss", enabled=progress) as bar:
         task = bar.add_task(description, total=total, loss=float("nan"))
         while step < total:
             order = rng.permutation(index)
@@ -206,30 +208,6 @@ def train_transformer(
     }
     (output_dir / TRAINING_SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
     return TrainResult(output_dir, summary)
-
-
-def _progress(enabled: bool) -> Any:
-    """A Rich progress bar on stderr (stdout stays for results) with steps and running loss."""
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]:.3f}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-        disable=not enabled,
-    )
 
 
 def read_training_summary(checkpoint: Path) -> dict[str, Any]:

@@ -40,7 +40,7 @@ from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 
 from jurystream.config import Settings, Topic
 from jurystream.exporters.health import beating
-from jurystream.exporters.metrics import Metrics
+from jurystream.exporters.metrics import MonitorMetrics, RoleMetrics
 from jurystream.models.audit import estimates_by_label
 from jurystream.models.quality import LabelWindow, RollingQuality, psi
 from jurystream.stream.broker import ensure_topics
@@ -83,7 +83,7 @@ class QualityMonitor:
 
     def __init__(
         self,
-        metrics: Metrics,
+        metrics: MonitorMetrics,
         quality_window: int,
         drift_window: int,
         drift_reference: Mapping[str, float],
@@ -102,24 +102,19 @@ class QualityMonitor:
         self.reference: dict[str, float] = dict(drift_reference)
         self.reference_kind = "training" if self.reference else "first_window"
         self.audits: deque[tuple[str, str]] = deque(maxlen=quality_window)
-        # Zero series up front, so "nothing dropped" reads 0 rather than "no data".
-        for topic in ("labels", "feedback"):
-            for reason in ("invalid", "expired"):
-                metrics.feedback_unmatched.labels(topic, reason)
-        metrics.feedback_unmatched.labels("hard_samples", "invalid")
 
     # --- inputs ---
 
     def on_label(self, key: bytes | None, value: bytes | None) -> None:
         record = LabelRecord.parse(value, key)
         if isinstance(record, Invalid):
-            self.metrics.feedback_unmatched.labels("labels", "invalid").inc()
+            self.metrics.record_invalid("labels")
             return
         post_id, fact = record.id, label_fact(record)
         if post_id in self._joined or post_id in self._labels:
             return  # an at-least-once replay
         for juror in fact.jurors:  # a juror with no update yet reads 0 updates, not no data
-            self.metrics.model_updates.labels(juror)
+            self.metrics.juror_seen(juror)
         self.drift.add(fact.label)
         if not self.reference and self.drift.full:
             self.reference = {k: float(v) for k, v in self.drift.counts().items()}
@@ -132,7 +127,7 @@ class QualityMonitor:
     def on_feedback(self, key: bytes | None, value: bytes | None) -> None:
         record = Feedback.parse(value, key)
         if isinstance(record, Invalid):
-            self.metrics.feedback_unmatched.labels("feedback", "invalid").inc()
+            self.metrics.record_invalid("feedback")
             return
         post_id, gold = record.id, record.label
         if post_id in self._joined:
@@ -152,16 +147,16 @@ class QualityMonitor:
             return  # a controller threshold, not a juror version
         juror = update.name if isinstance(update, ModelUpdate) else None
         juror = juror or (key or b"").decode(errors="replace")
-        self.metrics.model_updates.labels(juror or "unknown").inc()
+        self.metrics.model_announced(juror or "unknown")
 
     def on_hard_sample(self, key: bytes | None, value: bytes | None) -> None:
         """Keep an audit's outcome; hard cases are the trainer's business, not a measurement."""
         sample = HardSample.parse(value, key)
         if isinstance(sample, Invalid):
-            self.metrics.feedback_unmatched.labels("hard_samples", "invalid").inc()
+            self.metrics.record_invalid("hard_samples")
         elif sample.kind == "audit":
             if sample.jury_label is None:  # an audit that does not say what it measured
-                self.metrics.feedback_unmatched.labels("hard_samples", "invalid").inc()
+                self.metrics.record_invalid("hard_samples")
             else:
                 self.audits.append((sample.jury_label, sample.label))
 
@@ -174,17 +169,16 @@ class QualityMonitor:
         pending.move_to_end(post_id)
         while len(pending) > self.capacity:
             pending.popitem(last=False)
-            self.metrics.feedback_unmatched.labels(topic, "expired").inc()
+            self.metrics.join_expired(topic)
 
     def _judge(self, post_id: str, fact: LabelFact, gold: str) -> None:
         self._joined[post_id] = None
         while len(self._joined) > self.capacity:
             self._joined.popitem(last=False)
-        result = "correct" if fact.label == gold else "wrong"
-        self.metrics.feedback.labels(fact.source, result).inc()
+        self.metrics.judged(fact.source, correct=fact.label == gold)
         self._window(self.by_source, fact.source).add(gold, fact.label)
         for juror, vote in fact.votes:
-            self.metrics.juror_feedback.labels(juror, "correct" if vote == gold else "wrong").inc()
+            self.metrics.juror_judged(juror, correct=vote == gold)
             self._window(self.by_juror, juror).add(gold, vote)
 
     def _window(self, windows: dict[str, RollingQuality], key: str) -> RollingQuality:
@@ -198,20 +192,18 @@ class QualityMonitor:
     def publish(self) -> None:
         """Refresh the rolling gauges (O(window) each, so called on a timer, not per record)."""
         for source, window in self.by_source.items():
-            self.metrics.set_source_quality(
-                source, window.accuracy(), window.macro_f1(), len(window)
-            )
+            self.metrics.source_quality(source, window.accuracy(), window.macro_f1(), len(window))
         for juror, window in self.by_juror.items():
-            self.metrics.set_juror_quality(juror, window.accuracy(), window.macro_f1(), len(window))
-        self.metrics.drift_window.set(len(self.drift))
+            self.metrics.juror_quality(juror, window.accuracy(), window.macro_f1(), len(window))
+        self.metrics.drift_window(len(self.drift))
         if self.audits:
-            self.metrics.set_audit(estimates_by_label(self.audits))
+            self.metrics.audit_estimates(estimates_by_label(self.audits))
         if self.reference and self.drift.full:
             value = psi(self.reference, self.drift.counts())
-            self.metrics.label_drift.labels(self.reference_kind).set(value)
+            self.metrics.label_drift(self.reference_kind, value)
 
 
-async def report_lag(consumer: AIOKafkaConsumer, group: str, metrics: Metrics) -> None:
+async def report_lag(consumer: AIOKafkaConsumer, group: str, metrics: RoleMetrics) -> None:
     """Lag of this consumer's own partitions: high watermark minus position.
 
     Taken from fetch responses rather than ListOffsets, which some Kafka-compatible brokers
@@ -223,10 +215,10 @@ async def report_lag(consumer: AIOKafkaConsumer, group: str, metrics: Metrics) -
         if highwater is None:
             continue
         lags[(tp.topic, tp.partition)] = highwater - await consumer.position(tp)
-    metrics.set_consumer_lags(group, lags)
+    metrics.report_lag(group, lags)
 
 
-async def monitor(settings: Settings, metrics: Metrics, stop: asyncio.Event) -> None:
+async def monitor(settings: Settings, metrics: MonitorMetrics, stop: asyncio.Event) -> None:
     """Consume until ``stop`` is set, feeding the QualityMonitor and refreshing the gauges."""
     kafka = kafka_connection(settings)
     topics = settings.topics
@@ -276,7 +268,7 @@ async def monitor(settings: Settings, metrics: Metrics, stop: asyncio.Event) -> 
 
 def run_monitor(settings: Settings) -> int:
     """The `jurystream monitor` role: serve /metrics and consume until SIGTERM/SIGINT."""
-    metrics = Metrics("monitor")
+    metrics = MonitorMetrics()
     metrics.serve(settings.metrics.port, settings.metrics.host)
     return run_until_signalled(
         lambda stop: beating(metrics.health, monitor(settings, metrics, stop))

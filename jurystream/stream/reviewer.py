@@ -28,7 +28,7 @@ from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError
 
 from jurystream.config import Settings, Topic
-from jurystream.exporters.metrics import Metrics
+from jurystream.exporters.metrics import ReviewerMetrics
 from jurystream.models.reviewer.base import Failure, Verdict
 from jurystream.models.reviewer.chain import Chain, build_chain
 from jurystream.stream.broker import ensure_topics
@@ -48,7 +48,9 @@ POLL_MS = 200
 
 
 class ReviewerRole:
-    def __init__(self, settings: Settings, kafka: Kafka, chain: Chain, metrics: Metrics) -> None:
+    def __init__(
+        self, settings: Settings, kafka: Kafka, chain: Chain, metrics: ReviewerMetrics
+    ) -> None:
         self.settings = settings
         self.kafka = kafka
         self.chain = chain
@@ -97,7 +99,7 @@ class ReviewerRole:
                         list(self._cases), timeout=POLL_MS / 1000, return_when="FIRST_COMPLETED"
                     )
                 await self._settle(consumer)
-                self.metrics.review_cases.labels("in_flight").set(len(self._cases))
+                self.metrics.cases_in_flight(len(self._cases))
                 self.metrics.health.consuming(len(consumer.assignment()))
             if self._cases:
                 await asyncio.wait(list(self._cases), timeout=SHUTDOWN_GRACE_S)
@@ -107,7 +109,7 @@ class ReviewerRole:
                     log.warning("stopping with %d cases in hand; they will be replayed", left)
         finally:
             await self._drop(list(self._cases))
-            self.metrics.review_cases.labels("in_flight").set(0)
+            self.metrics.cases_in_flight(0)
             await consumer.stop()
             await producer.stop()
             self._producer = None
@@ -157,7 +159,7 @@ class ReviewerRole:
                 self._lags[(tp.topic, tp.partition)] = max(0, high - next_offset)
         owned = {(tp.topic, tp.partition) for tp in consumer.assignment()}
         self._lags = {k: v for k, v in self._lags.items() if k in owned}
-        self.metrics.set_consumer_lags(self.group_id, self._lags)
+        self.metrics.report_lag(self.group_id, self._lags)
 
     async def _handle(self, msg: ConsumerRecord[Any, Any]) -> list[Awaitable[Any]]:
         case = ReviewCase.parse(msg.value, msg.key)
@@ -170,7 +172,7 @@ class ReviewerRole:
             outcome = await self._ask(msg, case)
             if isinstance(outcome, Verdict):
                 self._answered += 1
-                self.metrics.stage_latency.labels("review").observe(time.perf_counter() - started)
+                self.metrics.case_answered(time.perf_counter() - started)
                 return await self._write(case, outcome)
             assert isinstance(outcome, Failure)
             if outcome.permanent:
@@ -184,7 +186,7 @@ class ReviewerRole:
                     "cases were answered (fix the cause, then replay it from dead-letters)"
                 )
                 return [await self._dead_letter(msg, reason, case.id)]
-            self.metrics.messages.labels("reviewer", "parked").inc()
+            self.metrics.case_parked()
             delay = min(self.settings.reviewer.park_backoff_max_s, PARK_BACKOFF_BASE_S * 2**attempt)
             attempt += 1
             log.warning(
@@ -195,12 +197,10 @@ class ReviewerRole:
                 attempt,
                 delay,
             )
-            parked = self.metrics.review_cases.labels("parked")
-            parked.inc()
             try:
                 await asyncio.sleep(delay)
             finally:  # also when the case is dropped in a rebalance or at shutdown
-                parked.dec()
+                self.metrics.park_ended()
 
     async def _ask(self, msg: ConsumerRecord[Any, Any], case: ReviewCase) -> Verdict | Failure:
         """The chain's outcome. An exception (a bug this case triggers) still crashes the role,
@@ -228,25 +228,23 @@ class ReviewerRole:
         assert self._producer is not None
         sample = HardSample.of(case, verdict)
         sent = [await self._producer.send(self.hard_topic, sample.to_bytes(), key=key)]
-        self.metrics.hard_samples.labels(verdict.source).inc()
+        self.metrics.hard_sample_written(verdict.source)
         if case.kind == "audit":
             agreed = verdict.label == case.jury_label
-            self.metrics.audits.labels("agree" if agreed else "disagree").inc()
-            self.metrics.messages.labels("reviewer", "audit_reviewed").inc()
+            self.metrics.audit_reviewed(agreed)
             return sent
         now_ms = time.time() * 1000
         latency_ms = max(0.0, now_ms - case.received_ms) if case.received_ms else 0.0
         label = LabelRecord.from_review(case, verdict, latency_ms)
         sent.append(await self._producer.send(self.labels_topic, label.to_bytes(), key=key))
-        self.metrics.messages.labels("reviewer", "reviewed").inc()
-        self.metrics.labels_out.labels(verdict.source, verdict.label).inc()
+        self.metrics.reviewed(verdict.source, verdict.label)
         return sent
 
     async def _dead_letter(
         self, msg: ConsumerRecord[Any, Any], error: str, case_id: str | None
     ) -> Awaitable[Any]:
         letter = DeadLetter.of_message(msg, error, "review", case_id)
-        self.metrics.messages.labels("reviewer", "dead_lettered").inc()
+        self.metrics.dead_lettered()
         assert self._producer is not None
         log.warning("dead letter %s: %s", letter.key.decode(), error)
         return await self._producer.send(self.dead_topic, letter.to_bytes(), key=letter.key)
@@ -272,7 +270,7 @@ async def serve(settings: Settings, kafka: Kafka, stop: asyncio.Event) -> None:
         settings.topics.partitions,
         settings.topics.replication_factor,
     )
-    metrics = Metrics("reviewer")
+    metrics = ReviewerMetrics()
     metrics.serve(settings.metrics.port, settings.metrics.host)
     review = settings.reviewer
     spend: SharedSpend | None = None

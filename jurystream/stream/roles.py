@@ -9,7 +9,7 @@ from pathlib import Path
 from faust.worker import Worker
 
 from jurystream.config import Settings
-from jurystream.exporters.metrics import Metrics
+from jurystream.exporters.metrics import WorkerMetrics
 from jurystream.models.evaluation import policy_threshold
 from jurystream.models.juror import Juror, ModelLoadError, load_juror
 from jurystream.models.jury import Jury
@@ -87,7 +87,7 @@ def run_faust(app: object, settings: Settings) -> int:
 def run_worker(settings: Settings) -> int:
     kafka = _prepare(settings)
     jury = load_jury(settings)
-    metrics = Metrics("worker")
+    metrics = WorkerMetrics()
     metrics.serve(settings.metrics.port, settings.metrics.host)
     app, labeling = build_worker_app(settings, kafka, jury, metrics)
     log.warning("worker: jury %s, policy %s", jury.versions, jury.policy)

@@ -32,7 +32,7 @@ from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError
 
 from jurystream.config import Settings, Topic
-from jurystream.exporters.metrics import Metrics
+from jurystream.exporters.metrics import TrainerMetrics
 from jurystream.models.continual import round_due
 from jurystream.models.controller import ThresholdController
 from jurystream.models.datasets import load_dataset
@@ -67,7 +67,7 @@ class TrainerRole:
         kafka: Kafka,
         store: TrainingStore,
         runner: RoundRunner,
-        metrics: Metrics,
+        metrics: TrainerMetrics,
         controller: ThresholdController | None = None,
     ) -> None:
         self.settings = settings
@@ -154,8 +154,7 @@ class TrainerRole:
             return
         self._audits_at_decision = await asyncio.to_thread(self.controller.audits_since_decision)
         decision = result.decision
-        self.metrics.jury_threshold.set(decision.threshold)
-        self.metrics.target_accuracy.set(decision.target_accuracy)
+        self.metrics.threshold_chosen(decision.threshold, decision.target_accuracy)
         if why != "start" and self._announced == (decision.threshold, result.versions):
             return
         audit = result.audit
@@ -223,7 +222,7 @@ class TrainerRole:
             letter = DeadLetter.of_message(msg, error, "trainer")
             log.warning("dead letter %s: %s", letter.key.decode(), error)
             sends.append(await producer.send(self.dead_topic, letter.to_bytes(), key=letter.key))
-            self.metrics.messages.labels("trainer", "dead_lettered").inc()
+            self.metrics.dead_lettered()
         await asyncio.gather(*sends)
 
     def _serving_updates(self) -> list[ModelUpdate]:
@@ -251,7 +250,7 @@ class TrainerRole:
         if result is None:
             return
         for candidate in result.candidates:
-            self.metrics.observe_training_run(candidate.juror, candidate.outcome, candidate.seconds)
+            self.metrics.round_finished(candidate.juror, candidate.outcome, candidate.seconds)
         registry = self.runner.registry
         updates = await asyncio.to_thread(
             lambda: [model_update(registry, c.juror, str(c.version)) for c in result.promoted]
@@ -286,7 +285,7 @@ async def serve(settings: Settings, kafka: Kafka, stop: asyncio.Event) -> None:
         settings.topics.replication_factor,
     )
     store, runner = await asyncio.to_thread(build_runner, settings)
-    metrics = Metrics("trainer")
+    metrics = TrainerMetrics()
     metrics.serve(settings.metrics.port, settings.metrics.host)
     metrics.declare_jurors(runner.jurors())
     log.warning(

@@ -31,7 +31,7 @@ from datetime import UTC, datetime
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from jurystream.config import Settings, Topic
-from jurystream.exporters.metrics import Metrics
+from jurystream.exporters.metrics import WorkerMetrics
 from jurystream.models.juror import MANIFEST, Juror, ModelLoadError, load_juror, sha256_file
 from jurystream.models.labelsets import align_juror
 from jurystream.models.registry import Registry, RegistryError
@@ -117,7 +117,7 @@ class ModelUpdateFollower:
         versions: Mapping[str, str],
         labels: Sequence[str],
         swap: Callable[[Juror], None],
-        metrics: Metrics,
+        metrics: WorkerMetrics,
         set_threshold: Callable[[ThresholdUpdate], None] | None = None,
     ) -> None:
         self.topic = settings.topics.name(Topic.MODEL_UPDATES)
@@ -197,10 +197,10 @@ class ModelUpdateFollower:
                 current,
                 exc,
             )
-            self.metrics.model_swaps.labels(update.name, "refused").inc()
+            self.metrics.swap_refused(update.name)
             return False
         self._swap(juror)
         self.serving[update.name] = update.version
-        self.metrics.model_swaps.labels(update.name, "swapped").inc()
+        self.metrics.swapped(update.name)
         log.warning("juror %s v%s loaded; serving from the next batch", update.name, update.version)
         return True

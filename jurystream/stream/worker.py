@@ -23,7 +23,7 @@ from faust.types import EventT
 
 from jurystream.config import Settings, Topic
 from jurystream.exporters.health import HEARTBEAT_S
-from jurystream.exporters.metrics import Metrics
+from jurystream.exporters.metrics import WorkerMetrics
 from jurystream.models.juror import Juror, trim_heap
 from jurystream.models.jury import Jury
 from jurystream.models.parallel import InferencePool, usable_cores
@@ -90,7 +90,7 @@ class _Outputs:
 class LabelingWorker:
     """Scores batches with the current jury; ``swap`` replaces a juror between batches."""
 
-    def __init__(self, settings: Settings, jury: Jury, metrics: Metrics, outputs: _Outputs):
+    def __init__(self, settings: Settings, jury: Jury, metrics: WorkerMetrics, outputs: _Outputs):
         self.settings = settings
         self.metrics = metrics
         self.outputs = outputs
@@ -103,7 +103,7 @@ class LabelingWorker:
         self._pending_thresholds: list[ThresholdUpdate] = []
         budget = settings.jury.review_budget
         self._allowance = None if budget is None else ReviewAllowance(budget)
-        metrics.jury_threshold.set(jury.threshold)
+        metrics.threshold_served(jury.threshold)
         self._lags: dict[tuple[str, int], int] = {}
         self.ledger = AttemptLedger(settings.data_dir / "attempts" / f"{settings.app_id}-worker")
         self._publish_versions()
@@ -133,14 +133,10 @@ class LabelingWorker:
                 "threshold %.2f → %.2f (%s)", self.jury.threshold, update.threshold, update.reason
             )
             self.jury = self.jury.with_threshold(update.threshold)
-            self.metrics.jury_threshold.set(update.threshold)
+            self.metrics.threshold_served(update.threshold)
 
     def _publish_versions(self) -> None:
-        self.metrics.model_version.clear()
-        for name, version in self.jury.versions.items():
-            self.metrics.model_version.labels(juror=name, version=version).set(1)
-            for outcome in ("swapped", "refused"):  # series exist (at 0) before any swap
-                self.metrics.model_swaps.labels(name, outcome)
+        self.metrics.versions_served(self.jury.versions)
 
     def report_lag(self, consumer: Any, events: Sequence[EventT]) -> None:
         """Messages behind the high watermark on the partitions this process owns.
@@ -155,7 +151,7 @@ class LabelingWorker:
                 self._lags[(tp.topic, tp.partition)] = max(0, high - event.message.offset - 1)
         owned = {(tp.topic, tp.partition) for tp in consumer.assignment()}
         self._lags = {k: v for k, v in self._lags.items() if k in owned}
-        self.metrics.set_consumer_lags(self.settings.app_id, self._lags)
+        self.metrics.report_lag(self.settings.app_id, self._lags)
 
     async def guarded(self, events: Sequence[EventT]) -> None:
         """``process`` with every attempt counted on disk first, so that a message that keeps
@@ -210,11 +206,11 @@ class LabelingWorker:
                 sends.append(self._dead_letter(event, parsed.reason, "validation", parsed.id))
             else:
                 posts.append((parsed, event))
-        self.metrics.batch_size.observe(len(events))
+        self.metrics.batch_received(len(events))
         began = time.time()
         for event in events:  # fetch + waiting for a batch, per post
             waited = max(0.0, began - event.message.timestamp)
-            self.metrics.stage_latency.labels("batch_wait").observe(waited)
+            self.metrics.waited_for_batch(waited)
 
         decided = await self._decide(jury, posts, sends)
         events_of = {id(post): event for post, event in posts}
@@ -240,8 +236,7 @@ class LabelingWorker:
                     kind=r.review,
                 )
                 sends.append(self._send(self.outputs.review, r.post.id, case))
-                outcome = "escalated" if r.review == "escalation" else "audited"
-                self.metrics.messages.labels("worker", outcome).inc()
+                self.metrics.sent_to_review(r.review)
             if r.label:
                 label = LabelRecord.from_jury(
                     r.post,
@@ -254,14 +249,11 @@ class LabelingWorker:
                     unreviewed=r.unreviewed,
                 )
                 sends.append(self._send(self.outputs.labels, r.post.id, label))
-                outcome = "unreviewed" if r.unreviewed else "labeled"
-                self.metrics.messages.labels("worker", outcome).inc()
-                self.metrics.labels_out.labels("jury", r.decision.label).inc()
-                self.metrics.stage_latency.labels("end_to_end").observe(latency_ms / 1000)
+                self.metrics.labeled(r.decision.label, latency_ms / 1000, r.unreviewed)
         started = time.perf_counter()
         # Wait for the broker to acknowledge every output before faust may commit the batch.
         await asyncio.gather(*[await s for s in sends])
-        self.metrics.stage_latency.labels("produce").observe(time.perf_counter() - started)
+        self.metrics.produced(time.perf_counter() - started)
 
     async def _decide(
         self,
@@ -288,21 +280,19 @@ class LabelingWorker:
                     error = f"inference failed: {type(exc).__name__}: {exc}"
                     sends.append(self._dead_letter(item[1], error, "inference", item[0].id))
             return out
-        self.metrics.stage_latency.labels("inference").observe(time.perf_counter() - started)
+        self.metrics.scored(time.perf_counter() - started)
         return list(zip(posts, decisions, strict=True))
 
     def _count(self, decision: Decision) -> None:
         for vote in decision.votes:
-            self.metrics.juror_votes.labels(vote.juror, vote.label).inc()
-            if vote.label == decision.label:
-                self.metrics.juror_agreement.labels(vote.juror).inc()
+            self.metrics.voted(vote.juror, vote.label, agreed=vote.label == decision.label)
 
     async def _send(self, topic: faust.types.TopicT, key: str, record: Record) -> Any:
         return await topic.send(key=key.encode("utf-8"), value=record.to_bytes())
 
     async def _dead_letter(self, event: EventT, error: str, stage: str, post_id: str | None) -> Any:
         letter = DeadLetter.of_message(event.message, error, stage, post_id)
-        self.metrics.messages.labels("worker", "dead_lettered").inc()
+        self.metrics.dead_lettered()
         return await self.outputs.dead_letters.send(key=letter.key, value=letter.to_bytes())
 
     def close(self) -> None:
@@ -320,7 +310,7 @@ def _decide_and_trim(jury: Jury, texts: list[str]) -> list[Decision]:
 
 
 def build_worker_app(
-    settings: Settings, kafka: Kafka, jury: Jury, metrics: Metrics
+    settings: Settings, kafka: Kafka, jury: Jury, metrics: WorkerMetrics
 ) -> tuple[faust.App, LabelingWorker]:
     """The faust app with the labeling agent wired to ``jury``."""
     app = create_faust_app(settings, kafka)

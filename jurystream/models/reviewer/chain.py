@@ -10,10 +10,10 @@ import logging
 from collections.abc import Sequence
 
 from jurystream.config import ReviewerSettings
-from jurystream.exporters.metrics import Metrics
 from jurystream.models.datasets import load_dataset
 from jurystream.models.juror import load_juror
 from jurystream.models.reviewer.base import Backend, Case, Failure, Forward, Verdict
+from jurystream.models.reviewer.hooks import NO_HOOKS, ReviewHooks
 from jurystream.models.reviewer.knn import KnnDemonstrations, OnnxEncoder
 from jurystream.models.reviewer.local import LocalBackend
 from jurystream.models.reviewer.openai_backend import OpenAIBackend, ReviewerConfigError
@@ -54,10 +54,11 @@ class Chain:
 
 
 def build_chain(
-    settings: ReviewerSettings, metrics: Metrics | None = None, peers: Peers | None = None
+    settings: ReviewerSettings, hooks: ReviewHooks = NO_HOOKS, peers: Peers | None = None
 ) -> Chain:
     """The tiers named in ``settings.chain``, in order, with the label set and gold pool;
-    ``peers``: the spend ledger the openai tier shares its budget through."""
+    ``hooks``: where the tiers report calls, tokens, dollars and the budget (the reviewer
+    role's metrics); ``peers``: the spend ledger the openai tier shares its budget through."""
     unknown = [t for t in settings.chain if t not in TIERS]
     if unknown:
         raise ReviewerConfigError(f"unknown reviewer tiers {unknown}; known: {list(TIERS)}")
@@ -84,19 +85,19 @@ def build_chain(
             if not settings.local_model:
                 raise ReviewerConfigError("the local tier needs reviewer.local_model (a juror dir)")
             juror = load_juror(settings.local_model)
-            tiers.append(LocalBackend(juror, settings.local_threshold, metrics))
+            tiers.append(LocalBackend(juror, settings.local_threshold, hooks))
         elif name == "openai":
             tiers.append(
                 OpenAIBackend(
                     settings,
                     labels,
                     demonstrations=knn.nearest if knn is not None else None,
-                    metrics=metrics,
+                    hooks=hooks,
                     peers=peers,
                 )
             )
         elif name == "oracle":
-            tiers.append(OracleBackend(labels, metrics))
+            tiers.append(OracleBackend(labels, hooks))
         else:
-            tiers.append(SimulatedBackend(labels, settings.simulated_accuracy, metrics=metrics))
+            tiers.append(SimulatedBackend(labels, settings.simulated_accuracy, hooks=hooks))
     return Chain(tiers)

@@ -12,19 +12,19 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from jurystream.exporters.metrics import Metrics
 from jurystream.models.juror import Juror
 from jurystream.models.reviewer.base import Case, Forward, Outcome, Verdict
+from jurystream.models.reviewer.hooks import NO_HOOKS, ReviewHooks
 
 
 class LocalBackend:
     forwards = True  # it may pass a case on, so it cannot be the last tier
 
-    def __init__(self, juror: Juror, threshold: float, metrics: Metrics | None = None) -> None:
+    def __init__(self, juror: Juror, threshold: float, hooks: ReviewHooks = NO_HOOKS) -> None:
         self.juror = juror
         self.threshold = threshold
         self.name = f"reviewer:local:{juror.name}@{juror.version}"
-        self._metrics = metrics
+        self._hooks = hooks
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="local-reviewer")
 
     async def review(self, case: Case) -> Outcome:
@@ -33,8 +33,7 @@ class LocalBackend:
         row = np.asarray(probs)[0]
         best = int(row.argmax())
         confidence = float(row[best])
-        if self._metrics is not None:
-            self._metrics.observe_reviewer_call(self.name, "ok")
+        self._hooks.called(self.name, "ok")
         if confidence >= self.threshold:
             return Verdict(self.juror.labels[best], confidence, self.name)
         return Forward(self.name, f"top probability {confidence:.2f} < {self.threshold:.2f}")

@@ -25,7 +25,6 @@ import openai
 from openai import AsyncOpenAI
 
 from jurystream.config import ReviewerSettings
-from jurystream.exporters.metrics import Metrics
 from jurystream.models.reviewer import prompt
 from jurystream.models.reviewer.base import Case, Failure, Outcome, Verdict
 from jurystream.models.reviewer.budget import Budget
@@ -35,6 +34,7 @@ from jurystream.models.reviewer.cost import (
     estimate_tokens,
     price_for,
 )
+from jurystream.models.reviewer.hooks import NO_HOOKS, ReviewHooks
 from jurystream.models.reviewer.parsing import AnswerError, parse_answer
 from jurystream.models.reviewer.spend import Peers
 
@@ -134,7 +134,7 @@ class OpenAIBackend:
         labels: Sequence[str],
         *,
         demonstrations: Callable[[str], Sequence[prompt.Demonstration]] | None = None,
-        metrics: Metrics | None = None,
+        hooks: ReviewHooks = NO_HOOKS,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
         peers: Peers | None = None,
@@ -171,7 +171,7 @@ class OpenAIBackend:
             max_retries=0,
         )
         self._demonstrations = demonstrations
-        self._metrics = metrics
+        self._hooks = hooks
         self._clock = clock
         self._rng = rng or random.Random()
         self._slots = asyncio.Semaphore(settings.concurrency)
@@ -207,9 +207,9 @@ class OpenAIBackend:
                 reply = await self._attempt(msgs)
             except _Transient as exc:
                 if transient >= self.settings.max_retries:
-                    self._count("error")
+                    self._hooks.called(self.name, "error")
                     return Failure(self.name, f"{exc.reason} (after {transient + 1} attempts)")
-                self._count("retry")
+                self._hooks.called(self.name, "retry")
                 delay = backoff_delay(
                     transient,
                     self.settings.backoff_base_s,
@@ -224,7 +224,7 @@ class OpenAIBackend:
             except openai.APIStatusError as exc:
                 # 400/401/403/404/422: repeating the same request cannot help; the case is
                 # parked until someone fixes the endpoint, model or key.
-                self._count("error")
+                self._hooks.called(self.name, "error")
                 reason = f"HTTP {exc.status_code} from the endpoint"
                 if exc.status_code == 400:  # says which parameter to change; 401/403 may echo
                     # part of the key, so only a bad request's message is kept
@@ -236,25 +236,14 @@ class OpenAIBackend:
             try:
                 answer = parse_answer(reply.content, self.labels)
             except AnswerError as exc:
-                self._count("invalid")
+                self._hooks.called(self.name, "invalid")
                 if invalid >= self.settings.invalid_answer_retries:
                     return Failure(self.name, f"invalid answer after {invalid + 1} tries: {exc}")
                 invalid += 1
                 continue
-            self._count("ok")
+            self._hooks.called(self.name, "ok")
             confidence = 1.0 if answer.confidence is None else answer.confidence
             return Verdict(answer.label, confidence, self.name, spent)
-
-    def _count(self, outcome: str) -> None:
-        if self._metrics is not None:
-            self._metrics.observe_reviewer_call(self.name, outcome)
-
-    def _bill(self, input_tokens: int, output_tokens: int, cost: float) -> None:
-        if self._metrics is not None:
-            m = self._metrics
-            m.reviewer_tokens.labels(self.name, "input").inc(input_tokens)
-            m.reviewer_tokens.labels(self.name, "output").inc(output_tokens)
-            m.reviewer_cost.labels(self.name).inc(cost)
 
     async def _reserve(self, amount: float) -> None:
         """Wait until the budget has room for ``amount``; the case waits, it is not dropped."""
@@ -272,8 +261,6 @@ class OpenAIBackend:
             await self._peers.publish(self.budget.reports(self._clock()))
 
     def _publish_budget(self, exhausted: bool) -> None:
-        if self._metrics is None:
-            return
         names = [
             name
             for name, limit in (
@@ -283,7 +270,7 @@ class OpenAIBackend:
             if limit is not None
         ]
         remaining = dict(zip(names, self.budget.remaining(self._clock()), strict=True))
-        self._metrics.set_budget(remaining, exhausted)
+        self._hooks.budget(remaining, exhausted)
 
     async def _attempt(self, msgs: list[dict[str, str]]) -> _Reply:
         chars = sum(len(m["content"]) for m in msgs)
@@ -337,7 +324,7 @@ class OpenAIBackend:
                     )
                     log.warning("response without usage; billing an estimate")
                 cost = self.price.cost(input_tokens, output_tokens)
-                self._bill(input_tokens, output_tokens, cost)
+                self._hooks.billed(self.name, input_tokens, output_tokens, cost)
                 return _Reply(choices[0].message.content, cost)
             finally:
                 self.budget.settle(reserved, cost, self._clock())

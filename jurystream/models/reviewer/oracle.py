@@ -11,29 +11,25 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
-from jurystream.exporters.metrics import Metrics
 from jurystream.models.reviewer.base import Case, Failure, Outcome, Verdict
+from jurystream.models.reviewer.hooks import NO_HOOKS, ReviewHooks
 
 
 class OracleBackend:
     name = "oracle"
 
-    def __init__(self, labels: Sequence[str] = (), metrics: Metrics | None = None) -> None:
+    def __init__(self, labels: Sequence[str] = (), hooks: ReviewHooks = NO_HOOKS) -> None:
         self.labels = tuple(labels)
-        self._metrics = metrics
+        self._hooks = hooks
 
     async def review(self, case: Case) -> Outcome:
         gold = case.meta.get("gold")
         if not isinstance(gold, str) or (self.labels and gold not in self.labels):
             # Asking again cannot help: the case goes to dead-letters, not to a default label.
-            self._count("error")
+            self._hooks.called(self.name, "error")
             return Failure(self.name, f"no usable gold label in meta.gold: {gold!r}", True)
-        self._count("ok")
+        self._hooks.called(self.name, "ok")
         return Verdict(gold, 1.0, self.name)
-
-    def _count(self, outcome: str) -> None:
-        if self._metrics is not None:
-            self._metrics.observe_reviewer_call(self.name, outcome)
 
 
 class SimulatedBackend:
@@ -44,7 +40,7 @@ class SimulatedBackend:
         labels: Sequence[str],
         accuracy: float,
         seed: int = 0,
-        metrics: Metrics | None = None,
+        hooks: ReviewHooks = NO_HOOKS,
     ) -> None:
         if len(labels) < 2:
             raise ValueError("the simulated reviewer needs the label set (two labels or more)")
@@ -55,20 +51,16 @@ class SimulatedBackend:
         self.seed = seed
         self.name = f"simulated:{accuracy:.2f}"
         self._oracle = OracleBackend(labels)
-        self._metrics = metrics
+        self._hooks = hooks
 
     async def review(self, case: Case) -> Outcome:
         outcome = await self._oracle.review(case)
         if not isinstance(outcome, Verdict):
-            self._count("error")
+            self._hooks.called(self.name, "error")
             return Failure(self.name, outcome.reason, getattr(outcome, "permanent", False))
-        self._count("ok")
+        self._hooks.called(self.name, "ok")
         rng = random.Random(f"{self.seed}:{case.id}")
         if rng.random() < self.accuracy:
             return Verdict(outcome.label, self.accuracy, self.name)
         wrong = [label for label in self.labels if label != outcome.label]
         return Verdict(rng.choice(wrong), self.accuracy, self.name)
-
-    def _count(self, outcome: str) -> None:
-        if self._metrics is not None:
-            self._metrics.observe_reviewer_call(self.name, outcome)

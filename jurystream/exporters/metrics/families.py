@@ -1,0 +1,230 @@
+"""Every metric family a role may export: names, labels and help text, written as data.
+
+Names and labels are a public contract: the Grafana dashboard (``exporters/dashboard.py``), the
+alert rules (``deploy/prometheus``), the demo's live view and the benches read them. Each role
+picks the families it exports from here (``exporters/metrics/<role>.py``), so a family two roles
+share is declared once and cannot drift apart between them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+TRAINING_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 3600)
+
+
+@dataclass(frozen=True, slots=True)
+class CounterFamily:
+    name: str
+    doc: str
+    labels: tuple[str, ...] = ()
+
+    def create(self, registry: CollectorRegistry) -> Counter:
+        return Counter(self.name, self.doc, self.labels, registry=registry)
+
+
+@dataclass(frozen=True, slots=True)
+class GaugeFamily:
+    name: str
+    doc: str
+    labels: tuple[str, ...] = ()
+
+    def create(self, registry: CollectorRegistry) -> Gauge:
+        return Gauge(self.name, self.doc, self.labels, registry=registry)
+
+
+@dataclass(frozen=True, slots=True)
+class HistogramFamily:
+    name: str
+    doc: str
+    buckets: tuple[float, ...]
+    labels: tuple[str, ...] = ()
+
+    def create(self, registry: CollectorRegistry) -> Histogram:
+        return Histogram(self.name, self.doc, self.labels, buckets=self.buckets, registry=registry)
+
+
+# --- every role ---
+ROLE_INFO = GaugeFamily("jurystream_role_info", "1 per running process of a role", ("role",))
+CONSUMER_LAG = GaugeFamily(
+    "jurystream_consumer_lag",
+    "Messages behind the partition's high watermark, per consumer group and partition",
+    ("group", "topic", "partition"),
+)
+
+# --- shared by some roles ---
+MESSAGES = CounterFamily(
+    "jurystream_messages_total",
+    "Messages by role and outcome (labeled, escalated, audited, unreviewed, "
+    "dead_lettered, reviewed, audit_reviewed, parked)",
+    ("role", "outcome"),
+)
+STAGE_LATENCY = HistogramFamily(
+    "jurystream_stage_latency_seconds",
+    "Latency per stage (batch_wait, inference, produce, end_to_end, review)",
+    LATENCY_BUCKETS,
+    ("stage",),
+)
+LABELS_OUT = CounterFamily(
+    "jurystream_labels_total",
+    "Final labels written to the labels topic, by source and label",
+    ("source", "label"),
+)
+JURY_THRESHOLD = GaugeFamily(
+    "jurystream_jury_threshold",
+    "Confidence threshold the jury serves (worker) or the controller chose (trainer)",
+)
+
+# --- worker ---
+BATCH_SIZE = HistogramFamily("jurystream_batch_size", "Posts per micro-batch", BATCH_BUCKETS)
+JUROR_VOTES = CounterFamily(
+    "jurystream_juror_votes_total", "Votes cast per juror and label", ("juror", "label")
+)
+JUROR_AGREEMENT = CounterFamily(
+    "jurystream_juror_agreement_total",
+    "Votes per juror that agreed with the jury's final label",
+    ("juror",),
+)
+MODEL_VERSION = GaugeFamily(
+    "jurystream_model_version_info",
+    "1 for the model version each juror serves",
+    ("juror", "version"),
+)
+MODEL_SWAPS = CounterFamily(
+    "jurystream_model_swaps_total",
+    "Announced juror versions a worker swapped in or refused (corrupt, unloadable)",
+    ("juror", "outcome"),
+)
+
+# --- reviewer: calls, tokens, dollars, budget, cases ---
+REVIEWER_CALLS = CounterFamily(
+    "jurystream_reviewer_calls_total",
+    "Reviewer backend calls by backend and outcome (ok, retry, invalid, error)",
+    ("backend", "outcome"),
+)
+REVIEWER_TOKENS = CounterFamily(
+    "jurystream_reviewer_tokens_total",
+    "Tokens billed by reviewer backends, by kind (input, output)",
+    ("backend", "kind"),
+)
+REVIEWER_COST = CounterFamily(
+    "jurystream_reviewer_cost_usd_total",
+    "USD spent on reviewer calls (measured tokens x configured prices)",
+    ("backend",),
+)
+BUDGET_REMAINING = GaugeFamily(
+    "jurystream_reviewer_budget_remaining_usd",
+    "USD left in the current budget window of this process (hour, day)",
+    ("window",),
+)
+BUDGET_EXHAUSTED = GaugeFamily(
+    "jurystream_reviewer_budget_exhausted",
+    "1 while review cases wait for the next budget window, else 0",
+)
+REVIEW_CASES = GaugeFamily(
+    "jurystream_review_cases",
+    "Review cases this process holds now: in_flight (all) and parked (waiting to retry)",
+    ("state",),
+)
+AUDITS = CounterFamily(
+    "jurystream_audits_total",
+    "Audit cases reviewed, by whether the reviewer agreed with the jury's label",
+    ("result",),
+)
+HARD_SAMPLES = CounterFamily(
+    "jurystream_hard_samples_total",
+    "Hard samples written for training, by label source",
+    ("label_source",),
+)
+
+# --- trainer: threshold controller and fine-tuning rounds ---
+TARGET_ACCURACY = GaugeFamily(
+    "jurystream_target_accuracy",
+    "Accuracy of accepted labels the threshold controller holds (trainer)",
+)
+TRAINING_RUNS = CounterFamily(
+    "jurystream_training_runs_total",
+    "Fine-tuning rounds by juror and outcome (promoted, rejected, failed)",
+    ("juror", "outcome"),
+)
+TRAINING_DURATION = HistogramFamily(
+    "jurystream_training_duration_seconds",
+    "Wall time of a fine-tuning round (train, evaluate, export)",
+    TRAINING_BUCKETS,
+)
+
+# --- monitor: online quality against gold feedback, audits, drift, announced versions ---
+FEEDBACK = CounterFamily(
+    "jurystream_feedback_total",
+    "Labels joined with gold feedback, by label source and result (correct, wrong)",
+    ("source", "result"),
+)
+JUROR_FEEDBACK = CounterFamily(
+    "jurystream_juror_feedback_total",
+    "Juror votes joined with gold feedback, by juror and result (correct, wrong)",
+    ("juror", "result"),
+)
+FEEDBACK_UNMATCHED = CounterFamily(
+    "jurystream_feedback_unmatched_total",
+    "Records the monitor dropped (invalid; expired before their join partner arrived)",
+    ("topic", "reason"),
+)
+ONLINE_ACCURACY = GaugeFamily(
+    "jurystream_online_accuracy",
+    "Rolling accuracy against feedback per label source, over the window",
+    ("source",),
+)
+ONLINE_MACRO_F1 = GaugeFamily(
+    "jurystream_online_macro_f1",
+    "Rolling macro-F1 against feedback per label source, over the window",
+    ("source",),
+)
+ONLINE_WINDOW = GaugeFamily(
+    "jurystream_online_window_samples",
+    "Joined samples in the rolling window per label source (weights for averaging)",
+    ("source",),
+)
+JUROR_ACCURACY = GaugeFamily(
+    "jurystream_juror_online_accuracy",
+    "Rolling accuracy of each juror's vote against feedback",
+    ("juror",),
+)
+JUROR_MACRO_F1 = GaugeFamily(
+    "jurystream_juror_online_macro_f1",
+    "Rolling macro-F1 of each juror's vote against feedback",
+    ("juror",),
+)
+JUROR_WINDOW = GaugeFamily(
+    "jurystream_juror_online_window_samples",
+    "Joined samples in each juror's rolling window (weights for averaging)",
+    ("juror",),
+)
+AUDIT_ACCURACY = GaugeFamily(
+    "jurystream_audit_accuracy",
+    "Accuracy of the jury's accepted labels estimated by audits over the monitor's "
+    "window, per jury label and 'all', with its 95% interval (bound=estimate|low|high)",
+    ("label", "bound"),
+)
+AUDIT_WINDOW = GaugeFamily(
+    "jurystream_audit_window",
+    "Audits the audit accuracy was estimated from, per jury label and 'all'",
+    ("label",),
+)
+LABEL_DRIFT = GaugeFamily(
+    "jurystream_label_drift_psi",
+    "PSI of the recent label distribution against the reference "
+    "(training: configured training distribution; first_window: this process's start)",
+    ("reference",),
+)
+DRIFT_WINDOW = GaugeFamily(
+    "jurystream_label_drift_window_samples", "Labels in the drift window of this process"
+)
+MODEL_UPDATES = CounterFamily(
+    "jurystream_model_updates_total",
+    "New juror versions announced on the model-updates topic",
+    ("juror",),
+)
