@@ -80,8 +80,9 @@ def perf(
     latency and its stages under load, worker RSS."""
     from jurystream.bench.jurors import bench_plan, ensure_jurors
     from jurystream.bench.perf import PerfConfig, markdown, run_perf, tables, write_json
-    from jurystream.models.bootstrap import TFIDF_NAME
     from jurystream.models.datasets import DatasetError, load_tweeteval, tweeteval_dir
+    from jurystream.models.juror import read_manifest
+    from jurystream.models.kinds import kept_checkpoint
 
     settings = _settings(config)
     directory = data or tweeteval_dir(settings.data_root, "offensive")
@@ -99,7 +100,7 @@ def perf(
                 bench_plan(settings, 3),
                 log=err.print,
             )
-            juror_dirs = [d for name, d in cached.items() if name != TFIDF_NAME]
+            juror_dirs = [d for d in cached.values() if kept_checkpoint(d, read_manifest(d).kind)]
     except DatasetError as exc:
         err.print(f"[red]error:[/] {exc}")
         raise typer.Exit(2) from exc
@@ -200,6 +201,8 @@ def scale(
     )
     from jurystream.models.bootstrap import TFIDF_NAME
     from jurystream.models.datasets import DatasetError, load_tweeteval, tweeteval_dir
+    from jurystream.models.juror import read_manifest
+    from jurystream.models.kinds import SKLEARN, TRANSFORMER, kept_checkpoint
 
     settings = _settings(config)
     directory = data or tweeteval_dir(settings.data_root, "offensive")
@@ -219,10 +222,10 @@ def scale(
     except DatasetError as exc:
         err.print(f"[red]error:[/] {exc}")
         raise typer.Exit(2) from exc
-    minilms = [d for name, d in cache.items() if name != TFIDF_NAME]
-    train_jurors = {"tfidf": tfidf_juror or cache[TFIDF_NAME]}
+    minilms = [d for d in cache.values() if kept_checkpoint(d, read_manifest(d).kind)]
+    train_jurors = {SKLEARN.family: tfidf_juror or cache[TFIDF_NAME]}
     if minilm:
-        train_jurors["minilm"] = minilm_juror or minilms[0]
+        train_jurors[TRANSFORMER.family] = minilm_juror or minilms[0]
     gold_set = posts.sample(200, seed=1)
     jury = settings.jury
     cfg = ScaleConfig(

@@ -18,6 +18,7 @@ from rich.table import Table
 
 from jurystream.cli_common import ConfigOpt, setting
 from jurystream.config import Settings, Topic, load_settings
+from jurystream.models.kinds import TRANSFORMER
 
 models_app = typer.Typer(
     help="Jurors: bootstrap, export, registry (list/show/promote/rollback), evaluation.",
@@ -158,7 +159,9 @@ def bootstrap(
     base: Annotated[
         Path | None, typer.Option(help="HF checkpoint to start from (default: offline MiniLM).")
     ] = None,
-    prefix: Annotated[str, typer.Option(help="Name prefix of the transformer jurors.")] = "minilm",
+    prefix: Annotated[
+        str, typer.Option(help="Name prefix of the transformer jurors.")
+    ] = TRANSFORMER.family,
     epochs: Annotated[
         int | None, typer.Option(help="Epochs (default 4: enough for a few hundred labels).")
     ] = None,
@@ -253,12 +256,8 @@ def export_checkpoint(
     """Bring your own juror: export + quantize + verify a checkpoint, then register it."""
     import tempfile
 
-    from jurystream.exporters.onnx import (
-        ExportVerificationError,
-        export_transformer,
-        precision_note,
-    )
-    from jurystream.models.juror import ModelLoadError
+    from jurystream.exporters.onnx import ExportVerificationError, export_transformer
+    from jurystream.models.juror import ModelLoadError, precision_note
 
     settings = _settings(config, registry)
     check = _data(settings, check_data, check_split, text_field, label_field, drop_empty)

@@ -21,10 +21,11 @@ from pathlib import Path
 from jurystream.models.bootstrap import TFIDF_NAME
 from jurystream.models.datasets import LabeledSet, load_tweeteval
 from jurystream.models.juror import load_juror
+from jurystream.models.kinds import TRANSFORMER
 from jurystream.models.registry import Registry
 
 COMPLETE = "complete.json"  # written last: its presence says the bootstrap finished
-MINILM_PREFIX = "minilm"
+MINILM_PREFIX = TRANSFORMER.family
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from jurystream.bench.quality import QualityConfig, markdown, plot, run_quality,
 from jurystream.cli import app
 from jurystream.config import Settings
 from jurystream.models.datasets import LabeledSet
+from jurystream.models.registry import Registry
 from jurystream.stream.feed import LABELS, labeled_examples
 
 
@@ -160,6 +161,8 @@ def test_quality_bench_rows_costs_and_chart(
     # Jurors are cached: a second run reuses them instead of training again.
     registry = tmp_path / "bench" / "jurors" / f"offensive-s80-{tiny_base.name}"
     assert (registry / "minilm-0" / "serving.json").is_file()
+    # The rounds refined copies: the cached jurors stay as bootstrapped for the next run.
+    assert [len(Registry(registry).versions(n)) for n in ("minilm-0", "tfidf")] == [1, 1]
 
 
 def test_bench_commands_are_mounted() -> None:

@@ -6,20 +6,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
-from sklearn import metrics as skm
 
 from jurystream.models.evaluation import (
     POLICY_NAMES,
-    accuracy,
     calibrate,
-    confusion_matrix,
     evaluate,
-    expected_calibration_error,
-    macro_f1,
-    majority_baseline,
-    per_class_recall,
     policy_threshold,
     read_thresholds,
     write_thresholds,
@@ -28,52 +19,6 @@ from jurystream.models.juror import load_juror
 from jurystream.models.jury import Jury
 from jurystream.stream.feed import labeled_examples
 from tests.fixtures.models import gibberish
-
-pairs = st.integers(1, 4).flatmap(
-    lambda n: st.tuples(
-        st.just(n),
-        st.lists(st.tuples(st.integers(0, n - 1), st.integers(0, n - 1)), min_size=1, max_size=80),
-    )
-)
-
-
-@given(pairs)
-def test_metrics_match_sklearn(case: tuple[int, list[tuple[int, int]]]) -> None:
-    n, rows = case
-    t = [a for a, _ in rows]
-    p = [b for _, b in rows]
-    labels = list(range(n))
-    np.testing.assert_array_equal(
-        confusion_matrix(t, p, n), skm.confusion_matrix(t, p, labels=labels)
-    )
-    assert accuracy(t, p) == pytest.approx(skm.accuracy_score(t, p))
-    present = sorted(set(t) | set(p))
-    expected_f1 = skm.f1_score(t, p, labels=present, average="macro", zero_division=0)
-    assert macro_f1(t, p, n) == pytest.approx(expected_f1)
-    recall = per_class_recall(t, p, n)
-    for label in set(t):
-        assert recall[label] == pytest.approx(
-            skm.recall_score(t, p, labels=[label], average="macro")
-        )
-    for label in set(labels) - set(t):
-        assert np.isnan(recall[label])
-
-
-def test_ece_known_values() -> None:
-    # Confidence 0.8 everywhere, 80% right: perfectly calibrated.
-    probs = np.tile([0.8, 0.2], (10, 1))
-    assert expected_calibration_error(probs, [0] * 8 + [1] * 2) == pytest.approx(0.0)
-    # Confidence 0.9 but always wrong: ECE 0.9.
-    assert expected_calibration_error(np.tile([0.9, 0.1], (5, 1)), [1] * 5) == pytest.approx(0.9)
-    # Two bins: (0.6 conf, 100% right) and (0.95 conf, 50% right) → 0.5*0.4 + 0.5*0.45.
-    probs = np.array([[0.6, 0.4], [0.6, 0.4], [0.95, 0.05], [0.95, 0.05]])
-    assert expected_calibration_error(probs, [0, 0, 0, 1]) == pytest.approx(0.425)
-
-
-def test_majority_baseline() -> None:
-    out = majority_baseline([0, 0, 1], [0, 1, 1, 1], 2)
-    assert out["label"] == 0 and out["accuracy"] == 0.25
-    assert out["macro_f1"] == pytest.approx((0.4 + 0.0) / 2)
 
 
 @pytest.fixture(scope="module")

@@ -9,19 +9,18 @@ import numpy as np
 import pytest
 
 from jurystream.exporters.onnx import (
-    CHECKPOINT_DIR,
     FP32_FALLBACK,
     RECIPES,
     ExportVerificationError,
     down_projections,
     export_fp32,
     export_transformer,
-    precision_note,
     quantize_int8,
     verify_export,
     write_tokenizer,
 )
-from jurystream.models.juror import load_juror, read_manifest, sha256_file
+from jurystream.models.juror import load_juror, precision_note, read_manifest, sha256_file
+from jurystream.models.kinds import CHECKPOINT_DIR
 from jurystream.models.registry import Registry
 from jurystream.stream.feed import LABELS, labeled_examples
 

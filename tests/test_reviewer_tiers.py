@@ -212,7 +212,8 @@ def test_build_chain_takes_labels_and_demonstrations_from_the_gold_pool(
 def test_onnx_encoder_gives_padding_invariant_unit_embeddings(
     tiny_base: Path, tmp_path: Path
 ) -> None:
-    from jurystream.models.reviewer.knn import OnnxEncoder, export_encoder
+    from jurystream.exporters.onnx import export_encoder
+    from jurystream.models.reviewer.knn import OnnxEncoder
 
     encoder = OnnxEncoder(export_encoder(tiny_base, tmp_path / "encoder"))
     short, long = "you clown", "the referee was pathetic and the whole game was a disgrace"

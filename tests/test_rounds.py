@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import random
+import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from jurystream.config import TrainerSettings
+from jurystream.exporters.onnx import file_checksums
 from jurystream.models.continual import Example
 from jurystream.models.datasets import LabeledSet, load_tweeteval, tweeteval_dir
-from jurystream.models.juror import load_juror, read_manifest
+from jurystream.models.juror import load_juror, read_manifest, write_manifest
+from jurystream.models.kinds import CHECKPOINT_DIR
 from jurystream.models.registry import Registry
 from jurystream.models.rounds import RoundRunner, evaluate_on
 from jurystream.models.store import TrainingStore
@@ -125,6 +129,26 @@ def test_transformer_round_continues_from_the_serving_checkpoint(
     assert registry.checkpoint_dir("tiny-0").joinpath("config.json").is_file()
     juror = load_juror(registry.serving_dir("tiny-0"))
     assert juror.version == "2"
+
+
+def test_a_transformer_without_its_checkpoint_fails_alone_and_says_why(
+    tiny_jurors: list[Path], sklearn_jurors: list[Path], tmp_path: Path
+) -> None:
+    bare = shutil.copytree(tiny_jurors[0], tmp_path / "bare")
+    shutil.rmtree(bare / CHECKPOINT_DIR)
+    write_manifest(bare, replace(read_manifest(bare), files=file_checksums(bare)))
+    registry = Registry(tmp_path / "registry")
+    registry.publish(bare)
+    registry.publish(sklearn_jurors[0])
+    store = TrainingStore(tmp_path / "trainer.sqlite")
+    store.add_hard_samples(reviewed(64, seed=40))
+    settings = TrainerSettings(gate_tolerance=1.0)
+    result = RoundRunner(store, registry, settings, gold_pairs(100, seed=41)).run("samples")
+    assert result is not None
+    outcomes = {c.juror: (c.outcome, c.reason) for c in result.candidates}
+    assert outcomes["tiny-0"][0] == "failed"
+    assert "no training checkpoint" in outcomes["tiny-0"][1]
+    assert outcomes["tfidf0"][0] == "promoted"
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jurystream.exporters.onnx import encode, torch_logits, torch_model
+from jurystream.exporters.onnx import torch_logits, torch_model
+from jurystream.models.runtime import encode, load_tokenizer
 from jurystream.models.training import TrainConfig, read_training_summary, train_transformer
 from jurystream.stream.feed import LABELS, labeled_examples
 
@@ -16,7 +17,7 @@ CONFIG = TrainConfig(epochs=4, batch_size=16, learning_rate=2e-3, max_length=64)
 
 
 def accuracy_of(checkpoint: Path, texts: list[str], gold: list[int]) -> float:
-    feeds = encode(checkpoint / "tokenizer.json", texts, 64)
+    feeds = encode(load_tokenizer(checkpoint / "tokenizer.json", 64), texts)
     logits = torch_logits(torch_model(checkpoint), feeds)
     return float((logits.argmax(1) == np.array(gold)).mean())
 

@@ -41,17 +41,12 @@ from jurystream.bench.quality import CallPricer, review
 from jurystream.config import Settings, Topic
 from jurystream.models.audit import estimate
 from jurystream.models.datasets import LabeledSet, load_tweeteval, tweeteval_dir
-from jurystream.models.evaluation import (
-    accuracy,
-    calibrate_policy,
-    juror_probabilities,
-    macro_f1,
-    replay_jurors,
-)
+from jurystream.models.evaluation import calibrate_policy, juror_probabilities, replay_jurors
 from jurystream.models.juror import Juror, load_juror
 from jurystream.models.jury import Jury
 from jurystream.models.registry import Registry
 from jurystream.models.reviewer.oracle import OracleBackend, SimulatedBackend
+from jurystream.models.scores import accuracy, macro_f1
 from jurystream.models.store import TrainingStore
 from jurystream.stream.broker import EmbeddedBroker, ensure_topics, free_port
 from jurystream.stream.client import Record, produce, read_records
@@ -173,7 +168,7 @@ def segment_stats(
         "audit_covers_gold": bool(audited) and est.covers(jury_accuracy),
         "accepted_labels": len(jury_ids),
         "all_accuracy": accuracy(truth, pred),
-        "all_macro_f1": macro_f1(truth, pred, len(label_names)),
+        "all_macro_f1": macro_f1(truth, pred),
         "versions": json.loads(versions.most_common(1)[0][0]) if versions else {},
         "threshold": thresholds.most_common(1)[0][0] if thresholds else None,
     }
@@ -349,16 +344,15 @@ def _val_scores(
     return {
         "versions": {j.name: j.version for j in jurors},
         "jury_accuracy": accuracy(truth, pred),
-        "jury_macro_f1": macro_f1(truth, pred, len(names)),
+        "jury_macro_f1": macro_f1(truth, pred),
         "jurors": {
-            j.name: macro_f1(truth, list(probs[:, k].argmax(axis=1)), len(names))
-            for k, j in enumerate(jurors)
+            j.name: macro_f1(truth, list(probs[:, k].argmax(axis=1))) for k, j in enumerate(jurors)
         },
         "combined": {
             "threshold": threshold,
             "escalation": float(np.mean([d.escalated for d in decided])),
             "accuracy": accuracy(truth, final),
-            "macro_f1": macro_f1(truth, final, len(names)),
+            "macro_f1": macro_f1(truth, final),
         },
     }
 

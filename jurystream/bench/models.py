@@ -19,16 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from jurystream.exporters.onnx import (
-    encode,
-    export_fp32,
-    onnx_logits,
-    onnx_session,
-    torch_logits,
-    torch_model,
-)
+from jurystream.exporters.onnx import export_fp32, onnx_logits, torch_logits, torch_model
 from jurystream.models.juror import read_manifest
-from jurystream.models.registry import CHECKPOINT_DIR
+from jurystream.models.kinds import kept_checkpoint
+from jurystream.models.runtime import encode, load_tokenizer, session
 
 
 @dataclass(frozen=True)
@@ -61,18 +55,18 @@ def bench_juror(
     import torch
 
     manifest = read_manifest(juror_dir)
-    checkpoint = juror_dir / CHECKPOINT_DIR
-    if manifest.kind != "onnx-transformer" or not (checkpoint / "config.json").is_file():
+    checkpoint = kept_checkpoint(juror_dir, manifest.kind)
+    if checkpoint is None:
         raise ValueError(f"{juror_dir}: needs a transformer juror exported with its checkpoint")
-    tokenizer = juror_dir / "tokenizer.json"
+    tokenizer = load_tokenizer(juror_dir / "tokenizer.json", manifest.max_length)
     torch.set_num_threads(threads)
     reference = torch_model(checkpoint, threads)
     with tempfile.TemporaryDirectory() as tmp:
-        fp32 = onnx_session(export_fp32(checkpoint, Path(tmp)), threads)
-    int8 = onnx_session(juror_dir / str(manifest.extra.get("model_file", "model.onnx")), threads)
+        fp32 = session(export_fp32(checkpoint, Path(tmp)), threads)
+    int8 = session(juror_dir / str(manifest.extra.get("model_file", "model.onnx")), threads)
 
     def runner(fn: Callable[[dict[str, np.ndarray]], np.ndarray]) -> Callable:
-        return lambda batch: fn(encode(tokenizer, batch, manifest.max_length))
+        return lambda batch: fn(encode(tokenizer, batch))
 
     runtimes = {
         "torch": runner(lambda feeds: torch_logits(reference, feeds)),

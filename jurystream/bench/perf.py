@@ -47,8 +47,8 @@ from jurystream.config import Settings, Topic
 from jurystream.models.datasets import LabeledSet
 from jurystream.models.juror import Juror, load_juror, read_manifest
 from jurystream.models.jury import Jury
+from jurystream.models.kinds import kept_checkpoint
 from jurystream.models.parallel import InferencePool, usable_cores
-from jurystream.models.registry import CHECKPOINT_DIR
 from jurystream.models.voting import POLICIES, Decision
 from jurystream.progress import progress_bar
 from jurystream.stream.broker import EmbeddedBroker, ensure_topics, free_port
@@ -468,11 +468,8 @@ def checkpoints_of(juror_dirs: Sequence[Path]) -> list[Path]:
     """The HF checkpoints kept with transformer jurors (the PyTorch baseline loads them)."""
     out = []
     for directory in juror_dirs:
-        checkpoint = directory / CHECKPOINT_DIR
-        if (
-            read_manifest(directory).kind != "onnx-transformer"
-            or not (checkpoint / "config.json").is_file()
-        ):
+        checkpoint = kept_checkpoint(directory, read_manifest(directory).kind)
+        if checkpoint is None:
             raise ValueError(
                 f"{directory}: the perf bench needs transformer jurors exported with their "
                 "checkpoint (the PyTorch baseline runs the same weights)"

@@ -9,8 +9,9 @@ Per TweetEval task, with the val split as the test set:
   applied to the test set; the escalation rate actually reached on the test set is reported;
 - the reviewer alone (it labels everything: the cost the jury saves);
 - one continual-learning round: the jury labels a pool of unseen train posts at a budget, the
-  reviewer labels what it escalates (the hard samples), every juror is fine-tuned from its
-  checkpoint on hard samples plus a replay of the seed set, exported to int8 and evaluated
+  reviewer labels what it escalates (the hard samples), and the trainer's round runner
+  (``jurystream.models.rounds``) refines every juror on them plus a replay of the seed set
+  (transformers from their checkpoint, exported to int8; TF-IDF refit), which are evaluated
   again — with the round's own reviewer calls and cost reported.
 
 Two reviewers: the oracle (gold labels, accuracy 1.0) and a simulated reviewer that is wrong
@@ -28,7 +29,7 @@ import random
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,22 +43,20 @@ from jurystream.bench.jurors import (
     ensure_jurors,
 )
 from jurystream.config import Settings
-from jurystream.models.bootstrap import TFIDF_NAME
+from jurystream.models.continual import Example
 from jurystream.models.datasets import LabeledSet, load_tweeteval, tweeteval_dir
-from jurystream.models.evaluation import (
-    accuracy,
-    calibrate_policy,
-    juror_probabilities,
-    macro_f1,
-    replay_jurors,
-)
+from jurystream.models.evaluation import calibrate_policy, juror_probabilities, replay_jurors
 from jurystream.models.juror import Juror, load_juror
 from jurystream.models.jury import Jury
+from jurystream.models.registry import Registry
 from jurystream.models.reviewer.base import Case, Verdict
 from jurystream.models.reviewer.cost import estimate_tokens, price_for
 from jurystream.models.reviewer.knn import KnnDemonstrations
 from jurystream.models.reviewer.oracle import OracleBackend, SimulatedBackend
 from jurystream.models.reviewer.prompt import messages
+from jurystream.models.rounds import RoundRunner
+from jurystream.models.scores import accuracy, macro_f1
+from jurystream.models.store import TrainingStore
 from jurystream.models.voting import Decision
 
 Log = Callable[[str], None]
@@ -192,8 +191,8 @@ def _split(jurors: Sequence[Juror], data: LabeledSet, batch_size: int) -> Split:
     return Split(data, juror_probabilities(jurors, data.texts, batch_size), tuple(jurors))
 
 
-def _score(truth: Sequence[int], pred: Sequence[int], n_labels: int) -> tuple[float, float]:
-    return accuracy(truth, pred), macro_f1(truth, pred, n_labels)
+def _score(truth: Sequence[int], pred: Sequence[int]) -> tuple[float, float]:
+    return accuracy(truth, pred), macro_f1(truth, pred)
 
 
 class TaskBench:
@@ -211,7 +210,6 @@ class TaskBench:
         progress: bool,
     ) -> None:
         self.task, self.settings, self.config, self.log = task, settings, config, log
-        self.progress = progress
         self.labels = tuple(train.label_names)
         self.seed = train.sample(config.seed_size, seed=0)
         seen = set(self.seed.texts)
@@ -252,7 +250,7 @@ class TaskBench:
         for reviewer in self.reviewers:
             labels = reviewed[reviewer.name]
             rows.extend(self._reviewed_rows(test, cal, reviewer.name, labels, ""))
-            acc, f1 = _score(truth, labels, len(self.labels))
+            acc, f1 = _score(truth, labels)
             cost = sum(self.pricer.cost(t, None) for t in self.test.texts)
             rows.append(
                 Row(self.task, reviewer.name, "reviewer alone", acc, f1, 1.0, len(truth), cost)
@@ -266,14 +264,13 @@ class TaskBench:
 
     def _no_reviewer_rows(self, test: Split, stage: str) -> list[Row]:
         truth = list(self.test.labels)
-        n = len(self.labels)
         rows = []
         if not stage:
             for k, juror in enumerate(test.jurors):
-                acc, f1 = _score(truth, test.probs[:, k].argmax(axis=1), n)
+                acc, f1 = _score(truth, test.probs[:, k].argmax(axis=1))
                 rows.append(Row(self.task, "—", f"juror {juror.name} alone", acc, f1, 0.0, 0, 0.0))
         pred = [self.labels.index(d.label) for d in test.decide("majority", 0.0)]
-        acc, f1 = _score(truth, pred, n)
+        acc, f1 = _score(truth, pred)
         rows.append(Row(self.task, "—", f"{stage}majority vote", acc, f1, 0.0, 0, 0.0))
         return rows
 
@@ -291,7 +288,7 @@ class TaskBench:
                 cost += self.pricer.cost(text, decision)
             else:
                 pred.append(self.labels.index(decision.label))
-        acc, f1 = _score(list(self.test.labels), pred, len(self.labels))
+        acc, f1 = _score(list(self.test.labels), pred)
         return acc, f1, calls / len(pred), calls, cost
 
     def _reviewed_rows(
@@ -352,8 +349,7 @@ class TaskBench:
         hard_set = self.pool.subset(hard)
         answers = review(reviewer, self.ids("pool", hard_set), hard_set.texts, hard_set.gold())
         round_cost = sum(self.pricer.cost(self.pool.texts[i], decisions[i]) for i in hard)
-        hard_labels = [self.labels.index(a) for a in answers]
-        new = self._retrain(hard_set.texts, hard_labels, reviewer.name)
+        new = self._retrain(hard_set, answers, reviewer.name)
         test, cal_after = self._splits(new)
         note = (
             f"after 1 round: {len(hard)} hard samples from {len(self.pool)} pool posts, "
@@ -369,68 +365,51 @@ class TaskBench:
             rows.append(row)
         return rows
 
-    def _retrain(self, texts: Sequence[str], labels: Sequence[int], tag: str) -> list[Juror]:
-        """Fine-tune every juror on hard samples + seed replay; export to int8 like the trainer.
+    def _retrain(self, hard: LabeledSet, answers: Sequence[str], reviewer: str) -> list[Juror]:
+        """The trainer's round (``RoundRunner``) on the hard samples ``reviewer`` labeled.
 
-        Done here with ``training.py``/``sklearn_juror.py`` directly rather than through the
-        trainer's round runner (issue 5, written in parallel): the bench measures one round on a
-        fixed pool, without the runner's store and gate, so "after" is always the refined jury
-        (a gate that keeps the old version would make before and after the same row).
+        The round runs on copies of the jurors in a scratch registry, with the seed set in the
+        store for replay and the calibration sample as its held-out gold (never the test set).
+        Its gate accepts every measured candidate: the bench reports the refined jury, and a
+        gate that kept the old version would make before and after the same row.
         """
-        from jurystream.exporters.onnx import export_transformer
-        from jurystream.models.registry import CHECKPOINT_DIR
-        from jurystream.models.sklearn_juror import build_sklearn_juror
-        from jurystream.models.training import TrainConfig, train_transformer
-
-        n_replay = min(len(self.seed), round(self.config.replay_ratio * len(texts)))
-        replay = self.seed.sample(n_replay, seed=2)
-        all_texts = [*texts, *replay.texts]
-        all_labels = [*labels, *replay.labels]
-        trainer = self.settings.trainer
-        config = TrainConfig(
-            epochs=trainer.epochs,
-            batch_size=trainer.batch_size,
-            learning_rate=trainer.learning_rate,
-            threads=trainer.threads,
+        trainer = self.settings.trainer.model_copy(
+            update={"jurors": [], "replay_ratio": self.config.replay_ratio, "gate_tolerance": 1.0}
         )
-        out: list[Juror] = []
+        gold = list(zip(self.calibration.texts, self.calibration.gold(), strict=True))
+        names = list(self.juror_dirs)
+        self.log(f"{self.task}: round with {reviewer}: refining {', '.join(names)}")
         with tempfile.TemporaryDirectory() as tmp:
             work = Path(tmp)
-            for k, (name, directory) in enumerate(self.juror_dirs.items()):
-                self.log(f"{self.task}: round with {tag}: fine-tuning {name} on {len(all_texts)}")
-                if name == TFIDF_NAME:
-                    target = build_sklearn_juror(
-                        [*self.seed.texts, *texts],
-                        [*self.seed.labels, *labels],
-                        self.labels,
-                        work / name,
-                        name=name,
-                        version="round1",
-                    )
-                else:
-                    trained = train_transformer(
-                        directory / CHECKPOINT_DIR,
-                        all_texts,
-                        all_labels,
-                        self.labels,
-                        work / f"{name}-ckpt",
-                        replace(config, seed=k),
-                        progress=self.progress,
-                        description=f"round: {name}",
-                    )
-                    target = export_transformer(
-                        trained.checkpoint,
-                        work / name,
-                        name=name,
-                        version="round1",
-                        check_texts=list(self.test.texts[:256]),
-                        labels=self.labels,
-                        keep_checkpoint=False,
-                        min_agreement=BENCH_MIN_INT8_AGREEMENT,
-                        threads=trainer.threads,
-                    )
-                out.append(load_juror(target))
-        return out
+            registry = Registry(work / "registry")
+            for directory in self.juror_dirs.values():
+                registry.publish(directory)
+            store = TrainingStore(work / "trainer.sqlite")
+            store.add_seed(self.seed)
+            store.add_hard_samples(
+                Example(case_id, text, label, "hard", reviewer, 1.0)
+                for case_id, text, label in zip(
+                    self.ids("pool", hard), hard.texts, answers, strict=True
+                )
+            )
+            runner = RoundRunner(
+                store,
+                registry,
+                trainer,
+                gold,
+                work / "round",
+                min_int8_agreement=BENCH_MIN_INT8_AGREEMENT,
+            )
+            result = runner.run(f"bench quality: {reviewer}")
+            if result is None:
+                raise RuntimeError(f"{self.task}: the round with {reviewer} found no hard samples")
+            failed = [c for c in result.candidates if c.outcome != "promoted"]
+            if failed:
+                raise RuntimeError(
+                    f"{self.task}: round with {reviewer}: "
+                    + "; ".join(f"{c.juror} {c.outcome}: {c.reason}" for c in failed)
+                )
+            return [load_juror(registry.serving_dir(name)) for name in names]
 
 
 def run_quality(

@@ -36,16 +36,11 @@ from jurystream.config import Settings, TrainerSettings
 from jurystream.models.audit import is_audited
 from jurystream.models.continual import Example, replay_sample, training_set
 from jurystream.models.datasets import LabeledSet, load_tweeteval, tweeteval_dir
-from jurystream.models.evaluation import (
-    accuracy,
-    calibrate_policy,
-    juror_probabilities,
-    macro_f1,
-    replay_jurors,
-)
+from jurystream.models.evaluation import calibrate_policy, juror_probabilities, replay_jurors
 from jurystream.models.juror import load_juror
 from jurystream.models.jury import Jury
 from jurystream.models.registry import Registry
+from jurystream.models.scores import accuracy, macro_f1
 from jurystream.models.training import TrainConfig, base_model_path, train_transformer
 from jurystream.progress import progress_bar
 
@@ -357,7 +352,7 @@ def run_recipes(
     threads = trainer.threads
     max_length = manifest.max_length
     pred = _predict(serving, score.texts, threads, max_length)
-    bootstrap = {"accuracy": accuracy(truth, pred), "macro_f1": macro_f1(truth, pred, len(labels))}
+    bootstrap = {"accuracy": accuracy(truth, pred), "macro_f1": macro_f1(truth, pred)}
     log(f"{len(new)} reviewed posts; bootstrap {cfg.juror} macro-F1 {bootstrap['macro_f1']:.3f}")
 
     default = default_recipe(trainer)
@@ -403,7 +398,7 @@ def run_recipes(
                     "by_origin": data.summary["by_origin"],
                     "seconds": round(seconds, 1),
                     "accuracy": accuracy(truth, pred),
-                    "macro_f1": macro_f1(truth, pred, len(labels)),
+                    "macro_f1": macro_f1(truth, pred),
                 }
                 runs.append(run)
                 log(f"{recipe.name}, seed {s}: macro-F1 {run['macro_f1']:.3f} ({seconds:.0f} s)")

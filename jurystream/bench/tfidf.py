@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from jurystream.models.datasets import load_tweeteval, tweeteval_dir
-from jurystream.models.evaluation import macro_f1, majority_baseline
+from jurystream.models.scores import macro_f1, majority_baseline
 from jurystream.models.sklearn_juror import DEFAULT_C, DEFAULT_CLASS_WEIGHT, train_pipeline
 
 TASKS = ("offensive", "hate", "emotion", "irony")
@@ -69,7 +69,7 @@ def run_tfidf_bench(
                 pipeline = train_pipeline(
                     seed.texts, seed.labels, c=variant.c, class_weight=variant.class_weight
                 )
-                f1 = macro_f1(val.labels, pipeline.predict(list(val.texts)), n)
+                f1 = macro_f1(val.labels, pipeline.predict(list(val.texts)))
                 scores.setdefault(variant.name, []).append(f1)
             log(f"{task}: sample {sample} done")
         for system, values in scores.items():

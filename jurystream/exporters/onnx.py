@@ -21,7 +21,6 @@ dynamic quantization here, and int8 is where the speed comes from.
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import shutil
@@ -37,9 +36,10 @@ import numpy as np
 
 from jurystream.exporters.noise import quiet_onnx_export, quiet_quantization
 from jurystream.models.juror import Manifest, load_juror, sha256_file, write_manifest
+from jurystream.models.kinds import CHECKPOINT_DIR, TRANSFORMER
+from jurystream.models.runtime import encode, load_tokenizer, session
 from jurystream.models.training import read_training_summary
 
-CHECKPOINT_DIR = "checkpoint"  # the HF checkpoint kept inside a juror dir, for further training
 FP32_FILE = "model_fp32.onnx"
 
 
@@ -146,38 +146,6 @@ def write_tokenizer(checkpoint: Path, destination: Path) -> Path:
     return destination
 
 
-@functools.lru_cache(maxsize=8)
-def _serving_tokenizer(tokenizer_file: Path, max_length: int) -> Any:
-    """The tokenizer as the serving juror sets it up (loaded once: loading costs ~15 ms)."""
-    from tokenizers import Tokenizer
-
-    tokenizer = Tokenizer.from_file(str(tokenizer_file))
-    tokenizer.enable_truncation(max_length=max_length)
-    pad_id = tokenizer.token_to_id("[PAD]")
-    tokenizer.enable_padding(pad_id=0 if pad_id is None else pad_id)
-    return tokenizer
-
-
-def encode(tokenizer_file: Path, texts: Sequence[str], max_length: int) -> dict[str, np.ndarray]:
-    """Model inputs exactly as the serving juror builds them (same file, same settings)."""
-    encodings = _serving_tokenizer(Path(tokenizer_file), max_length).encode_batch(list(texts))
-    return {
-        "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
-        "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
-        "token_type_ids": np.array([e.type_ids for e in encodings], dtype=np.int64),
-    }
-
-
-def onnx_session(model: Path, threads: int = 1) -> Any:
-    """An onnxruntime CPU session with a fixed thread budget."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    return ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
-
-
 def onnx_logits(session: Any, feeds: dict[str, np.ndarray]) -> np.ndarray:
     """Run an ONNX classifier on pre-tokenized inputs; returns logits (texts, labels)."""
     names = {i.name for i in session.get_inputs()}
@@ -223,11 +191,12 @@ def verify_export(
     if not check_texts:
         raise ExportVerificationError("verification needs at least one check text")
     reference = torch_model(checkpoint, threads)
-    fp32_session = onnx_session(fp32_model, threads)
-    int8_session = onnx_session(int8_model, threads) if int8_model is not None else None
+    tokenizer = load_tokenizer(tokenizer_file, max_length)
+    fp32_session = session(fp32_model, threads)
+    int8_session = session(int8_model, threads) if int8_model is not None else None
     ref, fp32, int8 = [], [], []
     for start in range(0, len(check_texts), batch_size):
-        feeds = encode(tokenizer_file, check_texts[start : start + batch_size], max_length)
+        feeds = encode(tokenizer, check_texts[start : start + batch_size])
         ref.append(torch_logits(reference, feeds))
         fp32.append(onnx_logits(fp32_session, feeds))
         if int8_session is not None:
@@ -243,6 +212,24 @@ def verify_export(
         int8_agreement=agreement,
         min_agreement=min_agreement,
     )
+
+
+def export_encoder(checkpoint: Path, output_dir: Path) -> Path:
+    """Export a transformer checkpoint as an ONNX sentence encoder (needs the ``train`` extra)."""
+    from optimum.exporters.onnx import main_export
+
+    output_dir.mkdir(parents=True, exist_ok=True)
+    main_export(
+        str(checkpoint),
+        output=str(output_dir),
+        task="feature-extraction",
+        device="cpu",
+        library_name="transformers",
+        local_files_only=True,
+        do_validation=False,
+    )
+    write_tokenizer(checkpoint, output_dir / "tokenizer.json")
+    return output_dir
 
 
 def checkpoint_labels(checkpoint: Path) -> tuple[str, ...]:
@@ -340,7 +327,7 @@ def export_transformer(
         manifest = Manifest(
             name=name,
             version=version,
-            kind="onnx-transformer",
+            kind=TRANSFORMER.kind,
             labels=label_names,
             files=file_checksums(staging),
             cost=cost,
@@ -370,14 +357,14 @@ def texts_per_second(
     model: Path, tokenizer_file: Path, texts: Sequence[str], max_length: int, threads: int = 1
 ) -> float:
     """Serving speed of ``model`` on ``texts`` in batches of 8, best of two passes."""
-    session = onnx_session(model, threads)
-    starts = range(0, len(texts), 8)
-    batches = [encode(tokenizer_file, texts[i : i + 8], max_length) for i in starts]
+    onnx = session(model, threads)
+    tokenizer = load_tokenizer(tokenizer_file, max_length)
+    batches = [encode(tokenizer, texts[i : i + 8]) for i in range(0, len(texts), 8)]
     best = float("inf")
     for _ in range(2):
         started = time.perf_counter()
         for feeds in batches:
-            onnx_logits(session, feeds)
+            onnx_logits(onnx, feeds)
         best = min(best, time.perf_counter() - started)
     return len(texts) / max(best, 1e-9)
 
@@ -402,24 +389,6 @@ def _fallback_record(
         "int8_texts_per_s": round(int8_speed, 1),
         "slowdown": round(int8_speed / fp32_speed, 2),
     }
-
-
-def precision_note(extra: dict[str, Any]) -> str | None:
-    """One line for the user when a juror serves fp32 because int8 missed the bar, else None."""
-    fallback = extra.get("fp32_fallback")
-    if not isinstance(fallback, dict):
-        return None
-    reached = ", ".join(
-        f"{recipe} {agreement:.1%}"
-        for recipe, agreement in fallback["int8_agreement"].items()
-        if agreement is not None
-    )
-    return (
-        f"serving fp32: int8 agreement with fp32 ({reached}) is under the bar "
-        f"{fallback['min_agreement']:.1%}; fp32 runs {fallback['fp32_texts_per_s']:.0f} texts/s "
-        f"vs int8 {fallback['int8_texts_per_s']:.0f} ({fallback['slowdown']:.2f}x slower). "
-        "Lower the bar with --min-int8-agreement to serve int8."
-    )
 
 
 def file_checksums(directory: Path) -> dict[str, str]:

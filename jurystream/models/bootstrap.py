@@ -20,14 +20,15 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from jurystream.exporters.onnx import precision_note
 from jurystream.models.datasets import LabeledSet
-from jurystream.models.evaluation import classification_report, juror_probabilities
-from jurystream.models.juror import load_juror
+from jurystream.models.evaluation import juror_probabilities
+from jurystream.models.juror import load_juror, precision_note
+from jurystream.models.kinds import SKLEARN, TRANSFORMER
 from jurystream.models.registry import Registry
+from jurystream.models.scores import classification_report
 from jurystream.models.training import TrainConfig
 
-TFIDF_NAME = "tfidf"
+TFIDF_NAME = SKLEARN.family
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,7 @@ class BootstrapPlan:
     transformers: int = 3
     tfidf: bool = True
     base: Path | None = None  # None: the offline MiniLM weights
-    prefix: str = "minilm"
+    prefix: str = TRANSFORMER.family
     train: TrainConfig = field(default_factory=TrainConfig)
     max_length: int = 128
     check_size: int = 256  # texts for the int8 vs fp32 agreement check
@@ -81,9 +82,10 @@ def bootstrap_jurors(
     without it the seed set itself is used for the check (metrics are then omitted, since
     training accuracy says little).
     """
-    from jurystream.exporters.onnx import export_transformer
-    from jurystream.models.sklearn_juror import build_sklearn_juror
     from jurystream.models.training import base_model_path, train_transformer
+
+    export_transformer = TRANSFORMER.implementation("export")
+    build_sklearn_juror = SKLEARN.implementation("export")
 
     plan = plan or BootstrapPlan()
     if len(set(seed.labels)) < len(seed.label_names):

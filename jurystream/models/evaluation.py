@@ -1,6 +1,6 @@
 """Labeling quality of jurors and voting policies, and threshold calibration.
 
-The metric functions are pure numpy on label ids. Policy evaluation replays the jurors'
+The metrics themselves are ``jurystream.models.scores``. Policy evaluation replays the jurors'
 probabilities (computed once) through the real ``Jury`` code, so what is measured is exactly
 what the worker would decide, cascade included. Calibration picks, per policy, the highest
 threshold whose escalation rate stays within a target: the knob a team actually turns is
@@ -30,90 +30,12 @@ import numpy as np
 
 from jurystream.models.juror import Juror
 from jurystream.models.jury import Jury
+from jurystream.models.scores import accuracy, classification_report, macro_f1
 from jurystream.models.thresholds import OperatingPoint
 
 LabelIds = Sequence[int] | np.ndarray
 
 POLICY_NAMES = ("unanimous", "majority", "weighted", "threshold", "cascade")
-
-
-def confusion_matrix(y_true: LabelIds, y_pred: LabelIds, n_labels: int) -> np.ndarray:
-    """Counts, rows = true label, columns = predicted label."""
-    cm = np.zeros((n_labels, n_labels), dtype=np.int64)
-    np.add.at(cm, (np.asarray(y_true, dtype=int), np.asarray(y_pred, dtype=int)), 1)
-    return cm
-
-
-def accuracy(y_true: LabelIds, y_pred: LabelIds) -> float:
-    t, p = np.asarray(y_true), np.asarray(y_pred)
-    return float((t == p).mean()) if len(t) else float("nan")
-
-
-def per_class_recall(y_true: LabelIds, y_pred: LabelIds, n_labels: int) -> np.ndarray:
-    """Recall of each label; NaN for a label absent from ``y_true``."""
-    cm = confusion_matrix(y_true, y_pred, n_labels)
-    support = cm.sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(support > 0, np.diag(cm) / support, np.nan)
-
-
-def macro_f1(y_true: LabelIds, y_pred: LabelIds, n_labels: int) -> float:
-    """Unweighted mean F1 over labels that occur in the truth or the predictions."""
-    cm = confusion_matrix(y_true, y_pred, n_labels)
-    tp = np.diag(cm).astype(float)
-    support, predicted = cm.sum(axis=1), cm.sum(axis=0)
-    present = (support + predicted) > 0
-    if not present.any():
-        return float("nan")
-    f1 = 2 * tp / np.maximum(support + predicted, 1)
-    return float(f1[present].mean())
-
-
-def expected_calibration_error(probs: np.ndarray, y_true: LabelIds, n_bins: int = 10) -> float:
-    """ECE: |accuracy − confidence| per confidence bin, weighted by the bin's share."""
-    probs = np.asarray(probs, dtype=float)
-    if len(probs) == 0:
-        return float("nan")
-    confidence = probs.max(axis=1)
-    correct = probs.argmax(axis=1) == np.asarray(y_true)
-    bins = np.minimum((confidence * n_bins).astype(int), n_bins - 1)
-    ece = 0.0
-    for b in range(n_bins):
-        members = bins == b
-        if members.any():
-            ece += members.mean() * abs(correct[members].mean() - confidence[members].mean())
-    return float(ece)
-
-
-def classification_report(
-    probs: np.ndarray, y_true: LabelIds, label_names: Sequence[str]
-) -> dict[str, Any]:
-    """All metrics for one set of class probabilities."""
-    y_pred = np.asarray(probs).argmax(axis=1)
-    n = len(label_names)
-    recall = per_class_recall(y_true, y_pred, n)
-    return {
-        "examples": len(y_true),
-        "accuracy": accuracy(y_true, y_pred),
-        "macro_f1": macro_f1(y_true, y_pred, n),
-        "per_class_recall": {
-            name: None if np.isnan(r) else float(r)
-            for name, r in zip(label_names, recall, strict=True)
-        },
-        "confusion_matrix": confusion_matrix(y_true, y_pred, n).tolist(),
-        "ece": expected_calibration_error(probs, y_true),
-    }
-
-
-def majority_baseline(y_train: LabelIds, y_eval: LabelIds, n_labels: int) -> dict:
-    """What always answering the most frequent training label scores (the bar to beat)."""
-    top = int(np.bincount(np.asarray(y_train, dtype=int), minlength=n_labels).argmax())
-    pred = [top] * len(y_eval)
-    return {
-        "label": top,
-        "accuracy": accuracy(y_eval, pred),
-        "macro_f1": macro_f1(y_eval, pred, n_labels),
-    }
 
 
 def juror_probabilities(
@@ -166,7 +88,7 @@ def policy_report(jury: Jury, texts: Sequence[str], y_true: LabelIds) -> dict[st
         "threshold": jury.threshold,
         "escalation_rate": float(escalated.mean()),
         "accepted_accuracy": accuracy(truth[accepted], pred[accepted]),
-        "accepted_macro_f1": macro_f1(truth[accepted], pred[accepted], len(jury.labels)),
+        "accepted_macro_f1": macro_f1(truth[accepted], pred[accepted]),
         "best_guess_accuracy": accuracy(truth, pred),
         "juror_calls_per_text": float(np.mean([len(d.votes) for d in decisions])),
     }

@@ -20,6 +20,9 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import onnxruntime as ort
 
+from jurystream.models import runtime
+from jurystream.models.kinds import UnknownKind, juror_kind
+
 MANIFEST = "manifest.json"
 # One inference call scores at most this many texts, of lengths within LENGTH_SLACK of each
 # other (OnnxTransformerJuror): padding costs more than the calls it saves.
@@ -116,6 +119,24 @@ class Manifest:
         return out
 
 
+def precision_note(extra: dict[str, Any]) -> str | None:
+    """One line for the user when a juror serves fp32 because int8 missed the bar, else None."""
+    fallback = extra.get("fp32_fallback")
+    if not isinstance(fallback, dict):
+        return None
+    reached = ", ".join(
+        f"{recipe} {agreement:.1%}"
+        for recipe, agreement in fallback["int8_agreement"].items()
+        if agreement is not None
+    )
+    return (
+        f"serving fp32: int8 agreement with fp32 ({reached}) is under the bar "
+        f"{fallback['min_agreement']:.1%}; fp32 runs {fallback['fp32_texts_per_s']:.0f} texts/s "
+        f"vs int8 {fallback['int8_texts_per_s']:.0f} ({fallback['slowdown']:.2f}x slower). "
+        "Lower the bar with --min-int8-agreement to serve int8."
+    )
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as fh:
@@ -177,18 +198,8 @@ def trim_heap() -> None:
 
 
 def _session(path: Path, threads: int) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    # No CPU arena: batches are padded to their own longest text, so shapes change all the time
-    # and each session's arena kept the largest it had seen. Plain malloc, trimmed after every
-    # batch (``trim_heap``), gives the memory back; throughput is the same within noise.
-    options.enable_cpu_mem_arena = False
     try:
-        return ort.InferenceSession(
-            str(path), sess_options=options, providers=["CPUExecutionProvider"]
-        )
+        return runtime.session(path, threads)
     except Exception as exc:  # onnxruntime raises its own exception types
         raise ModelLoadError(f"{path}: onnxruntime refused the model: {exc}") from exc
 
@@ -219,19 +230,14 @@ class OnnxTransformerJuror(_OnnxJuror):
     """A transformer sequence classifier exported to ONNX (fp32 or int8), with its tokenizer."""
 
     def __init__(self, directory: Path, manifest: Manifest, threads: int = 1) -> None:
-        from tokenizers import Tokenizer
-
         super().__init__(directory, manifest, threads)
         self._inputs = {i.name for i in self._session.get_inputs()}
         try:
-            tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
+            self._tokenizer = runtime.load_tokenizer(
+                directory / "tokenizer.json", manifest.max_length
+            )
         except Exception as exc:
             raise ModelLoadError(f"{directory}: bad tokenizer.json: {exc}") from exc
-        tokenizer.enable_truncation(max_length=manifest.max_length)
-        # Pad to the longest text of the batch, not to max_length: short posts stay cheap.
-        pad_id = tokenizer.token_to_id("[PAD]")
-        tokenizer.enable_padding(pad_id=0 if pad_id is None else pad_id)
-        self._tokenizer = tokenizer
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         return self.predict_chunks(texts, map)
@@ -243,15 +249,9 @@ class OnnxTransformerJuror(_OnnxJuror):
         are safe to run from several threads)."""
         if not texts:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
-        encodings = self._tokenizer.encode_batch(list(texts))
-        mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
-        encoded = {
-            "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
-            "attention_mask": mask,
-            "token_type_ids": np.array([e.type_ids for e in encodings], dtype=np.int64),
-        }
+        encoded = runtime.encode(self._tokenizer, texts)
         feeds = {k: v for k, v in encoded.items() if k in self._inputs}
-        lengths = mask.sum(axis=1)
+        lengths = encoded["attention_mask"].sum(axis=1)
         out = np.empty((len(texts), len(self.labels)), dtype=np.float32)
 
         def run(chunk: list[int]) -> None:
@@ -281,23 +281,16 @@ class OnnxSklearnJuror(_OnnxJuror):
         return np.asarray(probs, dtype=np.float32)
 
 
-KINDS: dict[str, type[OnnxTransformerJuror] | type[OnnxSklearnJuror]] = {
-    "onnx-transformer": OnnxTransformerJuror,
-    "onnx-sklearn": OnnxSklearnJuror,
-}
-
-
 def load_juror(directory: Path | str, threads: int = 1) -> Juror:
     """Load and verify a juror directory; raises ModelLoadError if it must not be served."""
     directory = Path(directory)
     manifest = read_manifest(directory)
     verify_files(directory, manifest)
-    kind = KINDS.get(manifest.kind)
-    if kind is None:
-        raise ModelLoadError(
-            f"{directory}: unknown juror kind {manifest.kind!r}; known: {', '.join(KINDS)}"
-        )
-    juror = kind(directory, manifest, threads=threads)
+    try:
+        serving_class = juror_kind(manifest.kind).implementation("juror")
+    except UnknownKind as exc:
+        raise ModelLoadError(f"{directory}: {exc}") from exc
+    juror: Juror = serving_class(directory, manifest, threads=threads)
     probe = juror.predict_proba(["probe"])
     if probe.shape != (1, len(manifest.labels)):
         raise ModelLoadError(

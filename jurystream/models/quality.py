@@ -1,7 +1,7 @@
 """Online labeling quality: rolling accuracy and macro-F1, and label-distribution drift (PSI).
 
-Pure and dependency-free so it can be property-tested against scikit-learn and reused by any
-role. The monitor role (``jurystream.stream.feedback``) feeds these windows from the labels and
+Pure (the scores are ``jurystream.models.scores``, the same as offline evaluation) and reused by
+any role. The monitor role (``jurystream.stream.feedback``) feeds these windows from the labels and
 feedback topics and exports the results as gauges; Prometheus only ever sees the numbers.
 """
 
@@ -9,43 +9,13 @@ from __future__ import annotations
 
 import math
 from collections import Counter, deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
+
+from jurystream.models import scores
 
 # Shares below this are clipped before taking logarithms: a label the reference never saw
 # would otherwise make PSI infinite, which is useless as an alert signal.
 PSI_EPSILON = 1e-4
-
-
-def accuracy(pairs: Iterable[tuple[str, str]]) -> float:
-    """Share of (gold, predicted) pairs that agree; NaN for no pairs (nothing to judge yet)."""
-    total = correct = 0
-    for gold, predicted in pairs:
-        total += 1
-        correct += gold == predicted
-    return correct / total if total else math.nan
-
-
-def macro_f1(pairs: Iterable[tuple[str, str]]) -> float:
-    """Unweighted mean of per-label F1 over every label seen as gold or predicted.
-
-    Same convention as scikit-learn's ``f1_score(average="macro")`` without an explicit label
-    list: a label that is predicted but never gold (or the reverse) counts with F1 = 0, so a
-    juror that invents labels is penalised. NaN for no pairs.
-    """
-    tp: Counter[str] = Counter()
-    gold_count: Counter[str] = Counter()
-    pred_count: Counter[str] = Counter()
-    for gold, predicted in pairs:
-        gold_count[gold] += 1
-        pred_count[predicted] += 1
-        if gold == predicted:
-            tp[gold] += 1
-    labels = set(gold_count) | set(pred_count)
-    if not labels:
-        return math.nan
-    # F1 = 2TP / (2TP + FP + FN) = 2TP / (|gold = c| + |predicted = c|)
-    scores = [2 * tp[c] / (gold_count[c] + pred_count[c]) for c in labels]
-    return sum(scores) / len(scores)
 
 
 def shares(counts: Mapping[str, float]) -> dict[str, float]:
@@ -96,10 +66,15 @@ class RollingQuality:
         return len(self._pairs)
 
     def accuracy(self) -> float:
-        return accuracy(self._pairs)
+        """Accuracy over the window; NaN while it is empty."""
+        return scores.accuracy(*self._columns())
 
     def macro_f1(self) -> float:
-        return macro_f1(self._pairs)
+        """Macro-F1 over the window; NaN while it is empty."""
+        return scores.macro_f1(*self._columns())
+
+    def _columns(self) -> tuple[list[str], list[str]]:
+        return [g for g, _ in self._pairs], [p for _, p in self._pairs]
 
 
 class LabelWindow:

@@ -40,11 +40,11 @@ from jurystream.models.juror import (
     verify_files,
     write_manifest,
 )
+from jurystream.models.kinds import CHECKPOINT_DIR
 
 log = logging.getLogger(__name__)
 
 POINTER = "serving.json"
-CHECKPOINT_DIR = "checkpoint"
 
 
 class RegistryError(RuntimeError):

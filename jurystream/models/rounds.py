@@ -1,12 +1,12 @@
 """One training round: refine every juror from its serving version, gate it, publish it.
 
-For each juror the round builds a candidate from the serving version and the store's data:
+For each juror the round builds a candidate from the serving version and the store's data,
+through its kind's ``refine`` step (``jurystream.models.kinds``):
 
-- a transformer juror continues training from the checkpoint kept with its serving version
-  (``Registry.checkpoint_dir``) on the new examples plus a replay sample of earlier ones, then
-  goes through the jurors' export path (optimum → int8 → verification);
-- a TF-IDF juror has no state worth continuing from, so it is refit on everything (seed set,
-  every hard sample, gold with text), with the hyper-parameters its manifest records.
+- a kind that continues training (the transformer jurors, from the checkpoint kept with the
+  serving version) gets the new examples plus a replay sample of earlier ones;
+- a kind with no state worth continuing from (TF-IDF) is refit on everything: seed set, every
+  hard sample, gold with text.
 
 Both use the per-example weights of ``jurystream.models.continual``. The candidate and the
 serving version are then scored on the same held-out gold set; the gate decides. An accepted
@@ -30,15 +30,17 @@ from typing import Any
 from jurystream.config import TrainerSettings
 from jurystream.models.continual import (
     Example,
-    TrainingSet,
     gate,
     reliabilities,
     replay_sample,
     training_set,
 )
-from jurystream.models.evaluation import classification_report, juror_probabilities
-from jurystream.models.juror import Juror, Manifest, load_juror
+from jurystream.models.evaluation import juror_probabilities
+from jurystream.models.juror import Juror, load_juror
+from jurystream.models.kinds import juror_kind
+from jurystream.models.refine import RefineInputs
 from jurystream.models.registry import Registry
+from jurystream.models.scores import classification_report
 from jurystream.models.store import CandidateRecord, TrainingStore
 
 log = logging.getLogger(__name__)
@@ -73,6 +75,8 @@ class RoundRunner:
 
     ``gold`` is the configured held-out gold set as (text, label) pairs; the store's held-out
     feedback is added to it at every round, so the gate set grows with feedback.
+    ``min_int8_agreement`` overrides the exporter's int8 bar for transformer candidates (the
+    benches measure int8 jurors at a lower bar; None: the exporter's default).
     """
 
     def __init__(
@@ -82,12 +86,14 @@ class RoundRunner:
         settings: TrainerSettings,
         gold: Sequence[tuple[str, str]] = (),
         work_dir: Path | None = None,
+        min_int8_agreement: float | None = None,
     ) -> None:
         self.store = store
         self.registry = registry
         self.settings = settings
         self.gold = list(gold)
         self.work_dir = work_dir
+        self.min_int8_agreement = min_int8_agreement
         if work_dir is not None:
             work_dir.mkdir(parents=True, exist_ok=True)
 
@@ -159,8 +165,10 @@ class RoundRunner:
     ) -> CandidateRecord:
         s = self.settings
         manifest = self.registry.manifest(name)
-        serving = load_juror(self.registry.serving_dir(name), threads=s.threads)
-        if manifest.kind == "onnx-sklearn":
+        kind = juror_kind(manifest.kind)
+        serving_dir = self.registry.local_dir(name, manifest.version)
+        serving = load_juror(serving_dir, threads=s.threads)
+        if not kind.continues_training:
             # No state to continue from: refit on the whole history (seed + every sample).
             examples = self.store.earlier_examples() + new
         else:
@@ -195,8 +203,21 @@ class RoundRunner:
         if not serving_metrics["examples"]:
             reason = "no held-out gold set to judge a candidate on (trainer.gold_data or feedback)"
             return outcome("rejected", reason, {})
-        check = [t for t, _ in holdout[:CHECK_TEXTS]]
-        directory = self._candidate(name, manifest, data, round_id, check, work)
+        check = [t for t, _ in holdout[:CHECK_TEXTS]] or list(data.texts[:CHECK_TEXTS])
+        refine = kind.implementation("refine")
+        directory = refine(
+            RefineInputs(
+                manifest,
+                serving_dir,
+                data,
+                work / name,
+                work,
+                round_id,
+                s,
+                check,
+                self.min_int8_agreement,
+            )
+        )
         metrics = evaluate_on(load_juror(directory, threads=s.threads), holdout)
         decision = gate(metrics, serving_metrics, s.gate_tolerance, s.gate_metric)
         log.warning(
@@ -219,67 +240,3 @@ class RoundRunner:
             },
         )
         return outcome("promoted", decision.reason, metrics, version)
-
-    def _candidate(
-        self,
-        name: str,
-        manifest: Manifest,
-        data: TrainingSet,
-        round_id: int,
-        check: list[str],
-        work: Path,
-    ) -> Path:
-        """Train and export the candidate juror directory (not yet published)."""
-        s = self.settings
-        target = work / name
-        if manifest.kind == "onnx-sklearn":
-            from jurystream.models.sklearn_juror import DEFAULT_C, build_sklearn_juror
-
-            hyper = manifest.extra.get("training") or {}
-            return build_sklearn_juror(
-                data.texts,
-                data.labels,
-                manifest.labels,
-                target,
-                name=name,
-                version="0",
-                seed=int(hyper.get("seed", 0)),
-                bootstrap=bool(hyper.get("bootstrap", False)),
-                ngram_max=int(hyper.get("ngram_max", 2)),
-                c=float(hyper.get("c", DEFAULT_C)),
-                # Jurors from before class weighting was recorded were trained without it.
-                class_weight=hyper.get("class_weight"),
-                weights=data.weights,
-            )
-        from jurystream.exporters.onnx import export_transformer
-        from jurystream.models.training import TrainConfig, train_transformer
-
-        trained = train_transformer(
-            self.registry.checkpoint_dir(name, manifest.version),
-            data.texts,
-            data.labels,
-            manifest.labels,
-            work / f"{name}-checkpoint",
-            TrainConfig(
-                epochs=s.epochs,
-                batch_size=s.batch_size,
-                learning_rate=s.learning_rate,
-                max_length=manifest.max_length,
-                seed=round_id,
-                threads=s.threads,
-            ),
-            weights=data.weights,
-            progress=False,
-            description=f"round {round_id}: {name}",
-        )
-        return export_transformer(
-            trained.checkpoint,
-            target,
-            name=name,
-            version="0",
-            check_texts=check or list(data.texts[:CHECK_TEXTS]),
-            labels=manifest.labels,
-            max_length=manifest.max_length,
-            cost=manifest.cost,
-            threads=s.threads,
-        )

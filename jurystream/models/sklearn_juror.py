@@ -27,6 +27,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 
 from jurystream.models.juror import Manifest, load_juror, sha256_file, write_manifest
+from jurystream.models.kinds import SKLEARN
 
 # skl2onnx tokenizes with ONNX's Tokenizer op, which needs an explicit regex. ASCII classes,
 # no \w or \b: onnxruntime's RE2 reads those as ASCII while Python's re reads them as Unicode,
@@ -152,7 +153,7 @@ def export_pipeline(
     manifest = Manifest(
         name=name,
         version=version,
-        kind="onnx-sklearn",
+        kind=SKLEARN.kind,
         labels=tuple(labels),
         files={"model.onnx": sha256_file(directory / "model.onnx")},
         cost=0.05,

@@ -3,9 +3,9 @@
 Similarity is the cosine of sentence embeddings. Two encoders:
 
 - :class:`OnnxEncoder`: a transformer encoder exported to ONNX (``model.onnx`` with a
-  ``last_hidden_state`` output + ``tokenizer.json``; :func:`export_encoder` makes one from a
-  checkpoint such as all-MiniLM-L6-v2), mean-pooled over the attention mask like
-  sentence-transformers. Served with onnxruntime + tokenizers only, like the jurors.
+  ``last_hidden_state`` output + ``tokenizer.json``; ``jurystream.exporters.onnx.export_encoder``
+  makes one from a checkpoint such as all-MiniLM-L6-v2), mean-pooled over the attention mask
+  like sentence-transformers. Served with onnxruntime + tokenizers only, like the jurors.
 - :class:`TfidfEncoder`: word 1-2-grams and character 3-5-grams fitted on the pool, the default
   when no encoder is configured (``reviewer.knn_encoder``): nothing to download or export, and it
   picks lexically close examples.
@@ -25,6 +25,7 @@ from scipy.sparse import hstack, issparse
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.preprocessing import normalize
 
+from jurystream.models import runtime
 from jurystream.models.datasets import LabeledSet
 from jurystream.models.juror import ModelLoadError
 from jurystream.models.reviewer.prompt import Demonstration
@@ -66,39 +67,23 @@ class OnnxEncoder:
     """Mean-pooled, L2-normalised token embeddings from an ONNX transformer encoder."""
 
     def __init__(self, directory: Path | str, threads: int = 1, max_length: int = 128) -> None:
-        import onnxruntime as ort
-        from tokenizers import Tokenizer
-
         directory = Path(directory)
         model, tokenizer_file = directory / "model.onnx", directory / "tokenizer.json"
         for path in (model, tokenizer_file):
             if not path.is_file():
                 raise ModelLoadError(f"{directory}: no {path.name}; export one with export_encoder")
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        self._session = ort.InferenceSession(
-            str(model), options, providers=["CPUExecutionProvider"]
-        )
+        self._session = runtime.session(model, threads)
         self._inputs = {i.name for i in self._session.get_inputs()}
         outputs = [o.name for o in self._session.get_outputs()]
         self._output = "last_hidden_state" if "last_hidden_state" in outputs else outputs[0]
-        self._tokenizer = Tokenizer.from_file(str(tokenizer_file))
-        self._tokenizer.enable_truncation(max_length=max_length)
-        pad_id = self._tokenizer.token_to_id("[PAD]")
-        self._tokenizer.enable_padding(pad_id=0 if pad_id is None else pad_id)
+        self._tokenizer = runtime.load_tokenizer(tokenizer_file, max_length)
 
     def fit(self, texts: Sequence[str]) -> None:
         """Nothing to fit: the encoder is pretrained."""
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
-        encodings = self._tokenizer.encode_batch(list(texts))
-        mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
-        feeds = {
-            "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
-            "attention_mask": mask,
-            "token_type_ids": np.array([e.type_ids for e in encodings], dtype=np.int64),
-        }
+        feeds = runtime.encode(self._tokenizer, texts)
+        mask = feeds["attention_mask"]
         (hidden,) = self._session.run(
             [self._output], {k: v for k, v in feeds.items() if k in self._inputs}
         )
@@ -112,26 +97,6 @@ class OnnxEncoder:
         pooled = (hidden * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None)
         norms = np.linalg.norm(pooled, axis=1, keepdims=True)
         return np.asarray(pooled / np.clip(norms, 1e-12, None), dtype=np.float32)
-
-
-def export_encoder(checkpoint: Path, output_dir: Path) -> Path:
-    """Export a transformer checkpoint as an ONNX sentence encoder (needs the ``train`` extra)."""
-    from optimum.exporters.onnx import main_export
-
-    from jurystream.exporters.onnx import write_tokenizer
-
-    output_dir.mkdir(parents=True, exist_ok=True)
-    main_export(
-        str(checkpoint),
-        output=str(output_dir),
-        task="feature-extraction",
-        device="cpu",
-        library_name="transformers",
-        local_files_only=True,
-        do_validation=False,
-    )
-    write_tokenizer(checkpoint, output_dir / "tokenizer.json")
-    return output_dir
 
 
 class KnnDemonstrations:
