@@ -137,11 +137,20 @@ def test_stream_review_train_swap_beats_bootstrap_and_gate_rejects_shuffled(
     # Every post of the first wave ends in exactly one of labels or dead-letters; audits are
     # reviewed (an audit hard sample) but keep the jury's label.
     ids = {k.decode() for k, _ in first}
+
+    def settled(rs: list[Record]) -> bool:
+        """Every post has its fate, and every audited label its audit hard sample (the two
+        arrive on different topics: a read that stops at the labels can miss audits)."""
+        fated = {r.key for r in rs if not r.topic.endswith("hard-samples")}
+        audited = {r.key for r in rs if r.topic.endswith("labels") and r.value.get("audit")}
+        sampled = {r.key for r in rs if r.topic.endswith("hard-samples")}
+        return ids <= fated and audited & ids <= sampled
+
     fates = asyncio.run(
         read_records(
             roles.bootstrap,
             [roles.topic(t) for t in (Topic.LABELS, Topic.DEAD_LETTERS, Topic.HARD_SAMPLES)],
-            until=lambda rs: ids <= {r.key for r in rs if not r.topic.endswith("hard-samples")},
+            until=settled,
             timeout_s=120,
         )
     )
@@ -155,6 +164,8 @@ def test_stream_review_train_swap_beats_bootstrap_and_gate_rejects_shuffled(
     }
     audits = [r.value for r in fates if r.topic.endswith("hard-samples")]
     audits = [v for v in audits if v["kind"] == "audit" and v["id"] in ids]
+    audited = {k for k, (r,) in out.items() if r.value.get("audit")}
+    assert audited == {a["id"] for a in audits}, "an audited label without its review"
     assert len(audits) >= 5, len(audits)  # jury.audit_rate 2% of ~1,200 confident labels
     for audit in audits:
         (label,) = out[audit["id"]]
