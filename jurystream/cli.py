@@ -537,7 +537,7 @@ def demo(
 
 def _demo_data(data: str | None, data_root: Path) -> Path | None:
     """The demo's TweetEval dir, or None for the generated feed (said so when by default)."""
-    from jurystream.models.datasets import tweeteval_dir
+    from jurystream.models.training.datasets import tweeteval_dir
 
     if data == "generated":
         return None

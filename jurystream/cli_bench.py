@@ -80,9 +80,9 @@ def perf(
     latency and its stages under load, worker RSS."""
     from jurystream.bench.jurors import bench_plan, ensure_jurors
     from jurystream.bench.perf import PerfConfig, markdown, run_perf, tables, write_json
-    from jurystream.models.datasets import DatasetError, load_tweeteval, tweeteval_dir
-    from jurystream.models.juror import read_manifest
-    from jurystream.models.kinds import kept_checkpoint
+    from jurystream.models.serving.juror import read_manifest
+    from jurystream.models.serving.kinds import kept_checkpoint
+    from jurystream.models.training.datasets import DatasetError, load_tweeteval, tweeteval_dir
 
     settings = _settings(config)
     directory = data or tweeteval_dir(settings.data_root, "offensive")
@@ -199,10 +199,10 @@ def scale(
         update_headlines,
         write_json,
     )
-    from jurystream.models.bootstrap import TFIDF_NAME
-    from jurystream.models.datasets import DatasetError, load_tweeteval, tweeteval_dir
-    from jurystream.models.juror import read_manifest
-    from jurystream.models.kinds import SKLEARN, TRANSFORMER, kept_checkpoint
+    from jurystream.models.serving.juror import read_manifest
+    from jurystream.models.serving.kinds import SKLEARN, TRANSFORMER, kept_checkpoint
+    from jurystream.models.training.bootstrap import TFIDF_NAME
+    from jurystream.models.training.datasets import DatasetError, load_tweeteval, tweeteval_dir
 
     settings = _settings(config)
     directory = data or tweeteval_dir(settings.data_root, "offensive")
@@ -444,7 +444,7 @@ def tfidf(
 ) -> None:
     """The TF-IDF juror's class weighting and C, measured: macro-F1 vs the majority class."""
     from jurystream.bench.tfidf import TASKS, markdown, run_tfidf_bench
-    from jurystream.models.datasets import DatasetError
+    from jurystream.models.training.datasets import DatasetError
 
     settings = _settings(config)
     try:

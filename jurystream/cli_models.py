@@ -18,7 +18,7 @@ from rich.table import Table
 
 from jurystream.cli_common import ConfigOpt, setting
 from jurystream.config import Settings, Topic, load_settings
-from jurystream.models.kinds import TRANSFORMER
+from jurystream.models.serving.kinds import TRANSFORMER
 
 models_app = typer.Typer(
     help="Jurors: bootstrap, export, registry (list/show/promote/rollback), evaluation.",
@@ -78,7 +78,7 @@ def _settings(config: Path | None, registry: str | None = None) -> Settings:
 
 
 def _registry(settings: Settings) -> Any:
-    from jurystream.models.registry import Registry
+    from jurystream.models.serving.registry import Registry
 
     return Registry(settings.registry_url)
 
@@ -91,7 +91,7 @@ def _data(
     label_field: str,
     drop_empty: bool = False,
 ) -> Any:
-    from jurystream.models.datasets import DatasetError, load_dataset, tweeteval_dir
+    from jurystream.models.training.datasets import DatasetError, load_dataset, tweeteval_dir
 
     path = source or str(tweeteval_dir(settings.data_root, "offensive"))
     try:
@@ -178,9 +178,13 @@ def bootstrap(
     A juror that fails is reported and the others are still published (exit code 1).
     """
     from jurystream.exporters.onnx import ExportVerificationError
-    from jurystream.models.bootstrap import BootstrapIncomplete, BootstrapPlan, bootstrap_jurors
-    from jurystream.models.juror import ModelLoadError
-    from jurystream.models.training import TrainConfig
+    from jurystream.models.serving.juror import ModelLoadError
+    from jurystream.models.training.bootstrap import (
+        BootstrapIncomplete,
+        BootstrapPlan,
+        bootstrap_jurors,
+    )
+    from jurystream.models.training.training import TrainConfig
 
     settings = _settings(config, registry)
     trainer = settings.trainer
@@ -257,7 +261,7 @@ def export_checkpoint(
     import tempfile
 
     from jurystream.exporters.onnx import ExportVerificationError, export_transformer
-    from jurystream.models.juror import ModelLoadError, precision_note
+    from jurystream.models.serving.juror import ModelLoadError, precision_note
 
     settings = _settings(config, registry)
     check = _data(settings, check_data, check_split, text_field, label_field, drop_empty)
@@ -318,8 +322,8 @@ def show(
     registry: RegistryOpt = None,
 ) -> None:
     """A version's manifest as JSON (files, checksums, verification, training, metrics)."""
-    from jurystream.models.juror import ModelLoadError
-    from jurystream.models.registry import RegistryError
+    from jurystream.models.serving.juror import ModelLoadError
+    from jurystream.models.serving.registry import RegistryError
 
     reg = _registry(_settings(config, registry))
     try:
@@ -339,8 +343,8 @@ def promote(
     registry: RegistryOpt = None,
 ) -> None:
     """Serve ``version`` (after verifying it) and announce it; the old one can be rolled back to."""
-    from jurystream.models.juror import ModelLoadError
-    from jurystream.models.registry import RegistryError
+    from jurystream.models.serving.juror import ModelLoadError
+    from jurystream.models.serving.registry import RegistryError
 
     settings = _settings(config, registry)
     reg = _registry(settings)
@@ -359,8 +363,8 @@ def rollback(
     registry: RegistryOpt = None,
 ) -> None:
     """Serve the previously promoted version again; running workers swap back between batches."""
-    from jurystream.models.juror import ModelLoadError
-    from jurystream.models.registry import RegistryError
+    from jurystream.models.serving.juror import ModelLoadError
+    from jurystream.models.serving.registry import RegistryError
 
     settings = _settings(config, registry)
     reg = _registry(settings)
@@ -397,11 +401,11 @@ def evaluate_models(
     drop_empty: DropEmptyOpt = False,
 ) -> None:
     """Accuracy, macro-F1, recall, confusion, ECE per juror and per policy; calibration."""
-    from jurystream.models.evaluation import calibrate as run_calibration
-    from jurystream.models.evaluation import evaluate, write_thresholds
-    from jurystream.models.juror import ModelLoadError, load_juror
-    from jurystream.models.labelsets import LabelSetError, align_juror
-    from jurystream.models.registry import RegistryError, resolve_juror_dir
+    from jurystream.models.rules.labelsets import LabelSetError, align_juror
+    from jurystream.models.serving.juror import ModelLoadError, load_juror
+    from jurystream.models.serving.registry import RegistryError, resolve_juror_dir
+    from jurystream.models.training.evaluation import calibrate as run_calibration
+    from jurystream.models.training.evaluation import evaluate, write_thresholds
 
     settings = _settings(config, registry)
     specs = juror or settings.jury.jurors or _registry(settings).jurors()
@@ -488,8 +492,8 @@ def bench(
 ) -> None:
     """Throughput of PyTorch vs ONNX fp32 vs ONNX int8 at batch 1/8/32, as a markdown table."""
     from jurystream.bench.models import bench_juror, markdown
-    from jurystream.models.juror import ModelLoadError
-    from jurystream.models.registry import RegistryError, resolve_juror_dir
+    from jurystream.models.serving.juror import ModelLoadError
+    from jurystream.models.serving.registry import RegistryError, resolve_juror_dir
 
     settings = _settings(config, registry)
     sample = list(_data(settings, data, split, text_field, label_field, drop_empty).texts[:texts])

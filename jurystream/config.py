@@ -131,7 +131,7 @@ class JurySettings(_Section):
     # only cuts one whose queue keeps refilling.
     batch_timeout_s: float = Field(0.05, gt=0)
     # onnxruntime intra-op threads per juror session. 1: a juror's chunks are too small to split
-    # inside an operator; the cores go to inference_threads instead (models/parallel.py).
+    # inside an operator; the cores go to inference_threads instead (models/serving/parallel.py).
     threads: int = Field(1, ge=1)
     # Threads scoring a batch (jurors side by side, chunks over cores). None: the cores this
     # process may use (CPU affinity and cgroup quota).
@@ -253,7 +253,7 @@ class TrainerSettings(_Section):
 
 
 class ControllerSettings(_Section):
-    """The threshold controller (``models/thresholds.py``), run by the trainer."""
+    """The threshold controller (``models/rules/thresholds.py``), run by the trainer."""
 
     enabled: bool = True
     # Accuracy the jury's accepted labels must reach; None: the reviewer's measured accuracy

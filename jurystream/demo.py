@@ -27,9 +27,9 @@ from rich.table import Table
 
 from jurystream.config import Settings, Topic
 from jurystream.demo_jurors import JurorRecipe, cached_jurors, copy_registry, seed_split
-from jurystream.models.juror import read_manifest
-from jurystream.models.registry import Registry
-from jurystream.models.sklearn_juror import build_sklearn_juror
+from jurystream.models.serving.juror import read_manifest
+from jurystream.models.serving.registry import Registry
+from jurystream.models.training.sklearn_juror import build_sklearn_juror
 from jurystream.progress import progress_bar
 from jurystream.stream.broker import EmbeddedBroker, ensure_topics
 from jurystream.stream.feed import (

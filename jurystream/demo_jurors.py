@@ -18,11 +18,11 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from jurystream.models.bootstrap import TFIDF_NAME
-from jurystream.models.datasets import LabeledSet, load_tweeteval
-from jurystream.models.juror import load_juror
-from jurystream.models.kinds import TRANSFORMER
-from jurystream.models.registry import Registry
+from jurystream.models.serving.juror import load_juror
+from jurystream.models.serving.kinds import TRANSFORMER
+from jurystream.models.serving.registry import Registry
+from jurystream.models.training.bootstrap import TFIDF_NAME
+from jurystream.models.training.datasets import LabeledSet, load_tweeteval
 
 COMPLETE = "complete.json"  # written last: its presence says the bootstrap finished
 MINILM_PREFIX = TRANSFORMER.family
@@ -89,8 +89,8 @@ def cached_jurors(recipe: JurorRecipe, cache_dir: Path, log: Callable[[str], Non
 
 
 def _bootstrap(recipe: JurorRecipe, target: Path, log: Callable[[str], None]) -> None:
-    from jurystream.models.bootstrap import BootstrapPlan, bootstrap_jurors
-    from jurystream.models.training import TrainConfig
+    from jurystream.models.training.bootstrap import BootstrapPlan, bootstrap_jurors
+    from jurystream.models.training.training import TrainConfig
 
     seed, _, val = seed_split(recipe.data, recipe.seed_size)
     building = target.with_name(f".{target.name}.building-{os.getpid()}")

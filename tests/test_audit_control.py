@@ -12,24 +12,24 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from jurystream.config import ControllerSettings, Settings
-from jurystream.models.audit import (
+from jurystream.models.rules.audit import (
     corrected_accuracy,
     estimate,
     estimates_by_label,
     is_audited,
     wilson_interval,
 )
-from jurystream.models.controller import ThresholdController
-from jurystream.models.registry import Registry
-from jurystream.models.selection import ReviewAllowance, select_informative, words
-from jurystream.models.store import TrainingStore
-from jurystream.models.thresholds import (
+from jurystream.models.rules.selection import ReviewAllowance, select_informative, words
+from jurystream.models.rules.thresholds import (
     OperatingPoint,
     audit_gap,
     choose_threshold,
     target_accuracy,
 )
-from jurystream.models.voting import Decision, Vote
+from jurystream.models.rules.voting import Decision, Vote
+from jurystream.models.serving.registry import Registry
+from jurystream.models.training.controller import ThresholdController
+from jurystream.models.training.store import TrainingStore
 from jurystream.stream.feed import LABELS, labeled_examples
 from jurystream.stream.records import Invalid, ModelUpdate, Post, ThresholdUpdate, parse_update
 from jurystream.stream.routing import route
@@ -245,8 +245,12 @@ def test_threshold_updates_parse_and_apply_only_to_their_versions() -> None:
 
 
 def test_operating_curve_escalates_more_as_the_threshold_rises(tiny_jurors) -> None:
-    from jurystream.models.evaluation import juror_probabilities, operating_curve, replay_jurors
-    from jurystream.models.juror import load_juror
+    from jurystream.models.serving.juror import load_juror
+    from jurystream.models.training.evaluation import (
+        juror_probabilities,
+        operating_curve,
+        replay_jurors,
+    )
     from tests.fixtures.models import gibberish
 
     jurors = [load_juror(p) for p in tiny_jurors]

@@ -18,8 +18,8 @@ from jurystream.bench.perf import markdown as perf_markdown
 from jurystream.bench.quality import QualityConfig, markdown, plot, run_quality, table
 from jurystream.cli import app
 from jurystream.config import Settings
-from jurystream.models.datasets import LabeledSet
-from jurystream.models.registry import Registry
+from jurystream.models.serving.registry import Registry
+from jurystream.models.training.datasets import LabeledSet
 from jurystream.stream.feed import LABELS, labeled_examples
 
 

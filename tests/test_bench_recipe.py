@@ -28,8 +28,8 @@ from jurystream.bench.recipe import (
 )
 from jurystream.cli import app
 from jurystream.config import Settings, TrainerSettings
-from jurystream.models.audit import is_audited
-from jurystream.models.continual import Example
+from jurystream.models.rules.audit import is_audited
+from jurystream.models.rules.continual import Example
 from tests.test_bootstrap import data_root
 
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jurystream.models.juror import load_juror
-from jurystream.models.jury import Jury
-from jurystream.models.voting import POLICIES
+from jurystream.models.rules.voting import POLICIES
+from jurystream.models.serving.juror import load_juror
+from jurystream.models.serving.jury import Jury
 from jurystream.stream.feed import LABELS, labeled_examples
 
 JURORS = ("a", "b", "c")

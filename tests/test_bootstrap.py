@@ -13,13 +13,13 @@ from typer.testing import CliRunner
 
 from jurystream.cli import app
 from jurystream.config import Settings, Topic
-from jurystream.models.bootstrap import BootstrapPlan, bootstrap_jurors
-from jurystream.models.datasets import LabeledSet, load_tweeteval, tweeteval_dir
-from jurystream.models.evaluation import juror_probabilities
-from jurystream.models.juror import load_juror, read_manifest
-from jurystream.models.registry import Registry
-from jurystream.models.scores import majority_baseline
-from jurystream.models.training import TrainConfig
+from jurystream.models.rules.scores import majority_baseline
+from jurystream.models.serving.juror import load_juror, read_manifest
+from jurystream.models.serving.registry import Registry
+from jurystream.models.training.bootstrap import BootstrapPlan, bootstrap_jurors
+from jurystream.models.training.datasets import LabeledSet, load_tweeteval, tweeteval_dir
+from jurystream.models.training.evaluation import juror_probabilities
+from jurystream.models.training.training import TrainConfig
 from jurystream.stream.client import produce, read_records
 from jurystream.stream.feed import LABELS, generate_posts, labeled_examples
 from tests.fixtures.processes import Roles

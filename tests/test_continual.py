@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from jurystream.models.continual import (
+from jurystream.models.rules.continual import (
     GOLD_WEIGHT,
     Example,
     example_weight,
@@ -21,8 +21,8 @@ from jurystream.models.continual import (
     round_due,
     training_set,
 )
-from jurystream.models.datasets import LabeledSet
-from jurystream.models.store import CandidateRecord, TrainingStore
+from jurystream.models.training.datasets import LabeledSet
+from jurystream.models.training.store import CandidateRecord, TrainingStore
 
 LABELS = ("not-offensive", "offensive")
 

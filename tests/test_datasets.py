@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from jurystream.config import Settings
-from jurystream.models.datasets import (
+from jurystream.models.training.datasets import (
     DatasetError,
     LabeledSet,
     load_csv,

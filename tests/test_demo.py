@@ -14,8 +14,8 @@ import pytest
 from jurystream.config import Settings
 from jurystream.demo import Ledger, Supervisor
 from jurystream.demo_jurors import COMPLETE, JurorRecipe, cached_jurors
-from jurystream.models.datasets import tweeteval_dir
-from jurystream.models.registry import Registry
+from jurystream.models.serving.registry import Registry
+from jurystream.models.training.datasets import tweeteval_dir
 from jurystream.stream.processes import RoleGroup
 
 REPO = Path(__file__).resolve().parents[1]

@@ -26,10 +26,10 @@ from jurystream.cli import app
 from jurystream.config import Settings
 from jurystream.exporters import dashboard
 from jurystream.exporters.metrics import ROLE_METRICS, ReviewerMetrics
-from jurystream.models.bootstrap import TFIDF_NAME
-from jurystream.models.datasets import tweeteval_dir
 from jurystream.models.reviewer.chain import build_chain
 from jurystream.models.reviewer.openai_backend import OpenAIBackend
+from jurystream.models.training.bootstrap import TFIDF_NAME
+from jurystream.models.training.datasets import tweeteval_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -505,7 +505,7 @@ class Block(importlib.abc.MetaPathFinder):
 sys.meta_path.insert(0, Block())
 import jurystream.cli, jurystream.stream.roles, jurystream.stream.worker
 import jurystream.stream.reviewer, jurystream.stream.feedback
-from jurystream.models.juror import load_juror
+from jurystream.models.serving.juror import load_juror
 from jurystream.config import ReviewerSettings
 from jurystream.models.reviewer.chain import build_chain
 for directory in sys.argv[1:]:

@@ -7,7 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jurystream.models.evaluation import (
+from jurystream.models.serving.juror import load_juror
+from jurystream.models.serving.jury import Jury
+from jurystream.models.training.evaluation import (
     POLICY_NAMES,
     calibrate,
     evaluate,
@@ -15,8 +17,6 @@ from jurystream.models.evaluation import (
     read_thresholds,
     write_thresholds,
 )
-from jurystream.models.juror import load_juror
-from jurystream.models.jury import Jury
 from jurystream.stream.feed import labeled_examples
 from tests.fixtures.models import gibberish
 

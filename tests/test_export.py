@@ -19,9 +19,9 @@ from jurystream.exporters.onnx import (
     verify_export,
     write_tokenizer,
 )
-from jurystream.models.juror import load_juror, precision_note, read_manifest, sha256_file
-from jurystream.models.kinds import CHECKPOINT_DIR
-from jurystream.models.registry import Registry
+from jurystream.models.serving.juror import load_juror, precision_note, read_manifest, sha256_file
+from jurystream.models.serving.kinds import CHECKPOINT_DIR
+from jurystream.models.serving.registry import Registry
 from jurystream.stream.feed import LABELS, labeled_examples
 
 

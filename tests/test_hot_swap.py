@@ -21,9 +21,9 @@ from typer.testing import CliRunner
 from jurystream.cli import app
 from jurystream.config import Settings, Topic, TopicSettings
 from jurystream.exporters.metrics import WorkerMetrics
-from jurystream.models.juror import load_juror
-from jurystream.models.registry import Registry
-from jurystream.models.sklearn_juror import build_sklearn_juror
+from jurystream.models.serving.juror import load_juror
+from jurystream.models.serving.registry import Registry
+from jurystream.models.training.sklearn_juror import build_sklearn_juror
 from jurystream.stream.client import Record, produce, read_records
 from jurystream.stream.feed import LABELS, generate_posts, labeled_examples
 from jurystream.stream.records import Invalid, ModelUpdate

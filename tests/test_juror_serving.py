@@ -16,9 +16,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from jurystream.models.juror import length_chunks, load_juror, trim_heap
-from jurystream.models.jury import Jury
-from jurystream.models.parallel import InferencePool, usable_cores
+from jurystream.models.serving.juror import length_chunks, load_juror, trim_heap
+from jurystream.models.serving.jury import Jury
+from jurystream.models.serving.parallel import InferencePool, usable_cores
 from jurystream.stream.feed import LABELS
 from tests.fixtures.models import gibberish
 

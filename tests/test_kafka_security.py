@@ -22,7 +22,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from jurystream.config import BrokerSettings, Settings, Topic
-from jurystream.models.registry import Registry
+from jurystream.models.serving.registry import Registry
 from jurystream.stream.broker import EmbeddedBroker
 from jurystream.stream.certs import issue, make_ca
 from jurystream.stream.client import Record, produce, read_records

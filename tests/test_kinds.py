@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from jurystream.models.juror import ModelLoadError, load_juror, read_manifest
-from jurystream.models.kinds import (
+from jurystream.models.serving.juror import ModelLoadError, load_juror, read_manifest
+from jurystream.models.serving.kinds import (
     CHECKPOINT_DIR,
     KINDS,
     SKLEARN,

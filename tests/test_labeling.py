@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from jurystream.config import Topic
-from jurystream.models.selection import ReviewAllowance
-from jurystream.models.voting import Decision, Vote
+from jurystream.models.rules.selection import ReviewAllowance
+from jurystream.models.rules.voting import Decision, Vote
 from jurystream.stream.labeling import (
     InferenceFailed,
     Output,

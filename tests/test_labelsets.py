@@ -11,12 +11,12 @@ import pytest
 from typer.testing import CliRunner
 
 from jurystream.cli import app
-from jurystream.models.bootstrap import BootstrapPlan, bootstrap_jurors
-from jurystream.models.datasets import LabeledSet
-from jurystream.models.jury import Jury
-from jurystream.models.labelsets import LabelSetError, align_juror, label_order
-from jurystream.models.registry import Registry
-from jurystream.models.sklearn_juror import build_sklearn_juror
+from jurystream.models.rules.labelsets import LabelSetError, align_juror, label_order
+from jurystream.models.serving.jury import Jury
+from jurystream.models.serving.registry import Registry
+from jurystream.models.training.bootstrap import BootstrapPlan, bootstrap_jurors
+from jurystream.models.training.datasets import LabeledSet
+from jurystream.models.training.sklearn_juror import build_sklearn_juror
 from jurystream.stream.feed import LABELS, labeled_examples
 
 REVERSED = tuple(reversed(LABELS))
@@ -115,8 +115,8 @@ def test_bootstrap_scores_a_held_out_set_in_another_label_order(tmp_path: Path) 
 
 
 def test_a_rounds_gate_scores_a_juror_against_gold_by_label_name(tmp_path: Path) -> None:
-    from jurystream.models.juror import load_juror
-    from jurystream.models.rounds import evaluate_on
+    from jurystream.models.serving.juror import load_juror
+    from jurystream.models.training.rounds import evaluate_on
 
     juror = load_juror(reversed_tfidf(tmp_path / "rev"))
     texts, labels = labeled_examples(120, seed=74)

@@ -66,5 +66,72 @@ def test_no_import_cycle_between_models_and_exporters() -> None:
 
 def test_the_graph_sees_imports_inside_functions() -> None:
     # bootstrap imports training inside its function (torch stays out of serving imports).
-    assert "jurystream.models.training" in graph()["jurystream.models.bootstrap"]
-    assert "jurystream.models.juror" in graph()["jurystream.exporters.onnx"]
+    assert "jurystream.models.training.training" in graph()["jurystream.models.training.bootstrap"]
+    assert "jurystream.models.serving.juror" in graph()["jurystream.exporters.onnx"]
+
+
+# --- the layers inside the model layer --------------------------------------------------------
+
+IO_LIBRARIES = {"onnxruntime", "torch", "transformers", "fsspec", "sqlite3", "aiokafka", "openai"}
+
+
+def runtime_imports(path: Path) -> set[str]:
+    """Every module ``path`` imports when it runs (``if TYPE_CHECKING:`` blocks left out)."""
+    tree = ast.parse(path.read_text())
+    typing_only = {
+        id(inner)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and ast.unparse(node.test).endswith("TYPE_CHECKING")
+        for stmt in node.body
+        for inner in ast.walk(stmt)
+    }
+    out: set[str] = set()
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
+        if isinstance(node, ast.Import):
+            out.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            out.add(node.module)
+    return out
+
+
+def layer_imports(layer: str) -> dict[str, set[str]]:
+    return {
+        module_name(path): runtime_imports(path) for path in (ROOT / "models" / layer).rglob("*.py")
+    }
+
+
+def test_rules_are_pure() -> None:
+    """Voting, thresholds, audits, selection, continual-learning rules and label-quality math
+    import no other layer and nothing that does I/O, so they are tested without a broker."""
+    offenders = {
+        module: sorted(
+            i
+            for i in imports
+            if (i.startswith("jurystream.") and not i.startswith("jurystream.models.rules"))
+            or i.split(".")[0] in IO_LIBRARIES
+        )
+        for module, imports in layer_imports("rules").items()
+    }
+    assert {m: i for m, i in offenders.items() if i} == {}
+
+
+def test_serving_never_imports_training_or_the_streams() -> None:
+    """A worker loads jurors without torch, SQLite or the trainer's code."""
+    banned = ("jurystream.models.training", "jurystream.stream", "torch", "transformers")
+    offenders = {
+        module: sorted(i for i in imports if i.startswith(banned))
+        for module, imports in layer_imports("serving").items()
+    }
+    assert {m: i for m, i in offenders.items() if i} == {}
+
+
+def test_the_model_layer_never_imports_the_streams() -> None:
+    offenders = {
+        module_name(path): sorted(
+            i for i in runtime_imports(path) if i.startswith("jurystream.stream")
+        )
+        for path in (ROOT / "models").rglob("*.py")
+    }
+    assert {m: i for m, i in offenders.items() if i} == {}

@@ -16,7 +16,7 @@ from jurystream.exporters.metrics import (
     TrainerMetrics,
     WorkerMetrics,
 )
-from jurystream.models.audit import AuditEstimate
+from jurystream.models.rules.audit import AuditEstimate
 from jurystream.stream.broker import free_port
 
 # The families each role exports (the dashboard, alerts, demo and benches read these names).

@@ -26,7 +26,7 @@ import pytest
 
 from jurystream.config import Topic
 from jurystream.exporters import dashboard
-from jurystream.models.registry import Registry
+from jurystream.models.serving.registry import Registry
 from jurystream.stream.broker import free_port
 from jurystream.stream.client import produce
 from jurystream.stream.feed import LABELS, FeedItem, generate_posts

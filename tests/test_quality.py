@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sklearn.metrics import accuracy_score, f1_score
 
-from jurystream.models.quality import (
+from jurystream.models.rules.quality import (
     LabelWindow,
     RollingQuality,
     psi,

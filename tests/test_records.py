@@ -10,7 +10,7 @@ import pytest
 from jurystream.config import Topic, TopicSettings
 from jurystream.models.reviewer.base import Case, Verdict
 from jurystream.models.reviewer.spend import WindowReport
-from jurystream.models.voting import Decision, Vote
+from jurystream.models.rules.voting import Decision, Vote
 from jurystream.stream.records import (
     DeadLetter,
     Feedback,

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jurystream.models.juror import ModelLoadError, load_juror, read_manifest
-from jurystream.models.registry import Registry, RegistryError, resolve_juror_dir
+from jurystream.models.serving.juror import ModelLoadError, load_juror, read_manifest
+from jurystream.models.serving.registry import Registry, RegistryError, resolve_juror_dir
 from jurystream.stream.feed import labeled_examples
 
 

@@ -18,7 +18,7 @@ from jurystream.models.reviewer.openai_backend import (
     retry_after_seconds,
 )
 from jurystream.models.reviewer.prompt import POST_CLOSE, POST_OPEN, extract_post
-from jurystream.models.voting import Vote
+from jurystream.models.rules.voting import Vote
 from jurystream.testing.openai_server import (
     OpenAIServer,
     Reply,

@@ -20,7 +20,7 @@ from jurystream.models.reviewer.prompt import (
     extract_post,
     messages,
 )
-from jurystream.models.voting import Vote
+from jurystream.models.rules.voting import Vote
 from jurystream.stream.records import Invalid, ReviewCase, dumps
 
 LABELS = ("not-offensive", "offensive")

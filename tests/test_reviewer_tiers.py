@@ -13,8 +13,6 @@ import numpy as np
 import pytest
 
 from jurystream.config import ReviewerSettings
-from jurystream.models.datasets import load_dataset, tweeteval_dir
-from jurystream.models.juror import load_juror
 from jurystream.models.reviewer.base import Case, Failure, Forward, Verdict
 from jurystream.models.reviewer.chain import Chain, build_chain
 from jurystream.models.reviewer.hooks import CallOutcome
@@ -22,6 +20,8 @@ from jurystream.models.reviewer.knn import KnnDemonstrations
 from jurystream.models.reviewer.local import LocalBackend
 from jurystream.models.reviewer.openai_backend import ReviewerConfigError
 from jurystream.models.reviewer.oracle import OracleBackend, SimulatedBackend
+from jurystream.models.serving.juror import load_juror
+from jurystream.models.training.datasets import load_dataset, tweeteval_dir
 from jurystream.testing.openai_server import OpenAIServer, label_reply
 
 LABELS = ("not-offensive", "offensive")

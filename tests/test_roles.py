@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from jurystream.config import load_settings
-from jurystream.models.evaluation import write_thresholds
-from jurystream.models.juror import ModelLoadError
+from jurystream.models.serving.juror import ModelLoadError
+from jurystream.models.training.evaluation import write_thresholds
 from jurystream.stream.roles import load_jury
 
 

@@ -11,13 +11,13 @@ import pytest
 
 from jurystream.config import TrainerSettings
 from jurystream.exporters.onnx import file_checksums
-from jurystream.models.continual import Example
-from jurystream.models.datasets import LabeledSet, load_tweeteval, tweeteval_dir
-from jurystream.models.juror import load_juror, read_manifest, write_manifest
-from jurystream.models.kinds import CHECKPOINT_DIR
-from jurystream.models.registry import Registry
-from jurystream.models.rounds import RoundRunner, evaluate_on
-from jurystream.models.store import TrainingStore
+from jurystream.models.rules.continual import Example
+from jurystream.models.serving.juror import load_juror, read_manifest, write_manifest
+from jurystream.models.serving.kinds import CHECKPOINT_DIR
+from jurystream.models.serving.registry import Registry
+from jurystream.models.training.datasets import LabeledSet, load_tweeteval, tweeteval_dir
+from jurystream.models.training.rounds import RoundRunner, evaluate_on
+from jurystream.models.training.store import TrainingStore
 from jurystream.stream.feed import LABELS, labeled_examples
 from tests.test_bootstrap import data_root
 
@@ -183,7 +183,7 @@ def test_trainer_parses_hard_samples_strictly(bad: str) -> None:
 def test_sklearn_refit_honours_weights_and_matches_onnx_under_a_feature_cut(
     tmp_path: Path,
 ) -> None:
-    from jurystream.models.sklearn_juror import (
+    from jurystream.models.training.sklearn_juror import (
         export_pipeline,
         onnx_safe_vocabulary,
         train_pipeline,

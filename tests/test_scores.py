@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from jurystream.models.scores import (
+from jurystream.models.rules.scores import (
     accuracy,
     classification_report,
     confusion_matrix,

@@ -10,9 +10,9 @@ from typer.testing import CliRunner
 from jurystream.bench.tfidf import TASKS
 from jurystream.cli import app
 from jurystream.config import Settings
-from jurystream.models.datasets import load_tweeteval, tweeteval_dir
-from jurystream.models.scores import macro_f1, majority_baseline
-from jurystream.models.sklearn_juror import train_pipeline
+from jurystream.models.rules.scores import macro_f1, majority_baseline
+from jurystream.models.training.datasets import load_tweeteval, tweeteval_dir
+from jurystream.models.training.sklearn_juror import train_pipeline
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -9,8 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from jurystream.config import Topic
-from jurystream.models.registry import Registry
-from jurystream.models.store import TrainingStore
+from jurystream.models.serving.registry import Registry
+from jurystream.models.training.store import TrainingStore
 from jurystream.stream.client import Record, produce, read_records
 from jurystream.stream.feed import LABELS, labeled_examples
 from tests.fixtures.processes import Roles

@@ -23,12 +23,12 @@ from typing import Any
 import pytest
 
 from jurystream.config import Topic, TrainerSettings
-from jurystream.models.continual import Example
-from jurystream.models.datasets import LabeledSet, load_tweeteval, tweeteval_dir
-from jurystream.models.registry import Registry
-from jurystream.models.rounds import RoundRunner, evaluate_on
-from jurystream.models.sklearn_juror import build_sklearn_juror
-from jurystream.models.store import TrainingStore
+from jurystream.models.rules.continual import Example
+from jurystream.models.serving.registry import Registry
+from jurystream.models.training.datasets import LabeledSet, load_tweeteval, tweeteval_dir
+from jurystream.models.training.rounds import RoundRunner, evaluate_on
+from jurystream.models.training.sklearn_juror import build_sklearn_juror
+from jurystream.models.training.store import TrainingStore
 from jurystream.stream.client import Record, produce, read_records
 from tests.fixtures.processes import Roles
 from tests.test_bootstrap import data_root

@@ -9,8 +9,12 @@ import numpy as np
 import pytest
 
 from jurystream.exporters.onnx import torch_logits, torch_model
-from jurystream.models.runtime import encode, load_tokenizer
-from jurystream.models.training import TrainConfig, read_training_summary, train_transformer
+from jurystream.models.serving.runtime import encode, load_tokenizer
+from jurystream.models.training.training import (
+    TrainConfig,
+    read_training_summary,
+    train_transformer,
+)
 from jurystream.stream.feed import LABELS, labeled_examples
 
 CONFIG = TrainConfig(epochs=4, batch_size=16, learning_rate=2e-3, max_length=64)

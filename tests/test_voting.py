@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from jurystream.models.jury import Jury
-from jurystream.models.voting import majority, threshold_policy, unanimous, weighted
+from jurystream.models.rules.voting import majority, threshold_policy, unanimous, weighted
+from jurystream.models.serving.jury import Jury
 
 LABELS = ("a", "b", "c")
 NAMES = ("j0", "j1", "j2")

@@ -12,10 +12,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from jurystream.config import Settings
-from jurystream.models.bootstrap import TFIDF_NAME, BootstrapPlan, bootstrap_jurors
-from jurystream.models.datasets import LabeledSet
-from jurystream.models.registry import Registry
-from jurystream.models.training import TrainConfig
+from jurystream.models.serving.registry import Registry
+from jurystream.models.training.bootstrap import TFIDF_NAME, BootstrapPlan, bootstrap_jurors
+from jurystream.models.training.datasets import LabeledSet
+from jurystream.models.training.training import TrainConfig
 
 BENCH_EPOCHS = 4
 BENCH_LEARNING_RATE = 1e-4

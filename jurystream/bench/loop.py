@@ -39,15 +39,19 @@ import numpy as np
 from jurystream.bench.jurors import bench_plan, ensure_jurors
 from jurystream.bench.quality import CallPricer, review
 from jurystream.config import Settings, Topic
-from jurystream.models.audit import estimate
-from jurystream.models.datasets import LabeledSet, load_tweeteval, tweeteval_dir
-from jurystream.models.evaluation import calibrate_policy, juror_probabilities, replay_jurors
-from jurystream.models.juror import Juror, load_juror
-from jurystream.models.jury import Jury
-from jurystream.models.registry import Registry
 from jurystream.models.reviewer.oracle import OracleBackend, SimulatedBackend
-from jurystream.models.scores import accuracy, macro_f1
-from jurystream.models.store import TrainingStore
+from jurystream.models.rules.audit import estimate
+from jurystream.models.rules.scores import accuracy, macro_f1
+from jurystream.models.serving.juror import Juror, load_juror
+from jurystream.models.serving.jury import Jury
+from jurystream.models.serving.registry import Registry
+from jurystream.models.training.datasets import LabeledSet, load_tweeteval, tweeteval_dir
+from jurystream.models.training.evaluation import (
+    calibrate_policy,
+    juror_probabilities,
+    replay_jurors,
+)
+from jurystream.models.training.store import TrainingStore
 from jurystream.stream.broker import EmbeddedBroker, ensure_topics, free_port
 from jurystream.stream.client import Record, produce, read_records
 from jurystream.stream.processes import RoleGroup

@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from jurystream.exporters.onnx import export_fp32, onnx_logits, torch_logits, torch_model
-from jurystream.models.juror import read_manifest
-from jurystream.models.kinds import kept_checkpoint
-from jurystream.models.runtime import encode, load_tokenizer, session
+from jurystream.models.serving.juror import read_manifest
+from jurystream.models.serving.kinds import kept_checkpoint
+from jurystream.models.serving.runtime import encode, load_tokenizer, session
 
 
 @dataclass(frozen=True)

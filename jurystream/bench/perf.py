@@ -44,12 +44,12 @@ from rich.progress import (
 from rich.table import Table
 
 from jurystream.config import Settings, Topic
-from jurystream.models.datasets import LabeledSet
-from jurystream.models.juror import Juror, load_juror, read_manifest
-from jurystream.models.jury import Jury
-from jurystream.models.kinds import kept_checkpoint
-from jurystream.models.parallel import InferencePool, usable_cores
-from jurystream.models.voting import POLICIES, Decision
+from jurystream.models.rules.voting import POLICIES, Decision
+from jurystream.models.serving.juror import Juror, load_juror, read_manifest
+from jurystream.models.serving.jury import Jury
+from jurystream.models.serving.kinds import kept_checkpoint
+from jurystream.models.serving.parallel import InferencePool, usable_cores
+from jurystream.models.training.datasets import LabeledSet
 from jurystream.progress import progress_bar
 from jurystream.stream.broker import EmbeddedBroker, ensure_topics, free_port
 from jurystream.stream.processes import RoleGroup

@@ -10,7 +10,7 @@ Per TweetEval task, with the val split as the test set:
 - the reviewer alone (it labels everything: the cost the jury saves);
 - one continual-learning round: the jury labels a pool of unseen train posts at a budget, the
   reviewer labels what it escalates (the hard samples), and the trainer's round runner
-  (``jurystream.models.rounds``) refines every juror on them plus a replay of the seed set
+  (``jurystream.models.training.rounds``) refines every juror on them plus a replay of the seed set
   (transformers from their checkpoint, exported to int8; TF-IDF refit), which are evaluated
   again — with the round's own reviewer calls and cost reported.
 
@@ -43,21 +43,25 @@ from jurystream.bench.jurors import (
     ensure_jurors,
 )
 from jurystream.config import Settings
-from jurystream.models.continual import Example
-from jurystream.models.datasets import LabeledSet, load_tweeteval, tweeteval_dir
-from jurystream.models.evaluation import calibrate_policy, juror_probabilities, replay_jurors
-from jurystream.models.juror import Juror, load_juror
-from jurystream.models.jury import Jury
-from jurystream.models.registry import Registry
 from jurystream.models.reviewer.base import Case, Verdict
 from jurystream.models.reviewer.cost import estimate_tokens, price_for
 from jurystream.models.reviewer.knn import KnnDemonstrations
 from jurystream.models.reviewer.oracle import OracleBackend, SimulatedBackend
 from jurystream.models.reviewer.prompt import messages
-from jurystream.models.rounds import RoundRunner
-from jurystream.models.scores import accuracy, macro_f1
-from jurystream.models.store import TrainingStore
-from jurystream.models.voting import Decision
+from jurystream.models.rules.continual import Example
+from jurystream.models.rules.scores import accuracy, macro_f1
+from jurystream.models.rules.voting import Decision
+from jurystream.models.serving.juror import Juror, load_juror
+from jurystream.models.serving.jury import Jury
+from jurystream.models.serving.registry import Registry
+from jurystream.models.training.datasets import LabeledSet, load_tweeteval, tweeteval_dir
+from jurystream.models.training.evaluation import (
+    calibrate_policy,
+    juror_probabilities,
+    replay_jurors,
+)
+from jurystream.models.training.rounds import RoundRunner
+from jurystream.models.training.store import TrainingStore
 
 Log = Callable[[str], None]
 

@@ -33,15 +33,19 @@ from typing import Any, Literal
 from jurystream.bench.jurors import BENCH_EPOCHS, BENCH_LEARNING_RATE, bench_plan, ensure_jurors
 from jurystream.bench.loop import split_halves
 from jurystream.config import Settings, TrainerSettings
-from jurystream.models.audit import is_audited
-from jurystream.models.continual import Example, replay_sample, training_set
-from jurystream.models.datasets import LabeledSet, load_tweeteval, tweeteval_dir
-from jurystream.models.evaluation import calibrate_policy, juror_probabilities, replay_jurors
-from jurystream.models.juror import load_juror
-from jurystream.models.jury import Jury
-from jurystream.models.registry import Registry
-from jurystream.models.scores import accuracy, macro_f1
-from jurystream.models.training import TrainConfig, base_model_path, train_transformer
+from jurystream.models.rules.audit import is_audited
+from jurystream.models.rules.continual import Example, replay_sample, training_set
+from jurystream.models.rules.scores import accuracy, macro_f1
+from jurystream.models.serving.juror import load_juror
+from jurystream.models.serving.jury import Jury
+from jurystream.models.serving.registry import Registry
+from jurystream.models.training.datasets import LabeledSet, load_tweeteval, tweeteval_dir
+from jurystream.models.training.evaluation import (
+    calibrate_policy,
+    juror_probabilities,
+    replay_jurors,
+)
+from jurystream.models.training.training import TrainConfig, base_model_path, train_transformer
 from jurystream.progress import progress_bar
 
 Log = Callable[[str], None]

@@ -42,12 +42,12 @@ from rich.table import Table
 
 from jurystream.bench.perf import StreamDriver, cycle, machine_info, stage
 from jurystream.config import Settings, Topic, TopicSettings, TrainerSettings
-from jurystream.models.continual import Example
-from jurystream.models.datasets import LabeledSet
-from jurystream.models.juror import read_manifest
-from jurystream.models.registry import Registry
-from jurystream.models.rounds import RoundRunner
-from jurystream.models.store import TrainingStore
+from jurystream.models.rules.continual import Example
+from jurystream.models.serving.juror import read_manifest
+from jurystream.models.serving.registry import Registry
+from jurystream.models.training.datasets import LabeledSet
+from jurystream.models.training.rounds import RoundRunner
+from jurystream.models.training.store import TrainingStore
 from jurystream.progress import progress_bar
 from jurystream.stream.broker import EmbeddedBroker, ensure_topics
 from jurystream.stream.processes import RoleGroup, RoleProcess

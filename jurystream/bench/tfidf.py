@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from jurystream.models.datasets import load_tweeteval, tweeteval_dir
-from jurystream.models.scores import macro_f1, majority_baseline
-from jurystream.models.sklearn_juror import DEFAULT_C, DEFAULT_CLASS_WEIGHT, train_pipeline
+from jurystream.models.rules.scores import macro_f1, majority_baseline
+from jurystream.models.training.datasets import load_tweeteval, tweeteval_dir
+from jurystream.models.training.sklearn_juror import DEFAULT_C, DEFAULT_CLASS_WEIGHT, train_pipeline
 
 TASKS = ("offensive", "hate", "emotion", "irony")
 

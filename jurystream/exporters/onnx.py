@@ -35,10 +35,10 @@ from typing import Any
 import numpy as np
 
 from jurystream.exporters.noise import quiet_onnx_export, quiet_quantization
-from jurystream.models.juror import Manifest, load_juror, sha256_file, write_manifest
-from jurystream.models.kinds import CHECKPOINT_DIR, TRANSFORMER
-from jurystream.models.runtime import encode, load_tokenizer, session
-from jurystream.models.training import read_training_summary
+from jurystream.models.serving.juror import Manifest, load_juror, sha256_file, write_manifest
+from jurystream.models.serving.kinds import CHECKPOINT_DIR, TRANSFORMER
+from jurystream.models.serving.runtime import encode, load_tokenizer, session
+from jurystream.models.training.training import read_training_summary
 
 FP32_FILE = "model_fp32.onnx"
 

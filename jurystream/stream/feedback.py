@@ -40,8 +40,8 @@ from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 
 from jurystream.config import Settings, Topic
 from jurystream.exporters.metrics import MonitorMetrics
-from jurystream.models.audit import estimates_by_label
-from jurystream.models.quality import LabelWindow, RollingQuality, psi
+from jurystream.models.rules.audit import estimates_by_label
+from jurystream.models.rules.quality import LabelWindow, RollingQuality, psi
 from jurystream.stream.records import (
     Feedback,
     HardSample,

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from typing import Generic, Literal, Protocol, TypeVar
 
 from jurystream.config import Topic
-from jurystream.models.selection import ReviewAllowance
-from jurystream.models.voting import Decision
+from jurystream.models.rules.selection import ReviewAllowance
+from jurystream.models.rules.voting import Decision
 from jurystream.stream.records import (
     Consumed,
     DeadLetter,

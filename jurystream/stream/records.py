@@ -37,10 +37,10 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
-from jurystream.models.continual import Example
 from jurystream.models.reviewer.base import Case, Verdict
 from jurystream.models.reviewer.spend import WindowReport
-from jurystream.models.voting import Decision, Vote
+from jurystream.models.rules.continual import Example
+from jurystream.models.rules.voting import Decision, Vote
 from jurystream.stream.strict_json import StrictJSONError, loads, loads_object
 
 

@@ -10,10 +10,10 @@ from faust.worker import Worker
 
 from jurystream.config import Settings
 from jurystream.exporters.metrics import WorkerMetrics
-from jurystream.models.evaluation import policy_threshold
-from jurystream.models.juror import Juror, ModelLoadError, load_juror
-from jurystream.models.jury import Jury
-from jurystream.models.registry import Registry, RegistryError
+from jurystream.models.serving.juror import Juror, ModelLoadError, load_juror
+from jurystream.models.serving.jury import Jury
+from jurystream.models.serving.registry import Registry, RegistryError
+from jurystream.models.training.evaluation import policy_threshold
 from jurystream.stream.role import create_topics
 from jurystream.stream.security import KafkaConnection, kafka_connection
 from jurystream.stream.worker import build_worker_app

@@ -13,9 +13,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from jurystream.models.audit import is_audited
-from jurystream.models.selection import ReviewAllowance, select_informative, words
-from jurystream.models.voting import Decision
+from jurystream.models.rules.audit import is_audited
+from jurystream.models.rules.selection import ReviewAllowance, select_informative, words
+from jurystream.models.rules.voting import Decision
 from jurystream.stream.records import Post
 
 ReviewKind = Literal["escalation", "audit"]

@@ -33,12 +33,12 @@ from aiokafka import ConsumerRecord
 
 from jurystream.config import Settings, Topic
 from jurystream.exporters.metrics import TrainerMetrics
-from jurystream.models.continual import round_due
-from jurystream.models.controller import ThresholdController
-from jurystream.models.datasets import load_dataset
-from jurystream.models.registry import Registry
-from jurystream.models.rounds import RoundResult, RoundRunner
-from jurystream.models.store import TrainingStore
+from jurystream.models.rules.continual import round_due
+from jurystream.models.serving.registry import Registry
+from jurystream.models.training.controller import ThresholdController
+from jurystream.models.training.datasets import load_dataset
+from jurystream.models.training.rounds import RoundResult, RoundRunner
+from jurystream.models.training.store import TrainingStore
 from jurystream.stream.records import (
     DeadLetter,
     Feedback,

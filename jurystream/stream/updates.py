@@ -32,9 +32,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from jurystream.config import Settings, Topic
 from jurystream.exporters.metrics import WorkerMetrics
-from jurystream.models.juror import MANIFEST, Juror, ModelLoadError, load_juror, sha256_file
-from jurystream.models.labelsets import align_juror
-from jurystream.models.registry import Registry, RegistryError
+from jurystream.models.rules.labelsets import align_juror
+from jurystream.models.serving.juror import MANIFEST, Juror, ModelLoadError, load_juror, sha256_file
+from jurystream.models.serving.registry import Registry, RegistryError
 from jurystream.stream.records import Invalid, ModelUpdate, ThresholdUpdate, Update, parse_update
 from jurystream.stream.security import Kafka, client_kwargs
 

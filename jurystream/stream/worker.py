@@ -27,11 +27,11 @@ from faust.types import EventT
 from jurystream.config import Settings, Topic
 from jurystream.exporters.health import HEARTBEAT_S
 from jurystream.exporters.metrics import WorkerMetrics
-from jurystream.models.juror import Juror, trim_heap
-from jurystream.models.jury import Jury
-from jurystream.models.parallel import InferencePool, usable_cores
-from jurystream.models.selection import ReviewAllowance
-from jurystream.models.voting import Decision
+from jurystream.models.rules.selection import ReviewAllowance
+from jurystream.models.rules.voting import Decision
+from jurystream.models.serving.juror import Juror, trim_heap
+from jurystream.models.serving.jury import Jury
+from jurystream.models.serving.parallel import InferencePool, usable_cores
 from jurystream.stream.batching import ready_batches
 from jurystream.stream.labeling import (
     InferenceFailed,
@@ -106,7 +106,7 @@ class LabelingWorker:
         self.outputs = outputs
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}"  # provenance on every output
         # A batch is scored off the event loop (heartbeats, fetches and produces go on), on every
-        # core: onnxruntime and tokenizers release the GIL (models/parallel.py).
+        # core: onnxruntime and tokenizers release the GIL (models/serving/parallel.py).
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="jury")
         self.pool = InferencePool(settings.jury.inference_threads or usable_cores())
         self.jury = replace(jury, pool=self.pool)

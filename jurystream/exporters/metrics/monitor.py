@@ -9,7 +9,7 @@ from prometheus_client import CollectorRegistry, Gauge
 
 from jurystream.exporters.metrics import families as f
 from jurystream.exporters.metrics.base import RoleMetrics
-from jurystream.models.audit import AuditEstimate
+from jurystream.models.rules.audit import AuditEstimate
 
 # What the monitor may drop, per input: created at zero so "nothing dropped" reads 0.
 DROPS = (

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:  # an annotation only: config imports this package, numpy is not needed
-    from jurystream.models.voting import Vote
+    from jurystream.models.rules.voting import Vote
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,8 +10,6 @@ import logging
 from collections.abc import Sequence
 
 from jurystream.config import ReviewerSettings
-from jurystream.models.datasets import load_dataset
-from jurystream.models.juror import load_juror
 from jurystream.models.reviewer.base import Backend, Case, Failure, Forward, Verdict
 from jurystream.models.reviewer.hooks import NO_HOOKS, ReviewHooks
 from jurystream.models.reviewer.knn import KnnDemonstrations, OnnxEncoder
@@ -19,6 +17,8 @@ from jurystream.models.reviewer.local import LocalBackend
 from jurystream.models.reviewer.openai_backend import OpenAIBackend, ReviewerConfigError
 from jurystream.models.reviewer.oracle import OracleBackend, SimulatedBackend
 from jurystream.models.reviewer.spend import Peers
+from jurystream.models.serving.juror import load_juror
+from jurystream.models.training.datasets import load_dataset
 
 log = logging.getLogger(__name__)
 

@@ -25,10 +25,10 @@ from scipy.sparse import hstack, issparse
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.preprocessing import normalize
 
-from jurystream.models import runtime
-from jurystream.models.datasets import LabeledSet
-from jurystream.models.juror import ModelLoadError
 from jurystream.models.reviewer.prompt import Demonstration
+from jurystream.models.serving import runtime
+from jurystream.models.serving.juror import ModelLoadError
+from jurystream.models.training.datasets import LabeledSet
 
 
 class Encoder(Protocol):

@@ -12,9 +12,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from jurystream.models.juror import Juror
 from jurystream.models.reviewer.base import Case, Forward, Outcome, Verdict
 from jurystream.models.reviewer.hooks import NO_HOOKS, ReviewHooks
+from jurystream.models.serving.juror import Juror
 
 
 class LocalBackend:

@@ -10,7 +10,7 @@ than the gold set (``audit_gap``). A review budget caps escalation when the targ
 more reviews than the budget pays for.
 
 Pure functions over an operating curve (threshold → escalation, accuracy of accepted labels),
-which ``jurystream.models.evaluation.operating_curve`` measures for any voting policy.
+which ``jurystream.models.training.evaluation.operating_curve`` measures for any voting policy.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from jurystream.models.audit import AuditEstimate
+from jurystream.models.rules.audit import AuditEstimate
 
 # Thresholds the controller considers: every policy's confidence lives in [0, 1]; a 0.01 grid
 # is finer than what a few hundred gold labels can tell apart.

@@ -1,7 +1,7 @@
 """Online labeling quality: rolling accuracy and macro-F1, and label-distribution drift (PSI).
 
-Pure (the scores are ``jurystream.models.scores``, the same as offline evaluation) and reused by
-any role. The monitor role (``jurystream.stream.feedback``) feeds these windows from the labels and
+Pure (the scores are ``rules/scores.py``, the same as offline evaluation) and reused by any
+role. The monitor role (``jurystream.stream.feedback``) feeds these windows from the labels and
 feedback topics and exports the results as gauges; Prometheus only ever sees the numbers.
 """
 
@@ -11,7 +11,7 @@ import math
 from collections import Counter, deque
 from collections.abc import Mapping
 
-from jurystream.models import scores
+from jurystream.models.rules import scores
 
 # Shares below this are clipped before taking logarithms: a label the reference never saw
 # would otherwise make PSI infinite, which is useless as an alert signal.

@@ -17,19 +17,23 @@ from dataclasses import dataclass
 import numpy as np
 
 from jurystream.config import Settings
-from jurystream.models.audit import AuditEstimate, estimates_by_label
-from jurystream.models.continual import reliability
-from jurystream.models.evaluation import juror_probabilities, operating_curve, replay_jurors
-from jurystream.models.juror import Juror, load_juror
-from jurystream.models.registry import Registry
-from jurystream.models.store import TrainingStore
-from jurystream.models.thresholds import (
+from jurystream.models.rules.audit import AuditEstimate, estimates_by_label
+from jurystream.models.rules.continual import reliability
+from jurystream.models.rules.thresholds import (
     GRID,
     ThresholdDecision,
     audit_gap,
     choose_threshold,
     target_accuracy,
 )
+from jurystream.models.serving.juror import Juror, load_juror
+from jurystream.models.serving.registry import Registry
+from jurystream.models.training.evaluation import (
+    juror_probabilities,
+    operating_curve,
+    replay_jurors,
+)
+from jurystream.models.training.store import TrainingStore
 
 log = logging.getLogger(__name__)
 

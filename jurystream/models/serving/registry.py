@@ -30,7 +30,7 @@ from typing import Any
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
-from jurystream.models.juror import (
+from jurystream.models.serving.juror import (
     MANIFEST,
     Juror,
     Manifest,
@@ -40,7 +40,7 @@ from jurystream.models.juror import (
     verify_files,
     write_manifest,
 )
-from jurystream.models.kinds import CHECKPOINT_DIR
+from jurystream.models.serving.kinds import CHECKPOINT_DIR
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Labeling quality of jurors and voting policies, and threshold calibration.
 
-The metrics themselves are ``jurystream.models.scores``. Policy evaluation replays the jurors'
+The metrics themselves are ``jurystream.models.rules.scores``. Policy evaluation replays the jurors'
 probabilities (computed once) through the real ``Jury`` code, so what is measured is exactly
 what the worker would decide, cascade included. Calibration picks, per policy, the highest
 threshold whose escalation rate stays within a target: the knob a team actually turns is
@@ -28,10 +28,10 @@ from typing import Any
 
 import numpy as np
 
-from jurystream.models.juror import Juror
-from jurystream.models.jury import Jury
-from jurystream.models.scores import accuracy, classification_report, macro_f1
-from jurystream.models.thresholds import OperatingPoint
+from jurystream.models.rules.scores import accuracy, classification_report, macro_f1
+from jurystream.models.rules.thresholds import OperatingPoint
+from jurystream.models.serving.juror import Juror
+from jurystream.models.serving.jury import Jury
 
 LabelIds = Sequence[int] | np.ndarray
 

@@ -20,13 +20,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from jurystream.models.datasets import LabeledSet
-from jurystream.models.evaluation import juror_probabilities
-from jurystream.models.juror import load_juror, precision_note
-from jurystream.models.kinds import SKLEARN, TRANSFORMER
-from jurystream.models.registry import Registry
-from jurystream.models.scores import classification_report
-from jurystream.models.training import TrainConfig
+from jurystream.models.rules.scores import classification_report
+from jurystream.models.serving.juror import load_juror, precision_note
+from jurystream.models.serving.kinds import SKLEARN, TRANSFORMER
+from jurystream.models.serving.registry import Registry
+from jurystream.models.training.datasets import LabeledSet
+from jurystream.models.training.evaluation import juror_probabilities
+from jurystream.models.training.training import TrainConfig
 
 TFIDF_NAME = SKLEARN.family
 
@@ -82,7 +82,7 @@ def bootstrap_jurors(
     without it the seed set itself is used for the check (metrics are then omitted, since
     training accuracy says little).
     """
-    from jurystream.models.training import base_model_path, train_transformer
+    from jurystream.models.training.training import base_model_path, train_transformer
 
     export_transformer = TRANSFORMER.implementation("export")
     build_sklearn_juror = SKLEARN.implementation("export")

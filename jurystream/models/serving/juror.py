@@ -20,8 +20,8 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import onnxruntime as ort
 
-from jurystream.models import runtime
-from jurystream.models.kinds import UnknownKind, juror_kind
+from jurystream.models.serving import runtime
+from jurystream.models.serving.kinds import UnknownKind, juror_kind
 
 MANIFEST = "manifest.json"
 # One inference call scores at most this many texts, of lengths within LENGTH_SLACK of each

@@ -97,7 +97,7 @@ class LabeledSet:
 
         Raises ``LabelSetError`` when ``names`` is not the same set of label names.
         """
-        from jurystream.models.labelsets import label_order
+        from jurystream.models.rules.labelsets import label_order
 
         if tuple(names) == self.label_names:
             return self

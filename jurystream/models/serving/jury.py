@@ -12,12 +12,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from jurystream.models.juror import Juror
-from jurystream.models.labelsets import align_juror
-from jurystream.models.voting import POLICIES, Decision, Vote, confident, votes_of, weighted
+from jurystream.models.rules.labelsets import align_juror
+from jurystream.models.rules.voting import POLICIES, Decision, Vote, confident, votes_of, weighted
+from jurystream.models.serving.juror import Juror
 
 if TYPE_CHECKING:
-    from jurystream.models.parallel import InferencePool
+    from jurystream.models.serving.parallel import InferencePool
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from jurystream.models.juror import Juror
+    from jurystream.models.serving.juror import Juror
 
 
 class LabelSetError(ValueError):

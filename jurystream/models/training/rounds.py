@@ -1,14 +1,14 @@
 """One training round: refine every juror from its serving version, gate it, publish it.
 
 For each juror the round builds a candidate from the serving version and the store's data,
-through its kind's ``refine`` step (``jurystream.models.kinds``):
+through its kind's ``refine`` step (``jurystream.models.serving.kinds``):
 
 - a kind that continues training (the transformer jurors, from the checkpoint kept with the
   serving version) gets the new examples plus a replay sample of earlier ones;
 - a kind with no state worth continuing from (TF-IDF) is refit on everything: seed set, every
   hard sample, gold with text.
 
-Both use the per-example weights of ``jurystream.models.continual``. The candidate and the
+Both use the per-example weights of ``jurystream.models.rules.continual``. The candidate and the
 serving version are then scored on the same held-out gold set; the gate decides. An accepted
 candidate is published and promoted through the registry (which verifies it again); a rejected
 one is recorded in the store with its metrics and the gate's reason, and nothing is published.
@@ -28,20 +28,20 @@ from pathlib import Path
 from typing import Any
 
 from jurystream.config import TrainerSettings
-from jurystream.models.continual import (
+from jurystream.models.rules.continual import (
     Example,
     gate,
     reliabilities,
     replay_sample,
     training_set,
 )
-from jurystream.models.evaluation import juror_probabilities
-from jurystream.models.juror import Juror, load_juror
-from jurystream.models.kinds import juror_kind
-from jurystream.models.refine import RefineInputs
-from jurystream.models.registry import Registry
-from jurystream.models.scores import classification_report
-from jurystream.models.store import CandidateRecord, TrainingStore
+from jurystream.models.rules.scores import classification_report
+from jurystream.models.serving.juror import Juror, load_juror
+from jurystream.models.serving.kinds import juror_kind
+from jurystream.models.serving.registry import Registry
+from jurystream.models.training.evaluation import juror_probabilities
+from jurystream.models.training.refine import RefineInputs
+from jurystream.models.training.store import CandidateRecord, TrainingStore
 
 log = logging.getLogger(__name__)
 

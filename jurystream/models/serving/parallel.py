@@ -25,7 +25,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from jurystream.models.juror import ChunkMap, Juror
+from jurystream.models.serving.juror import ChunkMap, Juror
 
 
 @runtime_checkable

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from jurystream.models.continual import Example, held_out
-from jurystream.models.datasets import LabeledSet
+from jurystream.models.rules.continual import Example, held_out
+from jurystream.models.training.datasets import LabeledSet
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS examples (

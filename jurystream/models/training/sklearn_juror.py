@@ -26,8 +26,8 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 
-from jurystream.models.juror import Manifest, load_juror, sha256_file, write_manifest
-from jurystream.models.kinds import SKLEARN
+from jurystream.models.serving.juror import Manifest, load_juror, sha256_file, write_manifest
+from jurystream.models.serving.kinds import SKLEARN
 
 # skl2onnx tokenizes with ONNX's Tokenizer op, which needs an explicit regex. ASCII classes,
 # no \w or \b: onnxruntime's RE2 reads those as ASCII while Python's re reads them as Unicode,

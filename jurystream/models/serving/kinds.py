@@ -53,17 +53,17 @@ class JurorKind:
 TRANSFORMER = JurorKind(
     kind="onnx-transformer",
     family="minilm",
-    juror="jurystream.models.juror:OnnxTransformerJuror",
-    refine="jurystream.models.refine:refine_transformer",
+    juror="jurystream.models.serving.juror:OnnxTransformerJuror",
+    refine="jurystream.models.training.refine:refine_transformer",
     export="jurystream.exporters.onnx:export_transformer",
     checkpoint=CHECKPOINT_DIR,
 )
 SKLEARN = JurorKind(
     kind="onnx-sklearn",
     family="tfidf",
-    juror="jurystream.models.juror:OnnxSklearnJuror",
-    refine="jurystream.models.refine:refine_sklearn",
-    export="jurystream.models.sklearn_juror:build_sklearn_juror",
+    juror="jurystream.models.serving.juror:OnnxSklearnJuror",
+    refine="jurystream.models.training.refine:refine_sklearn",
+    export="jurystream.models.training.sklearn_juror:build_sklearn_juror",
 )
 KINDS: dict[str, JurorKind] = {k.kind: k for k in (TRANSFORMER, SKLEARN)}
 

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from jurystream.config import TrainerSettings
-from jurystream.models.continual import TrainingSet
-from jurystream.models.juror import Manifest
-from jurystream.models.kinds import SKLEARN, TRANSFORMER, kept_checkpoint
+from jurystream.models.rules.continual import TrainingSet
+from jurystream.models.serving.juror import Manifest
+from jurystream.models.serving.kinds import SKLEARN, TRANSFORMER, kept_checkpoint
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ class RefineInputs:
 
 def refine_transformer(inputs: RefineInputs) -> Path:
     """Fine-tune from the serving checkpoint, then export, quantize and verify the candidate."""
-    from jurystream.models.training import TrainConfig, train_transformer
+    from jurystream.models.training.training import TrainConfig, train_transformer
 
     s, manifest, name = inputs.settings, inputs.manifest, inputs.manifest.name
     checkpoint = kept_checkpoint(inputs.serving_dir, manifest.kind)
@@ -85,7 +85,7 @@ def refine_transformer(inputs: RefineInputs) -> Path:
 
 def refine_sklearn(inputs: RefineInputs) -> Path:
     """Refit TF-IDF + LR with the hyper-parameters the serving version's manifest records."""
-    from jurystream.models.sklearn_juror import DEFAULT_C
+    from jurystream.models.training.sklearn_juror import DEFAULT_C
 
     hyper = inputs.manifest.extra.get("training") or {}
     build = SKLEARN.implementation("export")

@@ -21,7 +21,7 @@ def session(model: Path, threads: int = 1) -> ort.InferenceSession:
 
     No CPU arena: batches are padded to their own longest text, so shapes change all the time
     and each session's arena kept the largest it had seen. Plain malloc, trimmed after every
-    batch (``jurystream.models.juror.trim_heap``), gives the memory back; throughput is the
+    batch (``jurystream.models.serving.juror.trim_heap``), gives the memory back; throughput is the
     same within noise.
     """
     options = ort.SessionOptions()
