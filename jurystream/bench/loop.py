@@ -396,6 +396,23 @@ def rescore(settings: Settings, path: Path, workdir: Path) -> LoopResult:
     return result
 
 
+def seed_and_feed(
+    directory: Path, seed_size: int, feed_size: int
+) -> tuple[LabeledSet, LabeledSet, LabeledSet, LabeledSet]:
+    """(train, val, seed set, feed) of a TweetEval task: the seed labels the jurors are
+    bootstrapped from, and a feed of train posts none of them saw, in a fixed shuffled order
+    (the loop and recipe benches share both, so their jurors and posts are the same)."""
+    train = load_tweeteval(directory, "train", drop_empty=True)
+    val = load_tweeteval(directory, "val", drop_empty=True)
+    seed = train.sample(seed_size, seed=0)
+    seen = set(seed.texts)
+    rest = [i for i in range(len(train)) if train.texts[i] not in seen]
+    random.Random(1).shuffle(rest)
+    if len(rest) < feed_size:
+        raise ValueError(f"{directory.name} has {len(rest)} train posts outside the seed set")
+    return train, val, seed, train.subset(rest[:feed_size])
+
+
 def run_registry(cache: Path, names: Sequence[str], directory: Path) -> Registry:
     """A run's own registry with only its jurors: the cache may hold more (bench perf adds a
     third MiniLM), and the trainer refines and announces every juror of its registry."""
@@ -407,15 +424,7 @@ def run_registry(cache: Path, names: Sequence[str], directory: Path) -> Registry
 def run_loop(settings: Settings, cfg: LoopConfig, workdir: Path, log: Log = print) -> LoopResult:
     started = time.perf_counter()
     directory = tweeteval_dir(settings.data_root, cfg.task)
-    train = load_tweeteval(directory, "train", drop_empty=True)
-    val = load_tweeteval(directory, "val", drop_empty=True)
-    seed = train.sample(cfg.seed_size, seed=0)
-    seen = set(seed.texts)
-    rest = [i for i in range(len(train)) if train.texts[i] not in seen]
-    random.Random(1).shuffle(rest)
-    if len(rest) < cfg.feed_size:
-        raise ValueError(f"{cfg.task} has {len(rest)} train posts outside the seed set")
-    feed = train.subset(rest[: cfg.feed_size])
+    train, val, seed, feed = seed_and_feed(directory, cfg.seed_size, cfg.feed_size)
     gate = val.subset(split_halves(len(val))[0])  # the other half is only scored on
     label_names = list(train.label_names)
 

@@ -21,7 +21,6 @@ sample as history grows) shows in ``bench loop``, not here.
 from __future__ import annotations
 
 import json
-import random
 import shutil
 import statistics
 import time
@@ -31,7 +30,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from jurystream.bench.jurors import BENCH_EPOCHS, BENCH_LEARNING_RATE, bench_plan, ensure_jurors
-from jurystream.bench.loop import split_halves
+from jurystream.bench.loop import seed_and_feed, split_halves
 from jurystream.config import Settings, TrainerSettings
 from jurystream.models.rules.audit import is_audited
 from jurystream.models.rules.continual import Example, replay_sample, training_set
@@ -39,7 +38,7 @@ from jurystream.models.rules.scores import accuracy, macro_f1
 from jurystream.models.serving.juror import load_juror
 from jurystream.models.serving.jury import Jury
 from jurystream.models.serving.registry import Registry
-from jurystream.models.training.datasets import LabeledSet, load_tweeteval, tweeteval_dir
+from jurystream.models.training.datasets import LabeledSet, tweeteval_dir
 from jurystream.models.training.evaluation import (
     calibrate_policy,
     juror_probabilities,
@@ -318,15 +317,8 @@ def run_recipes(
     """Each recipe × seed refines ``cfg.juror`` on the same reviewed data; scored on val."""
     started = time.perf_counter()
     directory = tweeteval_dir(settings.data_root, cfg.task)
-    train = load_tweeteval(directory, "train", drop_empty=True)
-    val = load_tweeteval(directory, "val", drop_empty=True)
-    seed = train.sample(cfg.seed_size, seed=0)  # the loop bench's seed set and feed order
-    seen = set(seed.texts)
-    rest = [i for i in range(len(train)) if train.texts[i] not in seen]
-    random.Random(1).shuffle(rest)
-    if len(rest) < cfg.feed_size:
-        raise ValueError(f"{cfg.task} has {len(rest)} train posts outside the seed set")
-    feed = train.subset(rest[: cfg.feed_size])
+    # the loop bench's seed set and feed order
+    _, val, seed, feed = seed_and_feed(directory, cfg.seed_size, cfg.feed_size)
     gate_idx, score_idx = split_halves(len(val))
     gate, score = val.subset(gate_idx), val.subset(score_idx[: cfg.score_size])
 

@@ -15,11 +15,11 @@ import tempfile
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from types import TracebackType
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
+from jurystream.stream.lifecycle import Service
 from jurystream.stream.processes import die_with_parent
 from jurystream.stream.security import Kafka, KafkaConnection, client_kwargs
 
@@ -112,7 +112,7 @@ async def ensure_topics(
         await admin.close()
 
 
-class EmbeddedBroker:
+class EmbeddedBroker(Service):
     """Tansu on a loopback port, in-memory storage; a context manager that always cleans up."""
 
     def __init__(self, port: int = 0, host: str = "127.0.0.1", log_path: Path | None = None):
@@ -195,15 +195,3 @@ class EmbeddedBroker:
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
-
-    def __enter__(self) -> EmbeddedBroker:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

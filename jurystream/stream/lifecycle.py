@@ -1,4 +1,5 @@
-"""Running an asyncio role in the foreground until the operator (or Kubernetes) stops it."""
+"""Lifecycles: a role in the foreground until the operator (or Kubernetes) stops it, and the
+services (broker, proxies, test servers) a ``with`` block starts and stops."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import asyncio
 import contextlib
 import signal
 from collections.abc import Awaitable, Callable
+from typing import Any, Self
 
 
 def run_until_signalled(role: Callable[[asyncio.Event], Awaitable[None]]) -> int:
@@ -25,3 +27,21 @@ def run_until_signalled(role: Callable[[asyncio.Event], Awaitable[None]]) -> int
 
     asyncio.run(main())
     return 0
+
+
+class Service:
+    """Something a ``with`` block starts and always stops: ``start()`` on entry, ``stop()`` on
+    exit, also when the block raises (a leaked broker or server would outlive its test)."""
+
+    def start(self) -> Any:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

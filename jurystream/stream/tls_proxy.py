@@ -15,11 +15,11 @@ import socket
 import ssl
 import threading
 from pathlib import Path
-from types import TracebackType
 
 from jurystream.config import BrokerSettings
 from jurystream.stream.broker import BrokerError, EmbeddedBroker, free_port
 from jurystream.stream.certs import KeyPair, TestPki, make_test_pki
+from jurystream.stream.lifecycle import Service
 from jurystream.stream.security import KafkaConnection, kafka_connection
 
 _CHUNK = 64 * 1024
@@ -47,7 +47,7 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
             writer.close()
 
 
-class TlsProxy:
+class TlsProxy(Service):
     """Accepts TLS on ``host:port`` and forwards each connection to ``upstream`` in plaintext."""
 
     def __init__(
@@ -117,19 +117,8 @@ class TlsProxy:
             self._thread = None
             self._loop.close()
 
-    def __enter__(self) -> TlsProxy:
-        return self.start()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-
-class TlsBroker:
+class TlsBroker(Service):
     """The embedded broker behind the TLS proxy, with a CA and certificates made in ``cert_dir``.
 
     ``mtls``: the proxy also requires a client certificate signed by the same CA.
@@ -203,15 +192,3 @@ class TlsBroker:
         if self._proxy is not None:
             self._proxy.stop()
             self._proxy = None
-
-    def __enter__(self) -> TlsBroker:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

@@ -26,6 +26,7 @@ from aiohttp import web
 
 from jurystream.models.reviewer.cost import estimate_tokens
 from jurystream.models.reviewer.prompt import extract_post
+from jurystream.stream.lifecycle import Service
 
 
 @dataclass(frozen=True)
@@ -132,7 +133,7 @@ def reasoning_model_refusal(body: Mapping[str, Any]) -> Reply | None:
     return None
 
 
-class OpenAIServer:
+class OpenAIServer(Service):
     """The server; ``start()`` returns the base URL to give the client (``…/v1``)."""
 
     def __init__(
@@ -306,13 +307,6 @@ class OpenAIServer:
             self._thread.join(timeout=30)
         self._loop = None
         self._thread = None
-
-    def __enter__(self) -> OpenAIServer:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 def main() -> None:
