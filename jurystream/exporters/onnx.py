@@ -64,20 +64,25 @@ class Verification:
         return self.int8_agreement is None or self.int8_agreement >= self.min_agreement
 
 
-def export_fp32(checkpoint: Path, output_dir: Path) -> Path:
-    """ONNX export with optimum (no graph optimization); returns the path of ``model.onnx``."""
+def _optimum_export(checkpoint: Path, output_dir: Path, task: str) -> None:
+    """optimum's exporter, offline, on CPU, for one task of the checkpoint."""
     from optimum.exporters.onnx import main_export
 
     with quiet_onnx_export():
         main_export(
             str(checkpoint),
             output=str(output_dir),
-            task="text-classification",
+            task=task,
             device="cpu",
             library_name="transformers",
             local_files_only=True,
             do_validation=False,  # we validate ourselves, with the serving tokenizer
         )
+
+
+def export_fp32(checkpoint: Path, output_dir: Path) -> Path:
+    """ONNX export with optimum (no graph optimization); returns the path of ``model.onnx``."""
+    _optimum_export(checkpoint, output_dir, "text-classification")
     model = output_dir / "model.onnx"
     if not model.is_file():
         raise ExportVerificationError(f"optimum wrote no model.onnx for {checkpoint}")
@@ -216,18 +221,8 @@ def verify_export(
 
 def export_encoder(checkpoint: Path, output_dir: Path) -> Path:
     """Export a transformer checkpoint as an ONNX sentence encoder (needs the ``train`` extra)."""
-    from optimum.exporters.onnx import main_export
-
     output_dir.mkdir(parents=True, exist_ok=True)
-    main_export(
-        str(checkpoint),
-        output=str(output_dir),
-        task="feature-extraction",
-        device="cpu",
-        library_name="transformers",
-        local_files_only=True,
-        do_validation=False,
-    )
+    _optimum_export(checkpoint, output_dir, "feature-extraction")
     write_tokenizer(checkpoint, output_dir / "tokenizer.json")
     return output_dir
 
