@@ -56,7 +56,7 @@ from jurystream.stream.processes import RoleGroup
 from jurystream.stream.security import client_kwargs
 from jurystream.stream.transport import FETCH_MAX_WAIT_MS
 
-# The issues' targets. Each is reported as met or not, with the measured value.
+# The targets the project holds the worker to. Each is reported as met or not, with the measured value.
 TARGET_E2E_OVER_LIMIT = 0.85
 TARGET_P99_MS = {0.25: 50.0, 0.5: 100.0}  # p99 end-to-end latency at a share of capacity
 TARGET_ONNX_OVER_TORCH = 5.0
@@ -704,7 +704,7 @@ async def _idle_cpu(pids: dict[str, int | None], seconds: float = 5.0) -> dict[s
 
 
 def targets(result: PerfResult) -> list[Target]:
-    """The issues' targets against what was measured; ``met`` is never assumed."""
+    """The targets against what was measured; ``met`` is never assumed."""
     r, acc = result.ratios, result.accuracy
     loss = acc["cascade_loss_points"]
     speedup = r["cascade_over_full"]
