@@ -56,7 +56,7 @@ from jurystream.stream.processes import RoleGroup
 from jurystream.stream.security import client_kwargs
 from jurystream.stream.transport import FETCH_MAX_WAIT_MS
 
-# The targets the project holds the worker to. Each is reported as met or not, with the measured value.
+# The targets the project holds the worker to, each reported as met or not, with its value.
 TARGET_E2E_OVER_LIMIT = 0.85
 TARGET_P99_MS = {0.25: 50.0, 0.5: 100.0}  # p99 end-to-end latency at a share of capacity
 TARGET_ONNX_OVER_TORCH = 5.0
