@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from typing import Any, Self
 
@@ -29,15 +30,17 @@ def run_until_signalled(role: Callable[[asyncio.Event], Awaitable[None]]) -> int
     return 0
 
 
-class Service:
+class Service(ABC):
     """Something a ``with`` block starts and always stops: ``start()`` on entry, ``stop()`` on
     exit, also when the block raises (a leaked broker or server would outlive its test)."""
 
+    @abstractmethod
     def start(self) -> Any:
-        raise NotImplementedError
+        """Start it; a subclass may return what a caller needs (an address, itself)."""
 
+    @abstractmethod
     def stop(self) -> None:
-        raise NotImplementedError
+        """Stop it and free what it holds; safe to call twice."""
 
     def __enter__(self) -> Self:
         self.start()

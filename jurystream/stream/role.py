@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
@@ -63,7 +64,7 @@ class RoleSpec:
     producer: Mapping[str, Any] | None = None  # AIOKafkaProducer options; None: produces nothing
 
 
-class Role:
+class Role(ABC):
     """A consumer-group role: subclass it, pass its ``RoleSpec`` to ``__init__`` and write
     ``handle``; ``run(stop)`` is the template."""
 
@@ -82,21 +83,21 @@ class Role:
 
     # --- what a role writes ---
 
+    @abstractmethod
     async def handle(self, messages: list[Message]) -> None:
         """Process ``messages``; return once every output of them is acknowledged. An exception
         is a bug in the role, not a message's fault: the role stops and replays on restart."""
-        raise NotImplementedError
 
-    async def start(self) -> None:
+    async def start(self) -> None:  # noqa: B027 (an optional hook: empty unless a role needs it)
         """Before the first poll, with the producer started."""
 
-    async def tick(self) -> None:
+    async def tick(self) -> None:  # noqa: B027 (an optional hook: empty unless a role needs it)
         """After every poll, once finished messages are committed."""
 
-    async def finish(self) -> None:
+    async def finish(self) -> None:  # noqa: B027 (an optional hook: empty unless a role needs it)
         """On a clean stop, after the messages in hand settled."""
 
-    async def close(self) -> None:
+    async def close(self) -> None:  # noqa: B027 (an optional hook: empty unless a role needs it)
         """Always, last, before the consumer and the producer stop."""
 
     # --- what the template gives it ---
