@@ -147,6 +147,29 @@ class JurySettings(_Section):
     review_budget: float | None = Field(None, ge=0.0, le=1.0)
 
 
+class TaskSettings(_Section):
+    """One moderation policy of a multi-task deployment (``[tasks.<name>]``): its label set,
+    the jurors that vote on it and how, and what the reviewer is told about it.
+
+    A multi-label taxonomy is a set of yes/no tasks. A juror name may appear in several tasks:
+    a multi-head juror (``onnx-multihead``) then serves each task from one encoder pass.
+    """
+
+    labels: list[str] = Field(min_length=2)
+    descriptions: dict[str, str] = Field(default_factory=dict)
+    # What the reviewer is asked for this task; None: "Label the post for <task>."
+    instruction: str | None = None
+    jurors: list[str] = Field(min_length=1)
+    policy: PolicyName = "unanimous"
+    threshold: float = Field(0.7, ge=0.0, le=1.0)
+    weights: dict[str, float] = Field(default_factory=dict)
+    # Labeled examples the reviewer's demonstrations for this task are drawn from (k-NN).
+    gold_pool: Path | None = None
+
+    def prompt(self, name: str) -> str:
+        return self.instruction or f"Label the post for {name}."
+
+
 IN_FLIGHT_PER_SLOT = 4  # cases a reviewer holds per request slot unless max_in_flight says
 
 
@@ -306,6 +329,9 @@ class Settings(BaseSettings):
     trainer: TrainerSettings = Field(default_factory=TrainerSettings)
     controller: ControllerSettings = Field(default_factory=ControllerSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    # Several policies labeled on one stream (``[tasks.offensive]``, ``[tasks.hate]``, …). Empty:
+    # one task, whose labels come from the jurors in ``jury`` (single-task records unchanged).
+    tasks: dict[str, TaskSettings] = Field(default_factory=dict)
 
     @property
     def registry_url(self) -> str:
