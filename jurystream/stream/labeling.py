@@ -10,6 +10,10 @@ Every message read ends in exactly one *fate*: a label (``labeled``, or ``unrevi
 review budget did not cover its escalation), a review case (``escalated``), or a dead letter
 (``dead_lettered``: malformed, inference failed, quarantined). An ``audited`` case is a second
 output beside a label, a measurement of it, not another fate.
+
+With several tasks (``label_tasks_batch``) the fates are the same, per post: one label record
+holding every task's result, or one review case asking for the tasks the jury left unsettled
+and carrying the settled ones, which the reviewer completes into the post's label record.
 """
 
 from __future__ import annotations
@@ -29,8 +33,9 @@ from jurystream.stream.records import (
     Post,
     Record,
     ReviewCase,
+    TaskResult,
 )
-from jurystream.stream.routing import route
+from jurystream.stream.routing import Route, route, route_tasks
 
 Outcome = Literal["labeled", "unreviewed", "escalated", "audited", "dead_lettered"]
 
@@ -77,8 +82,9 @@ class Stamp:
     """What each output of a batch is stamped with: the jury that decided it and where."""
 
     versions: Mapping[str, str]
-    threshold: float
+    threshold: float  # the first task's with several tasks
     worker: str
+    thresholds: Mapping[str, float] | None = None  # per task, with several tasks
 
 
 @dataclass(frozen=True)
@@ -133,16 +139,7 @@ def label_batch(
 
     ``allowance`` (the review budget, if any) is charged for the escalations (``routing``).
     """
-    if len(decisions) != len(read.posts):
-        raise ValueError(f"{len(read.posts)} posts but {len(decisions)} decisions")
-    outputs = list(read.dead_letters)
-    scored: list[tuple[Post, Decision, M]] = []
-    for (post, message), decision in zip(read.posts, decisions, strict=True):
-        if isinstance(decision, InferenceFailed):
-            error = f"inference failed: {decision.error}"
-            outputs.append(dead_letter(message, error, "inference", post.id))
-        else:
-            scored.append((post, decision, message))
+    outputs, scored = _split_failed(read, decisions)
     routes = route(
         [post for post, _, _ in scored], [d for _, d, _ in scored], audit_rate, allowance
     )
@@ -174,3 +171,80 @@ def label_batch(
             outcome = "unreviewed" if r.unreviewed else "labeled"
             outputs.append(Output(Topic.LABELS, key, label, outcome))
     return LabeledBatch(outputs, [r.decision for r in routes])
+
+
+D = TypeVar("D")
+
+
+def _split_failed(
+    read: ReadBatch[M], decisions: Sequence[D | InferenceFailed]
+) -> tuple[list[Output], list[tuple[Post, D, M]]]:
+    """The batch's dead letters so far (malformed, inference failed) and the scored posts."""
+    if len(decisions) != len(read.posts):
+        raise ValueError(f"{len(read.posts)} posts but {len(decisions)} decisions")
+    outputs = list(read.dead_letters)
+    scored: list[tuple[Post, D, M]] = []
+    for (post, message), decision in zip(read.posts, decisions, strict=True):
+        if isinstance(decision, InferenceFailed):
+            error = f"inference failed: {decision.error}"
+            outputs.append(dead_letter(message, error, "inference", post.id))
+        else:
+            scored.append((post, decision, message))
+    return outputs, scored
+
+
+def label_tasks_batch(
+    read: ReadBatch[M],
+    decisions: Sequence[Mapping[str, Decision] | InferenceFailed],
+    stamp: Stamp,
+    now: float,
+    audit_rate: float,
+    allowance: ReviewAllowance | None = None,
+) -> LabeledBatch:
+    """``label_batch`` for a multi-task deployment: ``decisions`` holds, per post, each task's
+    decision (``TaskJuries.decide``), and ``stamp.thresholds`` each task's threshold."""
+    thresholds = stamp.thresholds or {}
+    outputs, scored = _split_failed(read, decisions)
+    routes = route_tasks(
+        [post for post, _, _ in scored], [d for _, d, _ in scored], audit_rate, allowance
+    )
+    flat: list[Decision] = []
+    for r, (post, by_task, message) in zip(routes, scored, strict=True):
+        flat.extend(by_task.values())
+        key = post.id.encode("utf-8")
+        results = {
+            task: TaskResult.of_jury(
+                d, thresholds.get(task, stamp.threshold), unreviewed=r.unreviewed and d.escalated
+            )
+            for task, d in by_task.items()
+        }
+        if r.review is not None:
+            asked = _asked(r, results, by_task)
+            settled = {t: res for t, res in results.items() if t not in asked}
+            case = ReviewCase.of_tasks(
+                post, asked, settled, stamp.versions, now * 1000, stamp.worker, kind=r.review
+            )
+            outcome: Outcome = "escalated" if r.review == "escalation" else "audited"
+            outputs.append(Output(Topic.REVIEW, key, case, outcome))
+        if r.label:
+            label = LabelRecord.of_tasks(
+                post.id,
+                results,
+                stamp.versions,
+                max(0.0, (now - message.timestamp) * 1000),
+                worker=stamp.worker,
+                audit=True if r.review == "audit" else None,
+                unreviewed=True if r.unreviewed else None,
+            )
+            outcome = "unreviewed" if r.unreviewed else "labeled"
+            outputs.append(Output(Topic.LABELS, key, label, outcome))
+    return LabeledBatch(outputs, flat)
+
+
+def _asked(
+    r: Route, results: Mapping[str, TaskResult], by_task: Mapping[str, Decision]
+) -> dict[str, TaskResult]:
+    """What a review case asks: every task of an audit, the unsettled ones of an escalation."""
+    if r.review == "audit":
+        return dict(results)
+    return {t: res for t, res in results.items() if by_task[t].escalated}

@@ -136,6 +136,86 @@ def _rounded(votes: Sequence[Vote]) -> tuple[Vote, ...]:
     return tuple(Vote(v.juror, v.label, round(v.confidence, 4)) for v in votes)
 
 
+# --- per-task results ----------------------------------------------------------------------
+
+
+class TaskResult(BaseModel):
+    """One task's label on a post in a multi-task deployment (``Settings.tasks``): who decided
+    it (``source``: ``jury`` or a reviewer tier), with what confidence and votes. An escalated
+    task also says why (``reason``), a reviewer's result the ``jury_label`` it replaces, a
+    budget-capped escalation ``unreviewed``."""
+
+    model_config = ConfigDict(frozen=True)
+
+    label: str
+    source: str
+    confidence: float | None = None
+    votes: tuple[Vote, ...] = ()
+    threshold: float | None = None
+    reason: str | None = None
+    jury_label: str | None = None
+    unreviewed: bool | None = None
+
+    @classmethod
+    def of_jury(
+        cls, decision: Decision, threshold: float, *, unreviewed: bool = False
+    ) -> TaskResult:
+        flags: dict[str, Any] = {"reason": decision.reason} if decision.escalated else {}
+        if unreviewed:
+            flags["unreviewed"] = True
+        return cls(
+            label=decision.label,
+            source="jury",
+            confidence=round(float(decision.confidence), 4),
+            votes=_rounded(decision.votes),
+            threshold=threshold,
+            **flags,
+        )
+
+    @classmethod
+    def of_review(cls, asked: TaskResult, label: str, confidence: float, source: str) -> TaskResult:
+        """A reviewer's result for a task the jury escalated (``asked``: the jury's guess)."""
+        return cls(
+            label=label,
+            source=source,
+            confidence=round(float(confidence), 4),
+            votes=asked.votes,
+            threshold=asked.threshold,
+            jury_label=asked.label,
+        )
+
+
+def _task_results(raw: Any, what: str) -> dict[str, TaskResult] | Invalid:
+    """``{task: result}`` as a record's JSON carries it (absent: none)."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        return Invalid(f"{what} must be an object of task → result")
+    out: dict[str, TaskResult] = {}
+    for task, result in raw.items():
+        if not isinstance(result, dict):
+            return Invalid(f"{what}: task {task!r} must be an object")
+        label, source = result.get("label"), result.get("source")
+        if not isinstance(label, str) or not label or not isinstance(source, str):
+            return Invalid(f"{what}: task {task!r} needs string 'label' and 'source'")
+        votes = _votes(result.get("votes"), f"{what}: task {task!r}")
+        if isinstance(votes, Invalid):
+            return votes
+        out[task] = TaskResult(
+            label=label,
+            source=source,
+            votes=votes,
+            **_given(
+                confidence=_float_or_none(result.get("confidence")),
+                threshold=_float_or_none(result.get("threshold")),
+                reason=_str_or_none(result.get("reason")),
+                jury_label=_str_or_none(result.get("jury_label")),
+                unreviewed=True if result.get("unreviewed") is True else None,
+            ),
+        )
+    return out
+
+
 # --- posts ---------------------------------------------------------------------------------
 
 
@@ -228,6 +308,10 @@ class ReviewCase(Record):
     model_versions: dict[str, str] = {}
     received_ms: float | None = None
     worker: str | None = None
+    # Multi-task: the tasks the reviewer decides (an escalation's unsettled ones, every task of
+    # an audit), each with the jury's guess, and the ones the jury settled, kept as they are.
+    asked: dict[str, TaskResult] = {}
+    settled: dict[str, TaskResult] = {}
 
     @classmethod
     def of(
@@ -251,6 +335,35 @@ class ReviewCase(Record):
             model_versions=dict(versions),
             received_ms=received_ms,
             worker=worker,
+        )
+
+    @classmethod
+    def of_tasks(
+        cls,
+        post: Post,
+        asked: Mapping[str, TaskResult],
+        settled: Mapping[str, TaskResult],
+        versions: Mapping[str, str],
+        received_ms: float,
+        worker: str,
+        kind: CaseKind = "escalation",
+    ) -> ReviewCase:
+        """A multi-task case; its top-level jury fields are those of the first asked task."""
+        first = next(iter(asked.values()))
+        reasons = "; ".join(f"{t}: {r.reason}" for t, r in asked.items() if r.reason)
+        return cls(
+            **post.model_dump(exclude_unset=True),
+            kind=kind,
+            jury_label=first.label,
+            jury_confidence=first.confidence,
+            votes=first.votes,
+            reason=reasons if kind == "escalation" else "audit sample",
+            threshold=first.threshold,
+            model_versions=dict(versions),
+            received_ms=received_ms,
+            worker=worker,
+            asked=dict(asked),
+            settled=dict(settled),
         )
 
     @classmethod
@@ -280,6 +393,14 @@ class ReviewCase(Record):
         if kind == "audit" and jury_label is None:
             reason = "an audit case needs the jury's label it measures ('jury_label')"
             return Invalid(reason, post_id)
+        asked = _task_results(data.get("asked"), "review record field 'asked'")
+        settled = _task_results(data.get("settled"), "review record field 'settled'")
+        for tasks in (asked, settled):
+            if isinstance(tasks, Invalid):
+                return Invalid(tasks.reason, post_id)
+        assert not isinstance(asked, Invalid) and not isinstance(settled, Invalid)
+        if settled and not asked:
+            return Invalid("review record has 'settled' tasks but none 'asked'", post_id)
         return cls(
             id=post_id,
             text=text,
@@ -295,6 +416,8 @@ class ReviewCase(Record):
                 threshold=_float_or_none(data.get("threshold")),
                 received_ms=_float_or_none(data.get("received_ms")),
                 worker=_str_or_none(data.get("worker")),
+                asked=asked or None,
+                settled=settled or None,
             ),
         )
 
@@ -329,6 +452,33 @@ class LabelRecord(Record):
     audit: bool | None = None
     unreviewed: bool | None = None
     reason: str | None = None
+    # Multi-task: one result per task, in the order of the settings; the top-level label,
+    # confidence, source and votes are the first task's, for readers of single-task records.
+    tasks: dict[str, TaskResult] = {}
+
+    @classmethod
+    def of_tasks(
+        cls,
+        post_id: str,
+        tasks: Mapping[str, TaskResult],
+        versions: Mapping[str, str],
+        latency_ms: float,
+        **optional: Any,
+    ) -> LabelRecord:
+        """A multi-task label; ``optional`` (``worker``, ``audit``, ``cost_usd``) when given."""
+        first = next(iter(tasks.values()))
+        return cls(
+            id=post_id,
+            label=first.label,
+            confidence=first.confidence,
+            source=first.source,
+            votes=first.votes,
+            model_versions=dict(versions),
+            latency_ms=round(float(latency_ms), 2),
+            threshold=first.threshold,
+            tasks=dict(tasks),
+            **_given(**optional),
+        )
 
     @classmethod
     def from_jury(
@@ -389,6 +539,9 @@ class LabelRecord(Record):
         votes = _votes(data.get("votes"), "label record")
         if isinstance(votes, Invalid):
             return Invalid(votes.reason, post_id)
+        tasks = _task_results(data.get("tasks"), "label record field 'tasks'")
+        if isinstance(tasks, Invalid):
+            return Invalid(tasks.reason, post_id)
         versions = data.get("model_versions")
         return cls(
             id=post_id,
@@ -412,6 +565,7 @@ class LabelRecord(Record):
                     data.get("unreviewed") if isinstance(data.get("unreviewed"), bool) else None
                 ),
                 reason=_str_or_none(data.get("reason")),
+                tasks=tasks or None,
             ),
         )
 
@@ -438,6 +592,31 @@ class HardSample(Record):
     jury_label: str | None = None
     jury_confidence: float | None = None
     threshold: float | None = None
+    task: str | None = None  # multi-task: the task the label is for
+
+    @classmethod
+    def of_task(cls, case: ReviewCase, task: str, result: TaskResult) -> HardSample:
+        """The sample of one reviewed task of a multi-task case (``result``: the reviewer's)."""
+        asked = case.asked[task]
+        return cls(
+            id=case.id,
+            text=case.text,
+            label=result.label,
+            label_source=result.source,
+            votes=asked.votes,
+            weight=result.confidence if result.confidence is not None else 1.0,
+            kind="audit" if case.kind == "audit" else "hard",
+            jury_label=asked.label,
+            jury_confidence=asked.confidence,
+            threshold=asked.threshold,
+            task=task,
+        )
+
+    @property
+    def key(self) -> bytes:
+        """Message key: the post id, and its task in a multi-task deployment (one sample per
+        reviewed task; a replay overwrites each)."""
+        return (self.id if self.task is None else f"{self.id}#{self.task}").encode("utf-8")
 
     @classmethod
     def of(cls, case: ReviewCase, verdict: Verdict) -> HardSample:
@@ -490,6 +669,7 @@ class HardSample(Record):
                 jury_label=jury_label if isinstance(jury_label, str) and jury_label else None,
                 jury_confidence=_float_or_none(data.get("jury_confidence")),
                 threshold=_float_or_none(data.get("threshold")),
+                task=_str_or_none(data.get("task")) or None,
             ),
         )
 
@@ -517,6 +697,7 @@ class Feedback(Record):
     label: str
     source: str | None = None
     text: str | None = None
+    task: str | None = None  # multi-task: the task the gold label is for
 
     @classmethod
     def of(cls, post_id: str, label: str, **optional: Any) -> Feedback:
@@ -541,6 +722,7 @@ class Feedback(Record):
             label,
             source=_str_or_none(data.get("source")),
             text=text if isinstance(text, str) and text.strip() else None,
+            task=_str_or_none(data.get("task")) or None,
         )
 
 

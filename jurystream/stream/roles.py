@@ -10,9 +10,11 @@ from faust.worker import Worker
 
 from jurystream.config import Settings
 from jurystream.exporters.metrics import WorkerMetrics
+from jurystream.models.rules.labelsets import align_juror
 from jurystream.models.serving.juror import Juror, ModelLoadError, load_juror
 from jurystream.models.serving.jury import Jury
 from jurystream.models.serving.registry import Registry, RegistryError
+from jurystream.models.serving.tasks import TaskJuries, for_task
 from jurystream.models.training.evaluation import policy_threshold
 from jurystream.stream.role import create_topics
 from jurystream.stream.security import KafkaConnection, kafka_connection
@@ -64,6 +66,28 @@ def load_jury(settings: Settings) -> Jury:
     )
 
 
+def load_task_juries(settings: Settings) -> TaskJuries:
+    """One jury per task of ``settings.tasks``; a juror named in several tasks is loaded once
+    (a multi-head juror then serves each task from its head)."""
+    loaded: dict[str, Juror] = {}
+    juries = {}
+    for task, spec in settings.tasks.items():
+        jurors = []
+        for ref in spec.jurors:
+            if ref not in loaded:
+                loaded[ref] = load_juror_ref(ref, settings)
+            try:
+                juror = for_task(loaded[ref], task)
+            except ValueError as exc:
+                raise ModelLoadError(f"task {task}: {exc}") from exc
+            # Refused at start, with both label sets named, rather than labels nobody asked for;
+            # the jury votes in the order of the task's labels.
+            what = f"task {task}: juror {juror.name} vs the task's labels"
+            jurors.append(align_juror(juror, spec.labels, what))
+        juries[task] = Jury(tuple(jurors), spec.policy, spec.threshold, spec.weights)
+    return TaskJuries(juries)
+
+
 def _prepare(settings: Settings) -> KafkaConnection:
     kafka = kafka_connection(settings)
     asyncio.run(create_topics(settings, kafka))
@@ -79,11 +103,11 @@ def run_faust(app: object, settings: Settings) -> int:
 
 def run_worker(settings: Settings) -> int:
     kafka = _prepare(settings)
-    jury = load_jury(settings)
+    jury = load_task_juries(settings) if settings.tasks else load_jury(settings)
     metrics = WorkerMetrics()
     metrics.serve(settings.metrics.port, settings.metrics.host)
     app, labeling = build_worker_app(settings, kafka, jury, metrics)
-    log.warning("worker: jury %s, policy %s", jury.versions, jury.policy)
+    log.warning("worker: jurors %s", jury.versions)
     try:
         return run_faust(app, settings)
     finally:

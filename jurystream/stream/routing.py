@@ -5,11 +5,15 @@
 - escalated → a review case, unless the review budget is spent: then the most informative
   escalations of the batch are reviewed (``selection.select_informative``) and the rest get
   the jury's best guess as a label flagged ``unreviewed``.
+
+With several tasks (``route_tasks``) a post is escalated when any task is: it costs one review
+(one call asks for all its unsettled tasks), and its least confident unsettled task says how
+informative it is. An audit asks for every task.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -61,3 +65,21 @@ def route(
         else:
             routes.append(Route(post, decision, label=True, review=None, unreviewed=True))
     return routes
+
+
+def summary(decisions: Mapping[str, Decision]) -> Decision:
+    """One post's tasks as one decision for routing: escalated if any task is, as confident as
+    its least confident escalated task (or task, when none is)."""
+    escalated = [d for d in decisions.values() if d.escalated]
+    weakest = min(escalated or decisions.values(), key=lambda d: d.confidence)
+    return Decision("", weakest.confidence, (), bool(escalated))
+
+
+def route_tasks(
+    posts: Sequence[Post],
+    decisions: Sequence[Mapping[str, Decision]],
+    audit_rate: float,
+    allowance: ReviewAllowance | None = None,
+) -> list[Route]:
+    """``route`` for posts decided on several tasks: one review per post at most."""
+    return route(posts, [summary(d) for d in decisions], audit_rate, allowance)

@@ -115,7 +115,7 @@ class ModelUpdateFollower:
         settings: Settings,
         kafka: Kafka,
         versions: Mapping[str, str],
-        labels: Sequence[str],
+        labels: Sequence[str] | None,
         swap: Callable[[Juror], None],
         metrics: WorkerMetrics,
         set_threshold: Callable[[ThresholdUpdate], None] | None = None,
@@ -124,7 +124,7 @@ class ModelUpdateFollower:
         self.kafka = kafka
         self.threads = settings.jury.threads
         self.serving = dict(versions)  # what this worker serves or has queued for the next batch
-        self.labels = tuple(labels)
+        self.labels = None if labels is None else tuple(labels)  # None: ``swap`` checks them
         self._swap = swap
         self._set_threshold = set_threshold
         self.metrics = metrics
@@ -187,7 +187,10 @@ class ModelUpdateFollower:
         try:
             juror = await asyncio.to_thread(load_update, update, self.threads)
             # Matched by name: the same labels in another order serve; other names do not.
-            juror = align_juror(juror, self.labels, f"{update.name} v{update.version} vs the jury")
+            if self.labels is not None:
+                what = f"{update.name} v{update.version} vs the jury"
+                juror = align_juror(juror, self.labels, what)
+            self._swap(juror)
         except Exception as exc:
             # The old version keeps serving: a bad announcement must never stop labeling.
             log.error(
@@ -199,7 +202,6 @@ class ModelUpdateFollower:
             )
             self.metrics.swap_refused(update.name)
             return False
-        self._swap(juror)
         self.serving[update.name] = update.version
         self.metrics.swapped(update.name)
         log.warning("juror %s v%s loaded; serving from the next batch", update.name, update.version)

@@ -19,7 +19,7 @@ import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from typing import Any
+from typing import Any, cast
 
 import faust
 from faust.types import EventT
@@ -32,12 +32,14 @@ from jurystream.models.rules.voting import Decision
 from jurystream.models.serving.juror import Juror, trim_heap
 from jurystream.models.serving.jury import Jury
 from jurystream.models.serving.parallel import InferencePool, usable_cores
+from jurystream.models.serving.tasks import TaskJuries
 from jurystream.stream.batching import ready_batches
 from jurystream.stream.labeling import (
     InferenceFailed,
     Output,
     Stamp,
     label_batch,
+    label_tasks_batch,
     quarantine_error,
     quarantined,
     read_batch,
@@ -91,13 +93,18 @@ def create_faust_app(settings: Settings, kafka: Kafka, name: str | None = None) 
     return app
 
 
+Served = Jury | TaskJuries  # one task, or several (``Settings.tasks``)
+Decided = Decision | dict[str, Decision]  # a post's decision, or its decision per task
+
+
 class LabelingWorker:
-    """Scores batches with the current jury; ``swap`` replaces a juror between batches."""
+    """Scores batches with the current jury (or one per task); ``swap`` replaces a juror
+    between batches."""
 
     def __init__(
         self,
         settings: Settings,
-        jury: Jury,
+        jury: Served,
         metrics: WorkerMetrics,
         outputs: Mapping[Topic, faust.types.TopicT],
     ):
@@ -109,11 +116,11 @@ class LabelingWorker:
         # core: onnxruntime and tokenizers release the GIL (models/serving/parallel.py).
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="jury")
         self.pool = InferencePool(settings.jury.inference_threads or usable_cores())
-        self.jury = replace(jury, pool=self.pool)
+        self.jury: Served = _pooled(jury, self.pool)
         self._pending_thresholds: list[ThresholdUpdate] = []
         budget = settings.jury.review_budget
         self._allowance = None if budget is None else ReviewAllowance(budget)
-        metrics.threshold_served(jury.threshold)
+        metrics.threshold_served(_primary(self.jury).threshold)
         self._lags: dict[tuple[str, int], int] = {}
         self.ledger = AttemptLedger(settings.data_dir / "attempts" / f"{settings.app_id}-worker")
         self._publish_versions()
@@ -121,7 +128,8 @@ class LabelingWorker:
     def swap(self, juror: Juror) -> None:
         """Serve a loaded, verified juror from the next batch on (a batch in flight keeps the
         jury it started with: ``process`` holds its own reference), with a threshold that was
-        waiting for it."""
+        waiting for it. A juror the jury cannot take (other label names, a multi-head juror
+        without a head a task needs) raises, and the jury stays as it was."""
         old = self.jury.versions.get(juror.name)
         self.jury = self.jury.with_juror(juror)
         log.warning("juror %s: version %s → %s", juror.name, old, juror.version)
@@ -130,8 +138,11 @@ class LabelingWorker:
 
     def set_threshold(self, update: ThresholdUpdate) -> None:
         """Serve a controller threshold once the jury serves the versions it was calibrated for
-        (a threshold belongs to a set of versions: it waits for a swap still loading)."""
-        if update.policy != self.jury.policy:
+        (a threshold belongs to a set of versions: it waits for a swap still loading).
+
+        Several tasks: the controller does not calibrate per task yet, so each task keeps the
+        threshold of its settings."""
+        if isinstance(self.jury, TaskJuries) or update.policy != self.jury.policy:
             return
         self._pending_thresholds = [update]
         self._apply_thresholds()
@@ -139,6 +150,7 @@ class LabelingWorker:
     def _apply_thresholds(self) -> None:
         for update in [u for u in self._pending_thresholds if u.matches(self.jury.versions)]:
             self._pending_thresholds.remove(update)
+            assert isinstance(self.jury, Jury)  # set_threshold queues none for several tasks
             log.warning(
                 "threshold %.2f → %.2f (%s)", self.jury.threshold, update.threshold, update.reason
             )
@@ -212,8 +224,19 @@ class LabelingWorker:
             waited = max(0.0, began - event.message.timestamp)
             self.metrics.waited_for_batch(waited)
         decisions = await self._score(jury, [post.text for post, _ in read.posts])
-        stamp = Stamp(jury.versions, jury.threshold, self.worker_id)
-        batch = label_batch(read, decisions, stamp, time.time(), limits.audit_rate, self._allowance)
+        if isinstance(jury, TaskJuries):
+            thresholds = {task: j.threshold for task, j in jury.juries.items()}
+            stamp = Stamp(jury.versions, _primary(jury).threshold, self.worker_id, thresholds)
+            per_task = cast(list[dict[str, Decision] | InferenceFailed], decisions)
+            batch = label_tasks_batch(
+                read, per_task, stamp, time.time(), limits.audit_rate, self._allowance
+            )
+        else:
+            stamp = Stamp(jury.versions, jury.threshold, self.worker_id)
+            single = cast(list[Decision | InferenceFailed], decisions)
+            batch = label_batch(
+                read, single, stamp, time.time(), limits.audit_rate, self._allowance
+            )
         for decision in batch.decisions:
             self._count(decision)
         for output in batch.outputs:
@@ -222,7 +245,7 @@ class LabelingWorker:
         await self._produce(batch.outputs)
         self.metrics.produced(time.perf_counter() - started)
 
-    async def _score(self, jury: Jury, texts: list[str]) -> list[Decision | InferenceFailed]:
+    async def _score(self, jury: Served, texts: list[str]) -> list[Decided | InferenceFailed]:
         """Score the batch off the loop; if it fails, score one by one to isolate the culprit."""
         if not texts:
             return []
@@ -232,11 +255,11 @@ class LabelingWorker:
             decisions = await loop.run_in_executor(self._executor, _decide_and_trim, jury, texts)
         except Exception:
             log.exception("batch of %d failed in the jury; retrying one by one", len(texts))
-            out: list[Decision | InferenceFailed] = []
+            out: list[Decided | InferenceFailed] = []
             for text in texts:
                 try:
-                    (one,) = await loop.run_in_executor(self._executor, jury.decide, [text])
-                    out.append(one)
+                    one = await loop.run_in_executor(self._executor, _decide_and_trim, jury, [text])
+                    out.append(one[0])
                 except Exception as exc:
                     out.append(InferenceFailed(f"{type(exc).__name__}: {exc}"))
             return out
@@ -270,7 +293,20 @@ class LabelingWorker:
         self.pool.close()
 
 
-def _decide_and_trim(jury: Jury, texts: list[str]) -> list[Decision]:
+def _pooled(jury: Served, pool: InferencePool) -> Served:
+    """``jury`` scoring on the worker's pool (each task's jury too: a cascade asks its own)."""
+    if isinstance(jury, TaskJuries):
+        juries = {task: replace(j, pool=pool) for task, j in jury.juries.items()}
+        return replace(jury, juries=juries, pool=pool)
+    return replace(jury, pool=pool)
+
+
+def _primary(jury: Served) -> Jury:
+    """The jury whose threshold the worker's gauge shows: the first task's with several."""
+    return next(iter(jury.juries.values())) if isinstance(jury, TaskJuries) else jury
+
+
+def _decide_and_trim(jury: Served, texts: list[str]) -> Sequence[Decided]:
     """A batch's decisions, then its freed buffers back to the OS: a worker lives for weeks and
     its resident memory is what a deployment sizes for (``trim_heap``)."""
     try:
@@ -280,7 +316,7 @@ def _decide_and_trim(jury: Jury, texts: list[str]) -> list[Decision]:
 
 
 def build_worker_app(
-    settings: Settings, kafka: Kafka, jury: Jury, metrics: WorkerMetrics
+    settings: Settings, kafka: Kafka, jury: Served, metrics: WorkerMetrics
 ) -> tuple[faust.App, LabelingWorker]:
     """The faust app with the labeling agent wired to ``jury``."""
     app = create_faust_app(settings, kafka)
@@ -292,8 +328,10 @@ def build_worker_app(
     outputs = {t: raw_topic(t) for t in (Topic.LABELS, Topic.REVIEW, Topic.DEAD_LETTERS)}
     worker = LabelingWorker(settings, jury, metrics, outputs)
 
+    # Several tasks: each task's jury checks a new juror's labels as it takes it (``swap``).
+    labels = None if isinstance(jury, TaskJuries) else jury.labels
     follower = ModelUpdateFollower(
-        settings, kafka, jury.versions, jury.labels, worker.swap, metrics, worker.set_threshold
+        settings, kafka, jury.versions, labels, worker.swap, metrics, worker.set_threshold
     )
 
     @app.timer(HEARTBEAT_S)

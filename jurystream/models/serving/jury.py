@@ -77,8 +77,14 @@ class Jury:
             return []
         if self.policy == "cascade":
             return self._cascade(texts)
+        return self.decide_probabilities(self.probabilities(texts))
+
+    def decide_probabilities(self, probs: np.ndarray) -> list[Decision]:
+        """The policy's decisions on scores already computed, shape (texts, jurors, labels) in
+        this jury's juror and label order (a multi-task jury scores shared encoders once)."""
+        if self.policy == "cascade":
+            raise ValueError("the cascade policy asks its jurors one by one: use decide()")
         names = [j.name for j in self.jurors]
-        probs = self.probabilities(texts)
         if self.policy == "weighted":
             return [weighted(p, names, self.labels, self.threshold, self.weights) for p in probs]
         policy = POLICIES[self.policy]

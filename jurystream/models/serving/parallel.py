@@ -21,11 +21,14 @@ import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 
 from jurystream.models.serving.juror import ChunkMap, Juror
+
+J = TypeVar("J")
+R = TypeVar("R")
 
 
 @runtime_checkable
@@ -76,8 +79,12 @@ class InferencePool:
 
     def probabilities(self, jurors: Sequence[Juror], texts: Sequence[str]) -> np.ndarray:
         """All jurors on all texts, side by side: shape (texts, jurors, labels)."""
-        futures = [self._jurors.submit(self.score, j, texts) for j in jurors]
-        return np.stack([f.result() for f in futures], axis=1)
+        return np.stack(self.side_by_side(lambda j: self.score(j, texts), jurors), axis=1)
+
+    def side_by_side(self, score: Callable[[J], R], jurors: Sequence[J]) -> list[R]:
+        """``score`` of each juror, the jurors run side by side (their chunks share the cores)."""
+        futures = [self._jurors.submit(score, j) for j in jurors]
+        return [f.result() for f in futures]
 
     def close(self) -> None:
         self._jurors.shutdown(wait=True)
