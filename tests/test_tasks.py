@@ -46,7 +46,9 @@ class TwoHeads:
         self.labels = next(iter(self.heads.values()))
         self.passes = 0
 
-    def predict_heads(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
+    def predict_heads(
+        self, texts: Sequence[str], map_chunks: object = map
+    ) -> dict[str, np.ndarray]:
         self.passes += 1
         return {task: j.predict_proba(texts) for task, j in self._heads.items()}
 
@@ -58,13 +60,13 @@ class TwoHeads:
 
 
 class HeadView:
-    def __init__(self, whole: TwoHeads, task: str) -> None:
-        self.whole, self.task = whole, task
-        self.name, self.version, self.cost = whole.name, whole.version, whole.cost
-        self.labels = whole.heads[task]
+    def __init__(self, parent: TwoHeads, task: str) -> None:
+        self.parent, self.task = parent, task
+        self.name, self.version, self.cost = parent.name, parent.version, parent.cost
+        self.labels = parent.heads[task]
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
-        return self.whole.predict_heads(texts)[self.task]
+        return self.parent.predict_heads(texts)[self.task]
 
 
 TEXTS = ["you are a fool and an idiot", "lovely morning walk", "what a great day, not", "hmm"]

@@ -38,6 +38,12 @@ class ChunkedJuror(Protocol):
     def predict_chunks(self, texts: Sequence[str], map_chunks: ChunkMap) -> np.ndarray: ...
 
 
+class MultiHeadJuror(Protocol):
+    def predict_heads(
+        self, texts: Sequence[str], map_chunks: ChunkMap = map
+    ) -> dict[str, np.ndarray]: ...
+
+
 def usable_cores() -> int:
     """Cores this process may use: its CPU affinity, capped by a cgroup v2 CPU quota (a
     Kubernetes CPU limit of 2 on a 16-core node is 2, not 16)."""
@@ -68,6 +74,10 @@ class InferencePool:
         if isinstance(juror, ChunkedJuror):
             return juror.predict_chunks(texts, self._map_chunks)
         return np.asarray(self._chunks.submit(juror.predict_proba, texts).result())
+
+    def heads(self, juror: MultiHeadJuror, texts: Sequence[str]) -> dict[str, np.ndarray]:
+        """Every head of a multi-head juror, its chunks spread over the pool's threads."""
+        return juror.predict_heads(texts, self._map_chunks)
 
     def _map_chunks(
         self, run: Callable[[list[int]], None], chunks: Iterable[list[int]]

@@ -18,7 +18,7 @@ import numpy as np
 
 from jurystream.models.rules.labelsets import AlignedJuror
 from jurystream.models.rules.voting import Decision
-from jurystream.models.serving.juror import Juror
+from jurystream.models.serving.juror import ChunkMap, Juror
 from jurystream.models.serving.jury import Jury
 from jurystream.models.serving.parallel import InferencePool
 
@@ -31,7 +31,9 @@ class MultiHead(Protocol):
     version: str
     heads: Mapping[str, tuple[str, ...]]
 
-    def predict_heads(self, texts: Sequence[str]) -> dict[str, np.ndarray]: ...
+    def predict_heads(
+        self, texts: Sequence[str], map_chunks: ChunkMap = map
+    ) -> dict[str, np.ndarray]: ...
 
     def head(self, task: str) -> Juror: ...
 
@@ -40,7 +42,7 @@ class MultiHead(Protocol):
 class Head(Protocol):
     """One task's head of a multi-head juror, seen as an ordinary juror."""
 
-    whole: MultiHead
+    parent: MultiHead
     task: str
 
 
@@ -54,7 +56,7 @@ def _source(juror: Juror) -> tuple[Unit, str | None, list[int] | None]:
     if isinstance(juror, AlignedJuror):
         order, juror = juror.order, juror.juror
     if isinstance(juror, Head):
-        return juror.whole, juror.task, order
+        return juror.parent, juror.task, order
     return juror, None, order
 
 
@@ -135,7 +137,7 @@ class TaskJuries:
     ) -> list[np.ndarray | dict[str, np.ndarray]]:
         def one(unit: Unit) -> np.ndarray | dict[str, np.ndarray]:
             if isinstance(unit, MultiHead):
-                return unit.predict_heads(texts)
+                return self.pool.heads(unit, texts) if self.pool else unit.predict_heads(texts)
             return self.pool.score(unit, texts) if self.pool else unit.predict_proba(texts)
 
         if self.pool is None:
