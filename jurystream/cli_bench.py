@@ -556,3 +556,62 @@ def recipe(
         write_json(result.headline(), output / "recipe.json")
         plot(result, output / "recipe.png")
     out.print(f"results: {path}, chart: {chart} ({result.seconds:.0f} s)")
+
+
+@bench_app.command()
+def multitask(
+    config: ConfigOpt = None,
+    task: Annotated[
+        list[str] | None,
+        typer.Option("--task", "-t", help="TweetEval task (repeatable; default all four)."),
+    ] = None,
+    train_size: Annotated[
+        int, typer.Option(help="Train posts per task the jurors learn from (cached).")
+    ] = 2000,
+    policy: PolicyOpt = "unanimous",
+    threshold: Annotated[float, typer.Option(help="Every task's jury threshold.")] = 0.7,
+    repeats: Annotated[int, typer.Option(help="Timing repeats (medians reported).")] = 3,
+    messages: Annotated[int, typer.Option(help="Posts per end-to-end run.")] = 800,
+    workdir: WorkdirOpt = Path("var/bench"),
+    output: OutOpt = None,
+    docs: Annotated[
+        Path | None, typer.Option(help="Also write the headline figures here (docs/benchmarks).")
+    ] = None,
+) -> None:
+    """Four tasks on one stream against four single-task deployments of the same jurors:
+    inference cost, per-task quality, reviewer cost."""
+    import json
+
+    from jurystream.bench.multitask import (
+        TASKS,
+        MultitaskConfig,
+        markdown,
+        plot,
+        run_multitask,
+        write_json,
+    )
+    from jurystream.models.training.datasets import DatasetError
+
+    settings = _settings(config)
+    cfg = MultitaskConfig(
+        tasks=tuple(task or TASKS),
+        train_size=train_size,
+        policy=policy,
+        threshold=threshold,
+        repeats=repeats,
+        messages=messages,
+    )
+    try:
+        result = run_multitask(settings, cfg, workdir, log=err.print)
+    except (DatasetError, ValueError, RuntimeError, TimeoutError) as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(1) from exc
+    path = write_json(result, output or workdir / "multitask.json")
+    chart = plot(result, path.with_suffix(".png"))
+    text = markdown(result)
+    path.with_suffix(".md").write_text(text + "\n")
+    out.print(text)
+    if docs is not None:
+        docs.parent.mkdir(parents=True, exist_ok=True)
+        docs.write_text(json.dumps(result.headline(), indent=2) + "\n")
+    out.print(f"results: {path}, chart: {chart} ({result.seconds:.0f} s)")
