@@ -615,3 +615,46 @@ def multitask(
         docs.parent.mkdir(parents=True, exist_ok=True)
         docs.write_text(json.dumps(result.headline(), indent=2) + "\n")
     out.print(f"results: {path}, chart: {chart} ({result.seconds:.0f} s)")
+@bench_app.command("review-cost")
+def review_cost(
+    config: ConfigOpt = None,
+    k: Annotated[int, typer.Option(help="Demonstrations per single-task call (knn_k).")] = 4,
+    multitask_k: Annotated[
+        list[int] | None,
+        typer.Option(
+            "--multitask-k",
+            help="Demonstrations per task in the multi-task call (repeatable; default k).",
+        ),
+    ] = None,
+    posts: Annotated[int, typer.Option(help="TweetEval posts measured.")] = 200,
+    pool_size: Annotated[int, typer.Option(help="Gold pool per task (val split).")] = 500,
+    escalated: Annotated[
+        list[int] | None,
+        typer.Option("--escalated", help="Escalated tasks per post (repeatable; 1 to 4)."),
+    ] = None,
+) -> None:
+    """Tokens and USD of one multi-task reviewer call per post against one single-task call
+    per escalated task, on TweetEval's four tasks with the reviewer's real prompts."""
+    from jurystream.bench.review_cost import run_review_cost, table
+    from jurystream.models.reviewer.cost import PriceError, price_for
+
+    settings = _settings(config)
+    try:
+        price = price_for(settings.reviewer.prices, settings.reviewer.model)
+        for mk in multitask_k or [k]:
+            result = run_review_cost(
+                settings.data_root,
+                k,
+                posts,
+                pool_size,
+                escalated or [2, 3, 4],
+                price,
+                multitask_k=mk,
+            )
+            typer.echo(
+                f"k={k} per single-task call, {mk} per task in the multi-task call, "
+                f"{posts} posts, {settings.reviewer.model} prices\n{table(result)}"
+            )
+    except (ValueError, PriceError) as exc:  # DatasetError, bad --escalated
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from exc

@@ -3,7 +3,8 @@
 It serves ``POST /v1/chat/completions`` on a loopback port from a background thread, so sync
 tests, async tests and subprocesses can all talk to it over real HTTP with the real client.
 Answers are scripted: a function from the request to a :class:`Reply`, e.g.
-:func:`answers_by_text` (the label per post text, read from the prompt's POST block) or
+:func:`answers_by_text` (the label per post text, read from the prompt's POST block; or per
+text ``{task: label}``, of which a multi-task request gets exactly the tasks it asks) or
 :func:`answers_by_substring`. Faults are injected either as a queue of forced replies (429 with
 Retry-After, 500, slow responses, malformed bodies, off-label answers, missing usage) or as an
 outage during which every request gets 503. Every request is recorded with the usage it was
@@ -25,7 +26,7 @@ from typing import Any
 from aiohttp import web
 
 from jurystream.models.reviewer.cost import estimate_tokens
-from jurystream.models.reviewer.prompt import extract_post
+from jurystream.models.reviewer.prompt import extract_post, extract_tasks
 from jurystream.stream.lifecycle import Service
 
 
@@ -44,6 +45,13 @@ class Reply:
 
 def label_reply(label: str, confidence: float = 0.9) -> Reply:
     return Reply(json.dumps({"label": label, "confidence": confidence}))
+
+
+def tasks_reply(labels: Mapping[str, str], confidence: float = 0.9) -> Reply:
+    """A multi-task answer: ``{task: {"label": ..., "confidence": ...}}``."""
+    return Reply(
+        json.dumps({t: {"label": label, "confidence": confidence} for t, label in labels.items()})
+    )
 
 
 def rate_limited(retry_after_s: float = 1.0) -> Reply:
@@ -83,14 +91,46 @@ def _user_content(body: Mapping[str, Any]) -> str:
     )
 
 
-def answers_by_text(labels: Mapping[str, str], confidence: float = 0.9) -> Answer:
-    """Answer the label scripted for the post text in the prompt's POST block."""
+def asked_tasks(body: Mapping[str, Any]) -> list[str] | None:
+    """The tasks a multi-task request asks: the properties of its answer schema, or (without
+    one: json_object or text endpoints) the task list of its system message. None: a
+    single-task request."""
+    fmt = body.get("response_format") or {}
+    if fmt.get("type") == "json_schema":
+        properties = fmt["json_schema"]["schema"]["properties"]
+        return None if set(properties) == {"label", "confidence"} else list(properties)
+    system = "".join(
+        str(m.get("content") or "") for m in body.get("messages", []) if m.get("role") == "system"
+    )
+    return extract_tasks(system)
+
+
+def _no_answer(why: str) -> Reply:
+    return Reply(status=400, raw_body=json.dumps({"error": {"message": why}}))
+
+
+def answers_by_text(
+    labels: Mapping[str, str | Mapping[str, str]], confidence: float = 0.9
+) -> Answer:
+    """Answer the label scripted for the post text in the prompt's POST block. A text scripted
+    as ``{task: label}`` answers multi-task requests with exactly the asked tasks (a 400 if one
+    of them has no scripted label)."""
 
     def answer(body: dict[str, Any]) -> Reply:
         text = extract_post(_user_content(body))
         if text not in labels:
-            return Reply(status=400, raw_body='{"error": {"message": "no scripted answer"}}')
-        return label_reply(labels[text], confidence)
+            return _no_answer("no scripted answer")
+        scripted, tasks = labels[text], asked_tasks(body)
+        if tasks is None:
+            if not isinstance(scripted, str):
+                return _no_answer("a multi-task answer is scripted for a single-task request")
+            return label_reply(scripted, confidence)
+        if isinstance(scripted, str):
+            return _no_answer("a single-task answer is scripted for a multi-task request")
+        missing = [t for t in tasks if t not in scripted]
+        if missing:
+            return _no_answer(f"no scripted answer for tasks {missing}")
+        return tasks_reply({t: scripted[t] for t in tasks}, confidence)
 
     return answer
 
@@ -311,11 +351,14 @@ class OpenAIServer(Service):
 
 def main() -> None:
     """``python -m jurystream.testing.openai_server --answers FILE``: serve scripted labels
-    (a JSON object mapping post text to label) until interrupted, for the demo and benchmarks."""
+    (a JSON object mapping post text to label, or to ``{task: label}`` for multi-task
+    deployments) until interrupted, for the demo and benchmarks."""
     import argparse
 
     parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("--answers", required=True, help="JSON file: {post text: label}")
+    parser.add_argument(
+        "--answers", required=True, help="JSON file: {post text: label or {task: label}}"
+    )
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--strict", action="store_true", help="refuse what reasoning models refuse")
     args = parser.parse_args()

@@ -7,18 +7,29 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
-from jurystream.config import ReviewerSettings
-from jurystream.models.reviewer.base import Backend, Case, Failure, Forward, Verdict
+from jurystream.config import ReviewerSettings, TaskSettings
+from jurystream.models.reviewer.base import (
+    Backend,
+    Case,
+    Failure,
+    Forward,
+    Verdict,
+    task_specs,
+)
 from jurystream.models.reviewer.hooks import NO_HOOKS, ReviewHooks
 from jurystream.models.reviewer.knn import KnnDemonstrations, OnnxEncoder
 from jurystream.models.reviewer.local import LocalBackend
-from jurystream.models.reviewer.openai_backend import OpenAIBackend, ReviewerConfigError
+from jurystream.models.reviewer.openai_backend import (
+    Demonstrations,
+    OpenAIBackend,
+    ReviewerConfigError,
+)
 from jurystream.models.reviewer.oracle import OracleBackend, SimulatedBackend
 from jurystream.models.reviewer.spend import Peers
 from jurystream.models.serving.juror import load_juror
-from jurystream.models.training.datasets import load_dataset
+from jurystream.models.training.datasets import LabeledSet, load_dataset
 
 log = logging.getLogger(__name__)
 
@@ -53,12 +64,38 @@ class Chain:
                 tier.close()
 
 
+def _knn(settings: ReviewerSettings, pool: LabeledSet) -> KnnDemonstrations:
+    encoder = OnnxEncoder(settings.knn_encoder) if settings.knn_encoder is not None else None
+    return KnnDemonstrations.from_labeled_set(pool, settings.knn_k, encoder)
+
+
+def task_demonstrations(
+    settings: ReviewerSettings, tasks: Mapping[str, TaskSettings]
+) -> dict[str, Demonstrations]:
+    """k-NN demonstrations per task from its own gold pool (``tasks.<name>.gold_pool``), k =
+    ``reviewer.knn_k`` each; tasks without a pool get none."""
+    if settings.knn_k == 0:
+        return {}
+    return {
+        name: _knn(
+            settings, load_dataset(task.gold_pool, split="val").sample(settings.gold_pool_size)
+        ).nearest
+        for name, task in tasks.items()
+        if task.gold_pool is not None
+    }
+
+
 def build_chain(
-    settings: ReviewerSettings, hooks: ReviewHooks = NO_HOOKS, peers: Peers | None = None
+    settings: ReviewerSettings,
+    hooks: ReviewHooks = NO_HOOKS,
+    peers: Peers | None = None,
+    tasks: Mapping[str, TaskSettings] | None = None,
 ) -> Chain:
     """The tiers named in ``settings.chain``, in order, with the label set and gold pool;
     ``hooks``: where the tiers report calls, tokens, dollars and the budget (the reviewer
-    role's metrics); ``peers``: the spend ledger the openai tier shares its budget through."""
+    role's metrics); ``peers``: the spend ledger the openai tier shares its budget through;
+    ``tasks``: ``Settings.tasks`` of a multi-task deployment (multi-task cases are asked
+    about these, with demonstrations from each task's gold pool)."""
     unknown = [t for t in settings.chain if t not in TIERS]
     if unknown:
         raise ReviewerConfigError(f"unknown reviewer tiers {unknown}; known: {list(TIERS)}")
@@ -70,15 +107,8 @@ def build_chain(
     labels: tuple[str, ...] = tuple(settings.label_descriptions) or (
         pool.label_names if pool is not None else ()
     )
-    knn = (
-        KnnDemonstrations.from_labeled_set(
-            pool,
-            settings.knn_k,
-            OnnxEncoder(settings.knn_encoder) if settings.knn_encoder is not None else None,
-        )
-        if pool is not None and settings.knn_k > 0
-        else None
-    )
+    knn = _knn(settings, pool) if pool is not None and settings.knn_k > 0 else None
+    specs = task_specs(tasks or {})
     tiers: list[Backend] = []
     for name in settings.chain:
         if name == "local":
@@ -92,12 +122,16 @@ def build_chain(
                     settings,
                     labels,
                     demonstrations=knn.nearest if knn is not None else None,
+                    tasks=specs,
+                    task_demonstrations=task_demonstrations(settings, tasks or {}),
                     hooks=hooks,
                     peers=peers,
                 )
             )
         elif name == "oracle":
-            tiers.append(OracleBackend(labels, hooks))
+            tiers.append(OracleBackend(labels, hooks, tasks=specs))
         else:
-            tiers.append(SimulatedBackend(labels, settings.simulated_accuracy, hooks=hooks))
+            tiers.append(
+                SimulatedBackend(labels, settings.simulated_accuracy, hooks=hooks, tasks=specs)
+            )
     return Chain(tiers)

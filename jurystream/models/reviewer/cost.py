@@ -8,7 +8,7 @@ make the budget a lie.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 
@@ -52,3 +52,37 @@ CHARS_PER_TOKEN_TYPICAL = 4.0
 def estimate_tokens(chars: int, chars_per_token: float = CHARS_PER_TOKEN_TYPICAL) -> int:
     """Token count estimated from a character count (used when a response has no usage)."""
     return max(1, math.ceil(chars / chars_per_token)) if chars > 0 else 0
+
+
+def prompt_tokens(messages: Sequence[Mapping[str, str]]) -> int:
+    """Input tokens of a chat request, estimated as the test server bills them."""
+    return estimate_tokens(sum(len(m["content"]) for m in messages))
+
+
+@dataclass(frozen=True, slots=True)
+class CallTokens:
+    """Tokens of one reviewer call: the prompt and the expected answer."""
+
+    input: int
+    output: int
+
+    @classmethod
+    def of(cls, messages: Sequence[Mapping[str, str]], answer: str) -> CallTokens:
+        return cls(prompt_tokens(messages), estimate_tokens(len(answer)))
+
+    def cost(self, price: Price | None = None) -> float:
+        """USD under ``price``; without one, tokens (input and output weigh the same)."""
+        if price is None:
+            return float(self.input + self.output)
+        return price.cost(self.input, self.output)
+
+
+def multitask_cost_ratio(
+    multi: CallTokens, singles: Sequence[CallTokens], price: Price | None = None
+) -> float:
+    """What one multi-task call costs for a post, as a share of one single-task call per
+    escalated task (``singles``): USD under ``price``, else tokens."""
+    baseline = sum(call.cost(price) for call in singles)
+    if baseline <= 0:
+        raise ValueError("the single-task calls cost nothing to compare with")
+    return multi.cost(price) / baseline

@@ -1,7 +1,8 @@
 """A stronger local ONNX model as the first tier of the chain (chain ensembles, 2024).
 
 It answers the cases it is confident about (top probability at least ``threshold``) for free
-and forwards the rest to the next, more expensive tier. Inference runs in a worker thread
+and forwards the rest to the next, more expensive tier. Its model knows one label set, so it
+forwards every multi-task case (``Case.tasks``) untouched. Inference runs in a worker thread
 (onnxruntime releases the GIL) so the consumer's heartbeats keep going.
 """
 
@@ -28,6 +29,9 @@ class LocalBackend:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="local-reviewer")
 
     async def review(self, case: Case) -> Outcome:
+        if case.tasks:
+            tasks = [q.task for q in case.tasks]
+            return Forward(self.name, f"one label set only; the case asks tasks {tasks}")
         loop = asyncio.get_running_loop()
         probs = await loop.run_in_executor(self._executor, self.juror.predict_proba, [case.text])
         row = np.asarray(probs)[0]

@@ -6,6 +6,10 @@ full jitter, never sooner than the server's ``Retry-After`` (or ``retry-after-ms
 every attempt passes the budget and is counted in the metrics. Calls are bounded by a semaphore
 (``concurrency``). The API key is read from the environment variable named in the settings and
 handed to the client only; it is never put in a message, a log line or an exception.
+
+A multi-task case (``Case.tasks``) is one request for all its asked tasks: the multi-task
+messages and schema of ``prompt``, demonstrations from each task's own gold pool, and a token
+limit that grows by ``max_output_tokens`` per task beyond the first.
 """
 
 from __future__ import annotations
@@ -26,7 +30,16 @@ from openai import AsyncOpenAI
 
 from jurystream.config import ReviewerSettings
 from jurystream.models.reviewer import prompt
-from jurystream.models.reviewer.base import Case, Failure, Outcome, Verdict
+from jurystream.models.reviewer.base import (
+    Case,
+    Failure,
+    Outcome,
+    TaskSpec,
+    TaskVerdict,
+    UnknownTaskError,
+    Verdict,
+    asked_specs,
+)
 from jurystream.models.reviewer.budget import Budget
 from jurystream.models.reviewer.cost import (
     CHARS_PER_TOKEN_UPPER,
@@ -35,7 +48,12 @@ from jurystream.models.reviewer.cost import (
     price_for,
 )
 from jurystream.models.reviewer.hooks import NO_HOOKS, ReviewHooks
-from jurystream.models.reviewer.parsing import AnswerError, parse_answer
+from jurystream.models.reviewer.parsing import (
+    Answer,
+    AnswerError,
+    parse_answer,
+    parse_multitask_answer,
+)
 from jurystream.models.reviewer.spend import Peers
 
 log = logging.getLogger(__name__)
@@ -67,6 +85,11 @@ def request_shape(settings: ReviewerSettings) -> dict[str, Any]:
     if temperature != "omit":
         out["temperature"] = temperature
     return out
+
+
+def _confidence(answer: Answer) -> float:
+    """An answer without a confidence (a bare label) is taken as sure."""
+    return 1.0 if answer.confidence is None else answer.confidence
 
 
 class ReviewerConfigError(ValueError):
@@ -125,24 +148,47 @@ def backoff_delay(
     return delay
 
 
+Demonstrations = Callable[[str], Sequence[prompt.Demonstration]]
+
+
+@dataclass(frozen=True, slots=True)
+class _Request:
+    """What one case sends (the same on every attempt) and how its answer is read."""
+
+    messages: list[dict[str, str]]
+    response_format: dict[str, Any] | None
+    shape: dict[str, Any]
+    output_tokens: int
+    labels: Mapping[str, Sequence[str]]  # task -> label set; empty for a single-task case
+
+
 class OpenAIBackend:
-    """The ``openai`` tier. ``name`` is what labels report, e.g. ``reviewer:openai:gpt-4o-mini``."""
+    """The ``openai`` tier. ``name`` is what labels report, e.g. ``reviewer:openai:gpt-4o-mini``.
+
+    ``labels``: the single-task label set; ``tasks``: the task specs of a multi-task deployment
+    (``base.task_specs(settings.tasks)``) with ``task_demonstrations`` per task. One of the two
+    must be given. ``multitask_k``: at most this many demonstrations per task in a multi-task
+    call (None: all the task's k-NN gives, ``reviewer.knn_k``); demonstrations are most of a
+    prompt, so this is what sets the multi-task call's cost (BENCHMARKS.md)."""
 
     def __init__(
         self,
         settings: ReviewerSettings,
         labels: Sequence[str],
         *,
-        demonstrations: Callable[[str], Sequence[prompt.Demonstration]] | None = None,
+        demonstrations: Demonstrations | None = None,
+        tasks: Mapping[str, TaskSpec] | None = None,
+        task_demonstrations: Mapping[str, Demonstrations] | None = None,
+        multitask_k: int | None = None,
         hooks: ReviewHooks = NO_HOOKS,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
         peers: Peers | None = None,
     ) -> None:
-        if not labels:
+        if not labels and not tasks:
             raise ReviewerConfigError(
                 "the openai reviewer needs the label set: set reviewer.label_descriptions "
-                "(label -> description)"
+                "(label -> description), or [tasks.<name>] sections with their labels"
             )
         key = os.environ.get(settings.api_key_env)
         if not key:
@@ -171,6 +217,10 @@ class OpenAIBackend:
             max_retries=0,
         )
         self._demonstrations = demonstrations
+        self.tasks: dict[str, TaskSpec] = dict(tasks or {})
+        self._task_demonstrations = dict(task_demonstrations or {})
+        self._multitask_k = multitask_k
+        self._systems: dict[tuple[str, ...], str] = {}  # per set of asked tasks, built once
         self._hooks = hooks
         self._clock = clock
         self._rng = rng or random.Random()
@@ -179,32 +229,88 @@ class OpenAIBackend:
             settings.task, self.labels, settings.label_descriptions
         )
         self._shape = request_shape(settings)
-        self._output_tokens = next(
-            v for k, v in self._shape.items() if k in ("max_tokens", "max_completion_tokens")
+        self._limit_param, self._output_tokens = next(
+            (k, v) for k, v in self._shape.items() if k in ("max_tokens", "max_completion_tokens")
         )
-        self._response_format: dict[str, Any] | None = {
-            "json_schema": prompt.answer_schema(self.labels),
-            "json_object": {"type": "json_object"},
-            "text": None,
-        }[settings.response_format]
+        self._response_format = self._format(prompt.answer_schema(self.labels))
 
     def __repr__(self) -> str:  # the client's repr is not ours to trust with the key
         return f"OpenAIBackend(model={self.settings.model!r}, base_url={self.settings.base_url!r})"
 
+    def _format(self, schema: dict[str, Any]) -> dict[str, Any] | None:
+        return {
+            "json_schema": schema,
+            "json_object": {"type": "json_object"},
+            "text": None,
+        }[self.settings.response_format]
+
     def messages(self, case: Case) -> list[dict[str, str]]:
+        if case.tasks:
+            return self._request(case).messages
         demos = self._demonstrations(case.text) if self._demonstrations else ()
         return [
             {"role": "system", "content": self._system},
             {"role": "user", "content": prompt.user_message(case, demos)},
         ]
 
+    def _request(self, case: Case) -> _Request:
+        """Raises :class:`UnknownTaskError` for a task without a spec."""
+        if not case.tasks:
+            if not self.labels:
+                raise UnknownTaskError(
+                    "a single-task case, but the reviewer has no single-task label set "
+                    "(reviewer.label_descriptions); the case should name its tasks"
+                )
+            return _Request(
+                self.messages(case), self._response_format, self._shape, self._output_tokens, {}
+            )
+        specs = asked_specs(case, self.tasks)
+        key = tuple(spec.name for spec in specs)
+        system = self._systems.get(key)
+        if system is None:
+            system = self._systems[key] = prompt.multitask_system_message(specs)
+        demos = {
+            spec.name: self._task_demonstrations[spec.name](case.text)[: self._multitask_k]
+            for spec in specs
+            if spec.name in self._task_demonstrations
+        }
+        # Each further task answers one more {label, confidence} object.
+        output_tokens = self._output_tokens + (len(specs) - 1) * self.settings.max_output_tokens
+        return _Request(
+            [
+                {"role": "system", "content": system},
+                {"role": "user", "content": prompt.multitask_user_message(case, specs, demos)},
+            ],
+            self._format(prompt.multitask_answer_schema(specs)),
+            {**self._shape, self._limit_param: output_tokens},
+            output_tokens,
+            {spec.name: spec.labels for spec in specs},
+        )
+
+    def _verdict(self, case: Case, request: _Request, content: str | None, spent: float) -> Verdict:
+        """Raises :class:`AnswerError` when the answer is not one label per asked task."""
+        if not request.labels:
+            answer = parse_answer(content, self.labels)
+            return Verdict(answer.label, _confidence(answer), self.name, spent)
+        answers = parse_multitask_answer(content, request.labels)
+        return Verdict.of_tasks(
+            case,
+            {t: TaskVerdict(a.label, _confidence(a)) for t, a in answers.items()},
+            self.name,
+            spent,
+        )
+
     async def review(self, case: Case) -> Outcome:
-        msgs = self.messages(case)
+        try:
+            request = self._request(case)
+        except UnknownTaskError as exc:  # asking again cannot help: dead-lettered
+            self._hooks.called(self.name, "error")
+            return Failure(self.name, str(exc), permanent=True)
         transient = invalid = 0
         spent = 0.0
         while True:
             try:
-                reply = await self._attempt(msgs)
+                reply = await self._attempt(request)
             except _Transient as exc:
                 if transient >= self.settings.max_retries:
                     self._hooks.called(self.name, "error")
@@ -234,7 +340,7 @@ class OpenAIBackend:
                 return Failure(self.name, reason)
             spent += reply.cost_usd
             try:
-                answer = parse_answer(reply.content, self.labels)
+                verdict = self._verdict(case, request, reply.content, spent)
             except AnswerError as exc:
                 self._hooks.called(self.name, "invalid")
                 if invalid >= self.settings.invalid_answer_retries:
@@ -242,8 +348,7 @@ class OpenAIBackend:
                 invalid += 1
                 continue
             self._hooks.called(self.name, "ok")
-            confidence = 1.0 if answer.confidence is None else answer.confidence
-            return Verdict(answer.label, confidence, self.name, spent)
+            return verdict
 
     async def _reserve(self, amount: float) -> None:
         """Wait until the budget has room for ``amount``; the case waits, it is not dropped."""
@@ -272,10 +377,11 @@ class OpenAIBackend:
         remaining = dict(zip(names, self.budget.remaining(self._clock()), strict=True))
         self._hooks.budget(remaining, exhausted)
 
-    async def _attempt(self, msgs: list[dict[str, str]]) -> _Reply:
+    async def _attempt(self, request: _Request) -> _Reply:
+        msgs = request.messages
         chars = sum(len(m["content"]) for m in msgs)
         reserved = self.price.cost(
-            estimate_tokens(chars, CHARS_PER_TOKEN_UPPER), self._output_tokens
+            estimate_tokens(chars, CHARS_PER_TOKEN_UPPER), request.output_tokens
         )
         async with self._slots:
             await self._reserve(reserved)
@@ -284,10 +390,10 @@ class OpenAIBackend:
                 kwargs: dict[str, Any] = {
                     "model": self.settings.model,
                     "messages": msgs,
-                    **self._shape,
+                    **request.shape,
                 }
-                if self._response_format is not None:
-                    kwargs["response_format"] = self._response_format
+                if request.response_format is not None:
+                    kwargs["response_format"] = request.response_format
                 try:
                     response = await self._client.chat.completions.create(**kwargs)
                 except openai.RateLimitError as exc:
