@@ -16,9 +16,11 @@ from jurystream.config import BrokerSettings, ReviewerSettings, Settings, Topic,
 from jurystream.exporters.metrics import ReviewerMetrics
 from jurystream.models.reviewer.chain import build_chain
 from jurystream.models.reviewer.prompt import extract_post
+from jurystream.models.rules.voting import Vote
 from jurystream.stream.broker import EmbeddedBroker, ensure_topics
 from jurystream.stream.client import Record, produce, read_records
 from jurystream.stream.processes import RoleGroup
+from jurystream.stream.records import HardSample, LabelRecord, Post, ReviewCase, TaskResult
 from jurystream.stream.reviewer import ReviewerRole
 from jurystream.testing.openai_server import OpenAIServer, Reply, answers_by_text
 
@@ -53,7 +55,9 @@ def _case(i: int) -> dict[str, object]:
     }
 
 
-def _settings(bootstrap: str, server: OpenAIServer, **reviewer: object) -> Settings:
+def _settings(
+    bootstrap: str, server: OpenAIServer, tasks: dict[str, object] | None = None, **reviewer: object
+) -> Settings:
     run = uuid.uuid4().hex[:8]
     review = ReviewerSettings.model_validate(
         {
@@ -77,6 +81,7 @@ def _settings(bootstrap: str, server: OpenAIServer, **reviewer: object) -> Setti
         broker=BrokerSettings(bootstrap=bootstrap),
         topics=TopicSettings(prefix=f"t{run}.", partitions=2),
         reviewer=review,
+        tasks=tasks or {},
     )
 
 
@@ -114,11 +119,11 @@ async def reviewer_role(
     monkeypatch.setenv(KEY_ENV, "sk-test")
     started: list[tuple[Running, object]] = []
 
-    async def start(**reviewer: object) -> Running:
-        settings = _settings(broker.bootstrap, openai_server, **reviewer)
+    async def start(tasks: dict[str, object] | None = None, **reviewer: object) -> Running:
+        settings = _settings(broker.bootstrap, openai_server, tasks, **reviewer)
         await ensure_topics(broker.bootstrap, settings.topics.all_names(), 2)
         metrics = ReviewerMetrics()
-        chain = build_chain(settings.reviewer, metrics)
+        chain = build_chain(settings.reviewer, metrics, tasks=settings.tasks)
         running = Running(settings, metrics)
         role = ReviewerRole(settings, broker.bootstrap, chain, metrics)
         running.task = asyncio.create_task(role.run(running.stop))
@@ -446,3 +451,85 @@ async def test_cases_queue_behind_the_request_slots_so_none_stays_idle(
     assert {r.key for r in labels} == {f"m{i}" for i in range(n)}
     assert held > concurrency, f"the role held at most {held} cases"
     assert openai_server.max_in_flight == concurrency  # the slots still bound the requests
+
+
+TASKS = {
+    "offensive": {"labels": ["not-offensive", "offensive"], "jurors": ["mh", "t1"]},
+    "hate": {"labels": ["not-hate", "hate"], "jurors": ["mh", "t2"]},
+    "irony": {"labels": ["non_irony", "irony"], "jurors": ["mh", "t3"]},
+}
+
+
+def _task_case(i: int, asked: list[str], kind: str = "escalation") -> tuple[bytes, bytes]:
+    """A multi-task case as the worker writes it (``label_tasks_batch``)."""
+    results = {
+        t: TaskResult(
+            label=TASKS[t]["labels"][1],  # type: ignore[index]
+            source="jury",
+            confidence=0.55 if t in asked else 0.95,
+            votes=(Vote("mh", TASKS[t]["labels"][1], 0.55),),  # type: ignore[index]
+            threshold=0.7,
+            reason="split vote" if t in asked else None,
+        )
+        for t in TASKS
+    }
+    case = ReviewCase.of_tasks(
+        Post.of(f"m{i}", _text(i)),
+        {t: r for t, r in results.items() if t in asked},
+        {t: r for t, r in results.items() if t not in asked},
+        {"mh": "1"},
+        time.time() * 1000,
+        "w:1",
+        kind=kind,  # type: ignore[arg-type]
+    )
+    return case.id.encode(), case.to_bytes()
+
+
+async def test_a_multi_task_case_is_one_call_and_one_complete_label_record(
+    reviewer_role: object, openai_server: OpenAIServer
+) -> None:
+    """Asked on two of three tasks: one request answers both, the label record holds all three
+    (the settled task as the jury left it), one hard sample per reviewed task; an audit of every
+    task writes samples only."""
+    scripted = {"offensive": "not-offensive", "hate": "not-hate", "irony": "irony"}
+    openai_server.answer = answers_by_text({_text(i): scripted for i in range(3)})
+    running: Running = await reviewer_role(TASKS)  # type: ignore[operator]
+    settings = running.settings
+    bootstrap = settings.broker.bootstrap
+    assert bootstrap
+    cases = [_task_case(0, ["offensive", "irony"]), _task_case(1, ["hate"])]
+    cases.append(_task_case(2, list(TASKS), kind="audit"))
+    await produce(bootstrap, settings.topics.name(Topic.REVIEW), cases)
+
+    samples = await _read(settings, "hard_samples", 2 + 1 + 3)  # every case answered
+    labels = await _read(settings, "labels", 2)
+    assert len(openai_server.requests) == 3  # one call per post, not per task
+    records = {r.key: LabelRecord.parse(json.dumps(r.value).encode()) for r in labels}
+    first = records["m0"]
+    assert isinstance(first, LabelRecord)
+    assert list(first.tasks) == list(TASKS)  # the settings' order
+    assert {t: (r.label, r.source) for t, r in first.tasks.items()} == {
+        "offensive": ("not-offensive", SOURCE),
+        "hate": ("hate", "jury"),  # settled: kept as the jury decided
+        "irony": ("irony", SOURCE),
+    }
+    assert first.tasks["offensive"].jury_label == "offensive"
+    assert first.label == "not-offensive" and first.cost_usd and first.cost_usd > 0
+    assert "m2" not in records  # an audit's labels stand
+    by_key = {r.key: HardSample.parse(json.dumps(r.value).encode()) for r in samples}
+    assert set(by_key) == {
+        "m0#offensive",
+        "m0#irony",
+        "m1#hate",
+        "m2#offensive",
+        "m2#hate",
+        "m2#irony",
+    }
+    audit = by_key["m2#hate"]
+    assert isinstance(audit, HardSample)
+    assert (audit.kind, audit.task, audit.label, audit.jury_label) == (
+        "audit",
+        "hate",
+        "not-hate",
+        "hate",
+    )

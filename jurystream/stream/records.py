@@ -37,7 +37,7 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
-from jurystream.models.reviewer.base import Case, Verdict
+from jurystream.models.reviewer.base import Case, TaskQuestion, Verdict
 from jurystream.models.reviewer.spend import WindowReport
 from jurystream.models.rules.continual import Example
 from jurystream.models.rules.voting import Decision, Vote
@@ -422,8 +422,9 @@ class ReviewCase(Record):
         )
 
     def case(self) -> Case:
-        """The question a reviewer tier answers."""
-        return Case(id=self.id, text=self.text, votes=self.votes, meta=self.meta)
+        """The question a reviewer tier answers (every asked task at once, with several)."""
+        tasks = tuple(TaskQuestion(task, result.votes) for task, result in self.asked.items())
+        return Case(id=self.id, text=self.text, votes=self.votes, meta=self.meta, tasks=tasks)
 
 
 # --- labels --------------------------------------------------------------------------------

@@ -31,7 +31,14 @@ from jurystream.exporters.metrics import ReviewerMetrics
 from jurystream.models.reviewer.base import Failure, Verdict
 from jurystream.models.reviewer.chain import Chain, build_chain
 from jurystream.stream.quarantine import AttemptLedger
-from jurystream.stream.records import DeadLetter, HardSample, Invalid, LabelRecord, ReviewCase
+from jurystream.stream.records import (
+    DeadLetter,
+    HardSample,
+    Invalid,
+    LabelRecord,
+    ReviewCase,
+    TaskResult,
+)
 from jurystream.stream.role import Role, RoleSpec, run_role
 from jurystream.stream.security import Kafka
 from jurystream.stream.spend import SharedSpend
@@ -142,6 +149,8 @@ class ReviewerRole(Role):
 
     async def _write(self, case: ReviewCase, verdict: Verdict) -> list[Awaitable[Any]]:
         """The hard sample, and for an escalation the label (an audit's label stands)."""
+        if case.asked:
+            return await self._write_tasks(case, verdict)
         key = case.id.encode("utf-8")
         sample = HardSample.of(case, verdict)
         sent = [await self.producer.send(self.hard_topic, sample.to_bytes(), key=key)]
@@ -155,6 +164,42 @@ class ReviewerRole(Role):
         label = LabelRecord.from_review(case, verdict, latency_ms)
         sent.append(await self.producer.send(self.labels_topic, label.to_bytes(), key=key))
         self.metrics.reviewed(verdict.source, verdict.label)
+        return sent
+
+    async def _write_tasks(self, case: ReviewCase, verdict: Verdict) -> list[Awaitable[Any]]:
+        """A multi-task case: one hard sample per asked task, and for an escalation the post's
+        whole label record, the jury's settled tasks kept as they were."""
+        reviewed = {
+            task: TaskResult.of_review(case.asked[task], v.label, v.confidence, verdict.source)
+            for task, v in verdict.tasks.items()
+        }
+        sent = []
+        for task, result in reviewed.items():
+            sample = HardSample.of_task(case, task, result)
+            sent.append(
+                await self.producer.send(self.hard_topic, sample.to_bytes(), key=sample.key)
+            )
+            self.metrics.hard_sample_written(verdict.source)
+            if case.kind == "audit":
+                self.metrics.audit_reviewed(result.label == case.asked[task].label)
+        if case.kind == "audit":
+            return sent
+        merged = {**case.settled, **reviewed}
+        ordered = [t for t in self.settings.tasks if t in merged]  # the settings' task order
+        results = {t: merged[t] for t in [*ordered, *(t for t in merged if t not in ordered)]}
+        now_ms = time.time() * 1000
+        latency_ms = max(0.0, now_ms - case.received_ms) if case.received_ms else 0.0
+        label = LabelRecord.of_tasks(
+            case.id,
+            results,
+            case.model_versions,
+            latency_ms,
+            cost_usd=round(verdict.cost_usd, 8),
+        )
+        key = case.id.encode("utf-8")
+        sent.append(await self.producer.send(self.labels_topic, label.to_bytes(), key=key))
+        for result in reviewed.values():
+            self.metrics.reviewed(verdict.source, result.label)
         return sent
 
     async def _dead_letter(
@@ -180,7 +225,7 @@ async def reviewer(
     try:
         if spend is not None:
             await spend.start()
-        chain = build_chain(review, metrics, spend)
+        chain = build_chain(review, metrics, spend, settings.tasks)
         log.warning("reviewer: chain %s", [tier.name for tier in chain.tiers])
         try:
             yield ReviewerRole(settings, kafka, chain, metrics)
