@@ -615,6 +615,8 @@ def multitask(
         docs.parent.mkdir(parents=True, exist_ok=True)
         docs.write_text(json.dumps(result.headline(), indent=2) + "\n")
     out.print(f"results: {path}, chart: {chart} ({result.seconds:.0f} s)")
+
+
 @bench_app.command("review-cost")
 def review_cost(
     config: ConfigOpt = None,

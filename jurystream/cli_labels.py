@@ -35,8 +35,23 @@ def _votes(votes: Any) -> str:
     return " ".join(f"{v.get('juror')}={v.get('label')}" for v in votes if isinstance(v, dict))
 
 
+def _tasks(tasks: dict[str, Any]) -> str:
+    """A multi-task record's results: ``task=label(source)`` each."""
+    return "  ".join(
+        f"{task}={r.get('label')}({r.get('source')})"
+        for task, r in tasks.items()
+        if isinstance(r, dict)
+    )
+
+
 def _line(topic: str, value: dict[str, Any], labels_topic: str) -> str:
     post_id = value.get("id")
+    tasks = value.get("tasks") or value.get("asked")
+    if isinstance(tasks, dict) and tasks:
+        what = (
+            "label  " if topic == labels_topic else f"review  ({value.get('kind', 'escalation')})"
+        )
+        return f"{what} {post_id}  {_tasks(tasks)}"
     if topic == labels_topic:
         confidence = value.get("confidence")
         conf = f"{confidence:.2f}" if isinstance(confidence, int | float) else "-"
@@ -143,6 +158,10 @@ def feedback(
             "label (and text) columns; - for stdin.",
         ),
     ],
+    task: Annotated[
+        str | None,
+        typer.Option(help="The task these labels are for (a multi-task deployment's [tasks])."),
+    ] = None,
     config: ConfigOpt = None,
     bootstrap: BootstrapOpt = None,
 ) -> None:
@@ -163,9 +182,16 @@ def feedback(
     except (OSError, UnicodeDecodeError) as exc:
         err.print(f"[red]error:[/] cannot read {file}: {exc}")
         raise typer.Exit(2) from exc
+    if settings.tasks and task not in settings.tasks:
+        err.print(
+            f"[red]error:[/] this deployment labels several tasks ({', '.join(settings.tasks)}): "
+            "say which one these labels are for with --task"
+        )
+        raise typer.Exit(2)
     corrections = read_corrections(content, file)
     topic = settings.topics.name(Topic.FEEDBACK)
-    items = [(r.id.encode("utf-8"), r.to_bytes()) for r in corrections.records]
+    records = [r.model_copy(update={"task": task}) if task else r for r in corrections.records]
+    items = [(r.id.encode("utf-8"), r.to_bytes()) for r in records]
     sent = asyncio.run(produce(address, topic, items))
     err.print(f"sent {sent} corrections to {topic}")
     if corrections.refused:

@@ -132,3 +132,28 @@ def test_labels_export_follow_and_feedback_on_the_broker(roles: Roles, tmp_path:
         "source": "human",
         "text": "you idiot",
     }
+
+    for_task = cli(roles, "feedback", "--file", str(corrected), "--task", "hate")
+    assert "sent 1 corrections" in for_task.stderr
+    records = asyncio.run(
+        read_records(roles.bootstrap, [roles.topic(Topic.FEEDBACK)], until=lambda rs: len(rs) >= 2)
+    )
+    assert records[-1].value["task"] == "hate"  # gold for one task of a multi-task deployment
+
+
+def test_follow_shows_every_task_of_a_multi_task_record() -> None:
+    from jurystream.cli_labels import _line
+
+    record = {
+        "id": "p9",
+        "label": "offensive",
+        "source": "jury",
+        "tasks": {
+            "offensive": {"label": "offensive", "source": "jury"},
+            "hate": {"label": "not-hate", "source": "reviewer:openai:m"},
+        },
+    }
+    line = _line("labels", record, "labels")
+    assert line == "label   p9  offensive=offensive(jury)  hate=not-hate(reviewer:openai:m)"
+    case = {"id": "p9", "kind": "audit", "asked": {"hate": {"label": "hate", "source": "jury"}}}
+    assert _line("review", case, "labels") == "review  (audit) p9  hate=hate(jury)"

@@ -113,7 +113,9 @@ class MultitaskResult:
 def load_stream(data_root: Path, tasks: Sequence[str]) -> tuple[Stream, dict[str, LabeledSet]]:
     """The union of the tasks' val posts (in task order), and each task's val set."""
     vals = {t: load_tweeteval(tweeteval_dir(data_root, t), "val", drop_empty=True) for t in tasks}
-    texts, origin, gold = [], [], []
+    texts: list[str] = []
+    origin: list[str] = []
+    gold: list[str] = []
     for task, val in vals.items():
         texts += val.texts
         origin += [task] * len(val)
@@ -218,6 +220,70 @@ def score_quality(
             )
         )
     return rows
+
+
+def review_cost(
+    settings: Settings,
+    stream: Stream,
+    decisions: Sequence[Mapping[str, Decision]],
+    cfg: MultitaskConfig,
+) -> dict[str, Any]:
+    """Reviewer cost of the stream's escalated posts: one multi-task call per post against one
+    single-task call per escalated task, by how many tasks a post escalated on. Demonstrations
+    come from each task's train posts (the stream is the val posts), k per task either way; the
+    answers are the gold label on a post's own task and the jury's guess on the others."""
+    from jurystream.bench.review_cost import TWEETEVAL_TASKS, post_calls
+    from jurystream.models.reviewer.base import Case, TaskQuestion
+    from jurystream.models.reviewer.cost import price_for
+    from jurystream.models.reviewer.knn import KnnDemonstrations
+
+    specs = {t: TWEETEVAL_TASKS[t] for t in cfg.tasks}
+    knn = {
+        t: KnnDemonstrations.from_labeled_set(
+            load_tweeteval(tweeteval_dir(settings.data_root, t), "train", drop_empty=True).sample(
+                settings.reviewer.gold_pool_size, seed=1
+            ),
+            cfg.knn_k,
+        )
+        for t in cfg.tasks
+    }
+    price = price_for(settings.reviewer.prices, settings.reviewer.model)
+    by_count: dict[int, list[tuple[float, float]]] = {}
+    for i, by_task in enumerate(decisions):
+        asked = [t for t, d in by_task.items() if d.escalated]
+        if not asked:
+            continue
+        answers = {t: stream.gold[i] if stream.origin[i] == t else by_task[t].label for t in asked}
+        case = Case(
+            str(i), stream.texts[i], tasks=tuple(TaskQuestion(t, by_task[t].votes) for t in asked)
+        )
+        multi, singles = post_calls(case, specs, knn, answers)
+        by_count.setdefault(len(asked), []).append(
+            (multi.cost(price), sum(c.cost(price) for c in singles))
+        )
+
+    def row(what: str, counts: Sequence[int]) -> dict[str, Any]:
+        costs = [c for n in counts for c in by_count.get(n, [])]
+        multi_usd, single_usd = sum(m for m, _ in costs), sum(s for _, s in costs)
+        return {
+            "what": what,
+            "posts": len(costs),
+            "multi_calls": len(costs),
+            "multi_usd": multi_usd,
+            "single_calls": sum(n * len(by_count.get(n, [])) for n in counts),
+            "single_usd": single_usd,
+            "ratio": multi_usd / single_usd if single_usd else float("nan"),
+        }
+
+    several = [n for n in by_count if n >= 2]
+    rows = [row(f"escalated on {n} task{'s' * (n > 1)}", [n]) for n in sorted(by_count)]
+    rows += [row("escalated on 2 or more", several), row("every reviewed post", list(by_count))]
+    return {
+        "model": settings.reviewer.model,
+        "knn_k": cfg.knn_k,
+        "rows": rows,
+        "cost_ratio": rows[-2]["ratio"],  # the target's: posts with several escalated tasks
+    }
 
 
 def _tasks_toml(dirs: Mapping[str, Path], cfg: MultitaskConfig, tasks: Sequence[str]) -> str:
@@ -369,8 +435,11 @@ def run_multitask(
         log(f"stream: {len(stream.texts)} val posts of {', '.join(cfg.tasks)}; {cores} cores")
         decisions = decide_all(multi, stream.texts, cfg.batch_size)
         single = {
-            t: [d for i in range(0, len(stream.texts), cfg.batch_size)
-                for d in jury.decide(stream.texts[i : i + cfg.batch_size])]
+            t: [
+                d
+                for i in range(0, len(stream.texts), cfg.batch_size)
+                for d in jury.decide(stream.texts[i : i + cfg.batch_size])
+            ]
             for t, jury in multi.juries.items()
         }
         result = MultitaskResult(

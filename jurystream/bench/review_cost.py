@@ -91,6 +91,33 @@ def _multi_answer(labels: Mapping[str, str]) -> str:
     )
 
 
+def post_calls(
+    case: Case,
+    specs: Mapping[str, TaskSpec],
+    knn: Mapping[str, KnnDemonstrations],
+    answers: Mapping[str, str],
+    multitask_k: int | None = None,
+) -> tuple[CallTokens, list[CallTokens]]:
+    """The tokens of one multi-task call for ``case`` (every task it asks), and of one
+    single-task call per asked task, with the answers each would return."""
+    asked = [q.task for q in case.tasks]
+    demos = {t: knn[t].nearest(case.text) for t in asked if t in knn}
+    multi_demos = {t: d[:multitask_k] for t, d in demos.items()}
+    multi = CallTokens.of(
+        prompt.multitask_messages(case, [specs[t] for t in asked], multi_demos),
+        _multi_answer({t: answers[t] for t in asked}),
+    )
+    singles = []
+    for q in case.tasks:
+        spec = specs[q.task]
+        single = Case(case.id, case.text, votes=q.votes)
+        msgs = prompt.messages(
+            single, spec.instruction, spec.labels, spec.descriptions, demos.get(q.task, ())
+        )
+        singles.append(CallTokens.of(msgs, _single_answer(answers[q.task])))
+    return multi, singles
+
+
 def measure(
     posts: Sequence[str],
     specs: Sequence[TaskSpec],
@@ -113,24 +140,12 @@ def measure(
         for i, text in enumerate(posts):
             asked = sorted(rng.sample(list(by_name), n), key=list(by_name).index)
             questions = tuple(TaskQuestion(t, _votes(by_name[t], rng)) for t in asked)
-            case = Case(str(i), text, tasks=questions)
-            demos = {t: knn[t].nearest(text) for t in asked if t in knn}
             answers = {t: rng.choice(by_name[t].labels) for t in asked}
-            asked_specs = [by_name[t] for t in asked]
-            multi_demos = {t: d[:multitask_k] for t, d in demos.items()}
-            multis.append(
-                CallTokens.of(
-                    prompt.multitask_messages(case, asked_specs, multi_demos),
-                    _multi_answer(answers),
-                )
+            multi, single = post_calls(
+                Case(str(i), text, tasks=questions), by_name, knn, answers, multitask_k
             )
-            for q in questions:
-                spec = by_name[q.task]
-                single = Case(str(i), text, votes=q.votes)
-                msgs = prompt.messages(
-                    single, spec.instruction, spec.labels, spec.descriptions, demos.get(q.task, ())
-                )
-                singles.append(CallTokens.of(msgs, _single_answer(answers[q.task])))
+            multis.append(multi)
+            singles.extend(single)
         multi_total = CallTokens(sum(c.input for c in multis), sum(c.output for c in multis))
         result.tokens[n] = multitask_cost_ratio(multi_total, singles)
         result.usd[n] = multitask_cost_ratio(multi_total, singles, price)
