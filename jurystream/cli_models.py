@@ -18,7 +18,7 @@ from rich.table import Table
 
 from jurystream.cli_common import ConfigOpt, setting
 from jurystream.config import Settings, Topic, load_settings
-from jurystream.models.serving.kinds import TRANSFORMER
+from jurystream.models.serving.kinds import MULTIHEAD, TRANSFORMER
 
 models_app = typer.Typer(
     help="Jurors: bootstrap, export, registry (list/show/promote/rollback), evaluation.",
@@ -229,6 +229,77 @@ def bootstrap(
         raise _fail(exc) from exc
     for result in results:
         print(f"{result.name}\t{result.version}")
+
+
+@models_app.command("bootstrap-multihead")
+def bootstrap_multihead(
+    task: Annotated[
+        list[str],
+        typer.Option(
+            "--task",
+            metavar="TASK",
+            help="TweetEval task under <data_root>/tweeteval (repeat: --task offensive "
+            "--task hate); the first is the juror's default head.",
+        ),
+    ],
+    config: ConfigOpt = None,
+    registry: RegistryOpt = None,
+    name: Annotated[str, typer.Option(help="Juror name in the registry.")] = MULTIHEAD.family,
+    size: Annotated[int, typer.Option(min=2, help="Seed labels per task (stratified).")] = 400,
+    split: Annotated[str, typer.Option(help="Split to draw the seed sets from.")] = "train",
+    eval_split: Annotated[
+        str | None, typer.Option(help="Held-out split for metrics and checks ('' for none).")
+    ] = "val",
+    check_size: Annotated[int, typer.Option(help="Texts in the verification set.")] = 256,
+    sample_seed: Annotated[int, typer.Option(help="Seed of the seed-set samples.")] = 0,
+    base: Annotated[
+        Path | None, typer.Option(help="Encoder checkpoint (default: offline MiniLM).")
+    ] = None,
+    threads: Annotated[int | None, typer.Option(help="torch and onnxruntime threads.")] = None,
+    drop_empty: DropEmptyOpt = False,
+    min_int8_agreement: MinInt8Opt = 0.98,
+) -> None:
+    """One juror for several tasks: a frozen encoder with a head per task, one ONNX model.
+
+    Every post is encoded once and every head reads that encoding, so labeling four tasks
+    costs about one transformer pass. Exported, verified and registered as serving.
+    """
+    from jurystream.exporters.onnx import ExportVerificationError
+    from jurystream.models.serving.juror import ModelLoadError
+    from jurystream.models.training.datasets import tweeteval_dir
+    from jurystream.models.training.multihead import bootstrap_multihead as build
+
+    settings = _settings(config, registry)
+    if len(set(task)) != len(task):
+        raise _fail(ValueError(f"each --task once, please: {task}"))
+    seeds, heldout = {}, {}
+    for t in task:
+        source = str(tweeteval_dir(settings.data_root, t))
+        seeds[t] = _data(settings, source, split, "text", "label", drop_empty).sample(
+            size, seed=sample_seed
+        )
+        if eval_split:
+            heldout[t] = _data(settings, source, eval_split, "text", "label", drop_empty)
+        err.print(f"{t}: {seeds[t].summary()}")
+    try:
+        version, metrics = build(
+            seeds,
+            _registry(settings),
+            name=name,
+            heldout=heldout,
+            base=base,
+            check_size=check_size,
+            min_agreement=min_int8_agreement,
+            threads=threads or settings.trainer.threads,
+        )
+    except (ExportVerificationError, ModelLoadError, ValueError) as exc:
+        raise _fail(exc) from exc
+    for t, report in metrics.items():
+        err.print(
+            f"{name} v{version} head {t}: accuracy {report['accuracy']:.3f}, "
+            f"macro-F1 {report['macro_f1']:.3f} on {report['examples']} held-out texts"
+        )
+    print(f"{name}\t{version}")
 
 
 @models_app.command("export")

@@ -26,7 +26,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -302,8 +302,15 @@ def export_transformer(
         fallback: dict[str, Any] | None = None
         fp32_right = report.max_abs_diff <= tolerance
         if not report.passed and fp32_fallback and int8 is not None and fp32_right:
-            fallback = _fallback_record(
-                fp32, int8, tokenizer_file, check_texts, reports, max_length, threads
+            fallback = fallback_record(
+                fp32,
+                int8,
+                tokenizer_file,
+                check_texts,
+                {r: v.int8_agreement for r, v in reports},
+                report.min_agreement,
+                max_length,
+                threads,
             )
             report = replace(report, int8_agreement=None)
             int8.unlink()
@@ -364,12 +371,13 @@ def texts_per_second(
     return len(texts) / max(best, 1e-9)
 
 
-def _fallback_record(
+def fallback_record(
     fp32: Path,
     int8: Path,
     tokenizer_file: Path,
     check_texts: Sequence[str],
-    reports: Sequence[tuple[str, Verification]],
+    agreements: Mapping[str, float | None],
+    min_agreement: float,
     max_length: int,
     threads: int,
 ) -> dict[str, Any]:
@@ -378,8 +386,8 @@ def _fallback_record(
     fp32_speed = texts_per_second(fp32, tokenizer_file, texts, max_length, threads)
     int8_speed = texts_per_second(int8, tokenizer_file, texts, max_length, threads)
     return {
-        "min_agreement": reports[-1][1].min_agreement,
-        "int8_agreement": {recipe: r.int8_agreement for recipe, r in reports},
+        "min_agreement": min_agreement,
+        "int8_agreement": dict(agreements),
         "fp32_texts_per_s": round(fp32_speed, 1),
         "int8_texts_per_s": round(int8_speed, 1),
         "slowdown": round(int8_speed / fp32_speed, 2),

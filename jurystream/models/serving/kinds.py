@@ -65,7 +65,17 @@ SKLEARN = JurorKind(
     refine="jurystream.models.training.refine:refine_sklearn",
     export="jurystream.models.training.sklearn_juror:build_sklearn_juror",
 )
-KINDS: dict[str, JurorKind] = {k.kind: k for k in (TRANSFORMER, SKLEARN)}
+# A frozen encoder with one linear head per task, all served by one ONNX model. It keeps its
+# encoder and heads (not a checkpoint to continue from): a round refits its task's head on the
+# whole history, like TF-IDF.
+MULTIHEAD = JurorKind(
+    kind="onnx-multihead",
+    family="minilm-mh",
+    juror="jurystream.models.serving.multihead:OnnxMultiHeadJuror",
+    refine="jurystream.models.training.refine:refine_multihead",
+    export="jurystream.exporters.multihead:export_multihead",
+)
+KINDS: dict[str, JurorKind] = {k.kind: k for k in (TRANSFORMER, SKLEARN, MULTIHEAD)}
 
 
 def juror_kind(kind: str) -> JurorKind:

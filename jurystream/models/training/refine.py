@@ -5,7 +5,10 @@
   verification);
 - a TF-IDF juror has no state worth continuing from, so it is refit on what the round gives it
   (the whole history), with the hyper-parameters its manifest records, so it keeps its
-  diversity from the other jurors.
+  diversity from the other jurors;
+- a multi-head juror refits the head of the round's task on what the round gives it (the whole
+  history) over its frozen encoder, keeps every other head as it is, and is re-exported and
+  verified as one model.
 
 torch, transformers and skl2onnx are imported inside the functions, when a round runs.
 """
@@ -35,6 +38,9 @@ class RefineInputs:
     settings: TrainerSettings
     check_texts: Sequence[str]  # texts an export is verified on
     min_int8_agreement: float | None = None  # None: the exporter's default bar
+    # The task a multi-head juror's round trains (data's label ids index that head's labels);
+    # None: its first head, whose labels are the manifest's. Other kinds have one task.
+    task: str | None = None
 
 
 def refine_transformer(inputs: RefineInputs) -> Path:
@@ -105,3 +111,22 @@ def refine_sklearn(inputs: RefineInputs) -> Path:
         weights=inputs.data.weights,
     )
     return path
+
+
+def refine_multihead(inputs: RefineInputs) -> Path:
+    """Refit the round's task's head (``inputs.task``; None: the first) and keep the others."""
+    from jurystream.models.training.multihead import refit_head
+
+    return refit_head(
+        inputs.serving_dir,
+        inputs.manifest,
+        inputs.task,
+        inputs.data.texts,
+        inputs.data.labels,
+        inputs.target,
+        check_texts=inputs.check_texts,
+        weights=inputs.data.weights,
+        seed=inputs.round_id,
+        threads=inputs.settings.threads,
+        min_agreement=inputs.min_int8_agreement,
+    )
