@@ -28,40 +28,11 @@ from jurystream.models.serving.multihead import OnnxMultiHeadJuror
 from jurystream.models.serving.parallel import InferencePool
 from jurystream.models.serving.registry import Registry
 from jurystream.models.serving.runtime import encode
-from jurystream.models.training.multihead import build_multihead_juror, load_heads
+from jurystream.models.training.multihead import load_heads
 from jurystream.models.training.refine import RefineInputs, refine_multihead
 from jurystream.models.training.sklearn_juror import build_sklearn_juror
 from jurystream.stream.feed import LABELS, labeled_examples
-
-LENGTH = ("short", "long")
-TAGGED = ("plain", "tagged")
-
-
-def tasks(n: int = 40, seed: int = 7) -> dict[str, tuple[list[str], list[int], tuple[str, ...]]]:
-    texts, topic = labeled_examples(n, seed=seed)
-    long = [int(len(t) > 40) for t in texts]
-    tagged = [int("#" in t) for t in texts]
-    return {
-        "topic": (texts, topic, LABELS),
-        "length": (texts, long, LENGTH),
-        "tagged": (texts, tagged, TAGGED),
-    }
-
-
-@pytest.fixture(scope="module")
-def multihead_dir(tiny_base: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("multihead")
-    # An untrained tiny encoder puts many posts near a head's boundary, where int8 may tip the
-    # argmax: the bar is lower than MiniLM's so the int8 path is what these tests serve.
-    return build_multihead_juror(
-        tasks(),
-        root / "mh",
-        name="mh",
-        version="1",
-        base=tiny_base,
-        progress=False,
-        min_agreement=0.9,
-    )
+from tests.fixtures.jurors import LENGTH, TAGGED, tasks
 
 
 def probe_texts() -> list[str]:

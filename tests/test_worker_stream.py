@@ -149,3 +149,50 @@ def test_two_workers_share_four_partitions(roles: Roles, sklearn_jurors: list[Pa
     assert len({r.value["worker"] for r in records}) == 2, Counter(
         r.value["worker"] for r in records
     )
+
+
+def test_a_multi_task_worker_gives_each_post_one_fate_with_every_task(
+    roles: Roles, sklearn_jurors: list[Path], multihead_dir: Path, tmp_path: Path
+) -> None:
+    """Three tasks from one multi-head juror (and a TF-IDF juror on one of them): a settled
+    post's label holds every task; an unsettled one is one review case asking only the tasks
+    the jury could not settle (here: the two topic jurors disagree), carrying the others."""
+    config = tmp_path / "tasks.toml"
+    config.write_text(
+        f"""
+[tasks.topic]
+labels = ["not-offensive", "offensive"]
+jurors = ["{multihead_dir}", "{sklearn_jurors[0]}"]
+policy = "majority"
+threshold = 0.5
+
+[tasks.length]
+labels = ["short", "long"]
+jurors = ["{multihead_dir}"]
+threshold = 0.5
+
+[tasks.tagged]
+labels = ["tagged", "plain"]
+jurors = ["{multihead_dir}"]
+threshold = 0.5
+"""
+    )
+    roles.start("worker", env={"JURYSTREAM_CONFIG": str(config)})
+    ids = feed(roles, 120, bad_every=30)
+    everything = outputs(roles, ids)
+    audits = [r for r in everything if r.topic.endswith("review") and r.value["kind"] == "audit"]
+    records = [r for r in everything if r not in audits]
+    by_id = Counter(r.key for r in records)
+    assert set(by_id) == ids and all(n == 1 for n in by_id.values()), roles.logs()
+    topics = Counter(r.topic.removeprefix(roles.prefix) for r in records)
+    assert topics["dead-letters"] == 4 and topics["labels"] > 0 and topics["review"] > 0, topics
+    for r in records:
+        if r.topic.endswith("labels"):
+            assert list(r.value["tasks"]) == ["topic", "length", "tagged"]
+            assert r.value["label"] == r.value["tasks"]["topic"]["label"]
+            assert r.value["model_versions"] == {"mh": "1", "tfidf0": "1"}
+            assert len(r.value["tasks"]["topic"]["votes"]) == 2
+        elif r.topic.endswith("review"):
+            asked, settled = r.value["asked"], r.value["settled"]
+            assert list(asked) == ["topic"] and list(settled) == ["length", "tagged"]
+            assert asked["topic"]["reason"].startswith("no majority")
