@@ -35,6 +35,9 @@ class RefineInputs:
     settings: TrainerSettings
     check_texts: Sequence[str]  # texts an export is verified on
     min_int8_agreement: float | None = None  # None: the exporter's default bar
+    # Multi-task: the task the round is for. A multi-head juror refits only that task's head;
+    # other kinds serve one task and ignore it.
+    task: str | None = None
 
 
 def refine_transformer(inputs: RefineInputs) -> Path:
