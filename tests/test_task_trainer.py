@@ -23,11 +23,15 @@ from jurystream.models.serving.registry import Registry
 from jurystream.models.serving.tasks import TaskJuries
 from jurystream.models.training import rounds
 from jurystream.models.training.refine import RefineInputs
+from jurystream.models.training.store import TrainingStore
+from jurystream.stream.client import produce, read_records
 from jurystream.stream.feed import LABELS, labeled_examples
 from jurystream.stream.records import Invalid, ThresholdUpdate, parse_update
 from jurystream.stream.trainer import Lane, TrainerRole, build_lanes, task_of
 from jurystream.stream.updates import latest_thresholds
 from jurystream.stream.worker import LabelingWorker
+from tests.fixtures.processes import Roles
+from tests.test_trainer_role import wait_for
 
 HARD = Settings().topics.name(Topic.HARD_SAMPLES)
 FEEDBACK = Settings().topics.name(Topic.FEEDBACK)
@@ -40,6 +44,7 @@ class Message:
     topic: str
     value: bytes
     key: bytes | None = None
+    id: bytes = b""  # the key a producer would give it
     partition: int = 0
     offset: int = 0
 
@@ -50,7 +55,8 @@ def sample(post_id: str, label: str, **fields: Any) -> Message:
 
 
 def gold(post_id: str, label: str, **fields: Any) -> Message:
-    return Message(FEEDBACK, json.dumps({"id": post_id, "label": label} | fields).encode())
+    value = json.dumps({"id": post_id, "label": label} | fields).encode()
+    return Message(FEEDBACK, value, id=post_id.encode())
 
 
 class Producer:
@@ -177,6 +183,60 @@ def test_one_task_keeps_its_single_store_and_ignores_a_records_task(
     messages = [sample("p1", LABELS[1]), sample("p2", LABELS[0], task="x")]
     assert trainer._store(messages) == []
     assert lane.store.pending_hard_samples() == 2
+
+
+def test_trainer_role_dead_letters_what_no_task_trains_and_announces_each_tasks_threshold(
+    roles: Roles, sklearn_jurors: list[Path], tmp_path: Path
+) -> None:
+    settings = deployment(
+        tmp_path,
+        sklearn_jurors,
+        offensive=task(["tfidf0", "tfidf1"]),
+        toxic=task(["tfidf1", "tfidf2"], policy="majority"),
+    )
+    tasks = {name: spec.model_dump(exclude_defaults=True) for name, spec in settings.tasks.items()}
+    env = {"JURYSTREAM_REGISTRY": settings.registry_url, "JURYSTREAM_TASKS": json.dumps(tasks)}
+    trainer = roles.start("trainer", env=env)
+    no, yes = LABELS
+    hard = [sample("p1", yes, task="toxic"), sample("p2", no), sample("p3", no, task="spam")]
+    asyncio.run(
+        produce(roles.bootstrap, roles.topic(Topic.HARD_SAMPLES), [(m.key, m.value) for m in hard])
+    )
+    feedback = [gold("p1", yes, task="toxic"), gold("p4", yes, task="hate")]
+    asyncio.run(
+        produce(roles.bootstrap, roles.topic(Topic.FEEDBACK), [(m.id, m.value) for m in feedback])
+    )
+    dead = asyncio.run(
+        read_records(
+            roles.bootstrap,
+            [roles.topic(Topic.DEAD_LETTERS)],
+            until=lambda records: len(records) >= 3,
+            timeout_s=60,
+        )
+    )
+    assert sorted(r.value["error"] for r in dead) == [
+        "feedback p4 is for task 'hate', which is not one of the tasks offensive, toxic",
+        "hard sample p2 has no 'task'; this trainer trains the tasks offensive, toxic",
+        "hard sample p3 is for task 'spam', which is not one of the tasks offensive, toxic",
+    ], roles.logs()
+    toxic = TrainingStore(tmp_path / "var" / "trainer-toxic.sqlite")
+    wait_for(lambda: toxic.pending_hard_samples() == 1 and toxic.gold_labels() == {"p1": yes})
+    assert TrainingStore(tmp_path / "var" / "trainer-offensive.sqlite").reviewed_samples() == 0
+
+    def both(records: list[Any]) -> bool:
+        return {r.key for r in records} >= {
+            "thresholds:offensive:unanimous",
+            "thresholds:toxic:majority",
+        }
+
+    updates = asyncio.run(
+        read_records(roles.bootstrap, [roles.topic(Topic.MODEL_UPDATES)], until=both, timeout_s=60)
+    )
+    assert both(updates), roles.logs()
+    announced = {r.value["task"]: r.value for r in updates if r.value.get("kind") == "thresholds"}
+    assert announced["offensive"]["versions"] == {"tfidf0": "1", "tfidf1": "1"}
+    assert announced["toxic"]["versions"] == {"tfidf1": "1", "tfidf2": "1"}
+    assert trainer.stop() == 0, roles.logs()
 
 
 # --- rounds ---------------------------------------------------------------------------------

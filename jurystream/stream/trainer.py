@@ -369,6 +369,14 @@ def build_lane(settings: Settings, registry: Registry, task: str | None = None) 
 def build_lanes(settings: Settings) -> list[Lane]:
     """One lane per task of ``settings.tasks``, in their order, or the one of ``trainer``."""
     registry = Registry(settings.registry_url)
+    trainer = settings.trainer
+    unused = [f"trainer.{n}" for n in ("jurors", "seed_data", "gold_data") if getattr(trainer, n)]
+    if settings.tasks and unused:
+        log.warning(
+            "%s unused with several tasks: set them per task (tasks.<name>.jurors, "
+            "tasks.<name>.seed_data, tasks.<name>.gold_data)",
+            ", ".join(unused),
+        )
     tasks: list[str | None] = [*settings.tasks] or [None]
     return [build_lane(settings, registry, task) for task in tasks]
 

@@ -230,9 +230,10 @@ class RoundRunner:
                 self.task,
             )
         )
-        # Gated on this round's task only. A multi-head candidate's other heads are the serving
-        # version's, unchanged, only if its refine step refits the task's head alone (the
-        # ``onnx-multihead`` kind does); any other juror votes on one task's label set.
+        # Gated on this round's task only. That is enough because nothing else changed: a
+        # multi-head candidate keeps the serving version's frozen encoder and every other head
+        # (its refine step refits the round's task's head alone), and any other juror votes
+        # on one label set, the task's.
         metrics = evaluate_on(self._for_task(load_juror(directory, threads=s.threads)), holdout)
         decision = gate(metrics, serving_metrics, s.gate_tolerance, s.gate_metric)
         log.warning(
