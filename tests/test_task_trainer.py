@@ -22,6 +22,7 @@ from jurystream.models.serving.jury import Jury
 from jurystream.models.serving.registry import Registry
 from jurystream.models.serving.tasks import TaskJuries
 from jurystream.models.training import rounds
+from jurystream.models.training.controller import ThresholdController
 from jurystream.models.training.refine import RefineInputs
 from jurystream.models.training.store import TrainingStore
 from jurystream.stream.client import produce, read_records
@@ -330,6 +331,31 @@ def test_rounds_run_one_at_a_time_across_tasks_and_start_from_what_the_last_prom
     assert toxic[0] == {"tfidf1": "1", "tfidf2": "1"}
     assert {"tfidf1": "2", "tfidf2": "1"} in toxic  # after the offensive round
     assert toxic[-1] == {"tfidf1": "3", "tfidf2": "2"}
+
+
+def test_a_tasks_controller_reads_jurors_in_the_tasks_label_order(
+    sklearn_jurors: list[Path], tmp_path: Path
+) -> None:
+    # The same jurors and gold, the task's labels listed the other way round: the controller
+    # must measure the same jury (jurors are matched to the task's labels by name).
+    settings = deployment(
+        tmp_path,
+        sklearn_jurors,
+        offensive=task(["tfidf0", "tfidf1"], target_accuracy=0.7),
+        flipped=task(["tfidf0", "tfidf1"], target_accuracy=0.7).model_copy(
+            update={"labels": list(reversed(LABELS))}
+        ),
+    )
+    lanes = build_lanes(settings)
+    decisions = []
+    for lane in lanes:
+        assert isinstance(lane.controller, ThresholdController)
+        result = lane.controller.decide()
+        assert result is not None
+        decisions.append(result.decision)
+    offensive, flipped = decisions
+    assert offensive.expected_accuracy > 0.6
+    assert flipped == offensive
 
 
 # --- thresholds per task --------------------------------------------------------------------
