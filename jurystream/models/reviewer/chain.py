@@ -76,13 +76,14 @@ def task_demonstrations(
     ``reviewer.knn_k`` each; tasks without a pool get none."""
     if settings.knn_k == 0:
         return {}
-    return {
-        name: _knn(
-            settings, load_dataset(task.gold_pool, split="val").sample(settings.gold_pool_size)
-        ).nearest
-        for name, task in tasks.items()
-        if task.gold_pool is not None
-    }
+    out: dict[str, Demonstrations] = {}
+    for name, task in tasks.items():
+        if task.gold_pool is None:
+            continue
+        # A blank example teaches nothing (TweetEval hate's val split has one).
+        pool = load_dataset(task.gold_pool, split="val", drop_empty=True)
+        out[name] = _knn(settings, pool.sample(settings.gold_pool_size)).nearest
+    return out
 
 
 def build_chain(
