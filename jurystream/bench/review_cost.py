@@ -4,8 +4,9 @@
 Both sides are the reviewer's real prompts (``prompt.messages`` per task, ``prompt.
 multitask_messages`` for the post) with k-NN demonstrations from each task's TweetEval gold
 pool and jury votes on every asked task, plus the answer each call is expected to return.
-Tokens are the project's estimate (``cost.estimate_tokens``, what the test server bills), so
-the ratio compares like with like; no endpoint is called.
+Tokens are the project's estimate (``cost.estimate_tokens``, what the test server bills, plus
+4 tokens of framing per chat message as ``bench quality`` counts them), so the ratio compares
+like with like; no endpoint is called.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ TWEETEVAL_TASKS: dict[str, TaskSpec] = {
 }
 JURORS = ("tfidf", "minilm-a", "minilm-b")
 CONFIDENCE = 0.87  # the answers' confidence; its digits are part of the output tokens
+PER_MESSAGE_TOKENS = 4  # a chat message's framing, as `bench quality` counts it
 
 
 @dataclass(frozen=True)
@@ -122,6 +124,7 @@ def measure(
                 CallTokens.of(
                     prompt.multitask_messages(case, asked_specs, multi_demos),
                     _multi_answer(answers),
+                    PER_MESSAGE_TOKENS,
                 )
             )
             for q in questions:
@@ -130,7 +133,9 @@ def measure(
                 msgs = prompt.messages(
                     single, spec.instruction, spec.labels, spec.descriptions, demos.get(q.task, ())
                 )
-                singles.append(CallTokens.of(msgs, _single_answer(answers[q.task])))
+                singles.append(
+                    CallTokens.of(msgs, _single_answer(answers[q.task]), PER_MESSAGE_TOKENS)
+                )
         multi_total = CallTokens(sum(c.input for c in multis), sum(c.output for c in multis))
         result.tokens[n] = multitask_cost_ratio(multi_total, singles)
         result.usd[n] = multitask_cost_ratio(multi_total, singles, price)
