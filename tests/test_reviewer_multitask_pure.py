@@ -271,3 +271,27 @@ def test_one_multitask_call_costs_less_than_one_call_per_task() -> None:
     assert full.usd[4] < full.usd[2] < 1.0
     fewer = measure(posts, list(SPECS.values()), knn, [4], Price(0.15, 0.6), multitask_k=1)
     assert fewer.tokens[4] < full.tokens[4]
+
+
+def test_bench_review_cost_prints_the_ratio_table() -> None:
+    """The BENCHMARKS command on a few TweetEval posts (data_root from JURYSTREAM_DATA_ROOT)."""
+    from typer.testing import CliRunner
+
+    from jurystream.cli import app
+
+    result = CliRunner().invoke(
+        app,
+        ["bench", "review-cost", "--posts", "6", "--pool-size", "40", "--escalated", "3"],
+    )
+    assert result.exit_code == 0, result.output
+    assert "k=4 per single-task call, 4 per task in the multi-task call" in result.stdout
+    (row,) = [line for line in result.stdout.splitlines() if line.startswith("| 3 |")]
+    tokens, usd = (float(cell) for cell in row.strip("|").split("|")[3:5])
+    assert 0.3 < tokens < 1.0 and 0.3 < usd < 1.0
+    bad = CliRunner().invoke(app, ["bench", "review-cost", "--posts", "2", "--escalated", "5"])
+    assert bad.exit_code == 2 and "a post has 1 to 4 tasks" in bad.output
+
+
+def test_verdicts_and_specs_stay_hashable() -> None:
+    verdict = Verdict.of_tasks(_case("x", "hate"), {"hate": TaskVerdict("hate", 0.9)}, "oracle")
+    assert len({verdict, Verdict("a", 1.0, "oracle"), SPECS["emotion"]}) == 3

@@ -105,6 +105,9 @@ def measure(
     """For each post and each n in ``escalated``: n random tasks escalated, one multi-task call
     against n single-task calls, summed over posts (pure given the pools). ``multitask_k``:
     demonstrations per task in the multi-task call (None: as many as the single-task calls)."""
+    bad = [n for n in escalated if not 1 <= n <= len(specs)]
+    if bad:
+        raise ValueError(f"escalated tasks {bad}: a post has 1 to {len(specs)} tasks")
     rng = random.Random(seed)
     by_name = {spec.name: spec for spec in specs}
     k = max((pool.k for pool in knn.values()), default=0)
