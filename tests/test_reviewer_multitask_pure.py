@@ -148,6 +148,31 @@ def test_multitask_user_message_has_per_task_demonstrations_and_votes_and_one_po
     assert user.count("the post") == 1
 
 
+def test_a_demonstration_of_several_tasks_is_shown_once_with_each_label() -> None:
+    """Tasks whose gold pools hold the same posts: the shared text is written once."""
+    demos = {
+        "offensive": [
+            Demonstration("shared post", "offensive"),
+            Demonstration("only o", "offensive"),
+        ],
+        "hate": [Demonstration("only h", "hate"), Demonstration("shared post", "not-hate")],
+    }
+    user = multitask_messages(
+        _case("the post", "offensive", "hate"), _specs("offensive", "hate"), demos
+    )[1]["content"]
+    assert user.count('"shared post"') == 1
+    assert '1. "shared post" -> "offensive": "offensive", "hate": "not-hate"' in user
+    shared, offensive, hate = (
+        user.index("Examples labeled on several tasks"),
+        user.index('Task "offensive":'),
+        user.index('Task "hate":'),
+    )
+    assert shared < offensive < user.index('1. "only o" -> "offensive"') < hate
+    assert hate < user.index('1. "only h" -> "hate"') < user.index(POST_OPEN)
+    alone = multitask_messages(_case("the post", "hate"), _specs("hate"), demos)[1]["content"]
+    assert "several tasks" not in alone and '2. "shared post" -> "not-hate"' in alone
+
+
 def test_multitask_schema_is_strict_with_an_enum_per_asked_task() -> None:
     fmt = multitask_answer_schema(_specs("offensive", "emotion"))
     assert fmt["type"] == "json_schema" and fmt["json_schema"]["strict"] is True

@@ -156,19 +156,33 @@ def run_review_cost(
     price: Price,
     seed: int = 0,
     multitask_k: int | None = None,
+    shared_pool: bool = False,
 ) -> ReviewCostResult:
     """TweetEval's four tasks: gold pools from each val split (``pool_size``, stratified),
-    posts from the train splits of all four, shuffled."""
+    posts from the train splits of all four, shuffled.
+
+    ``shared_pool``: a deployment whose tasks' gold pools hold the same posts (each labeled on
+    every task): the offensive pool's texts for all four, with labels drawn at random from
+    each task's set. TweetEval has no post labeled on several tasks, so those labels are
+    placeholders; only the token counts are meaningful."""
     specs = list(TWEETEVAL_TASKS.values())
-    knn = {
-        spec.name: KnnDemonstrations.from_labeled_set(
-            load_dataset(tweeteval_dir(data_root, spec.name), split="val", drop_empty=True).sample(
-                pool_size, seed=seed
-            ),
-            k,
-        )
+    pools = {
+        spec.name: load_dataset(
+            tweeteval_dir(data_root, spec.name), split="val", drop_empty=True
+        ).sample(pool_size, seed=seed)
         for spec in specs
     }
+    if shared_pool:
+        texts_of_all = pools["offensive"].texts
+        rng = random.Random(seed)
+        knn = {
+            spec.name: KnnDemonstrations(
+                texts_of_all, [rng.choice(spec.labels) for _ in texts_of_all], k
+            )
+            for spec in specs
+        }
+    else:
+        knn = {name: KnnDemonstrations.from_labeled_set(pool, k) for name, pool in pools.items()}
     texts: list[str] = []
     for spec in specs:
         train = load_dataset(tweeteval_dir(data_root, spec.name), split="train", drop_empty=True)
