@@ -365,10 +365,10 @@ async def test_chain_from_task_settings_asks_once_with_each_tasks_gold_pool(
         chain=["local", "openai"],
         local_model=str(sklearn_jurors[0]),
         local_threshold=0.0,
-        knn_k=2,
+        knn_k=3,
         gold_pool_size=100,
     )
-    chain = build_chain(settings, tasks=tasks)
+    chain = build_chain(settings, tasks=tasks, multitask_k=2)  # knn_k=3: 2 per task
     try:
         verdict = await chain.review(_case(1, "hate", "offensive"))
     finally:
