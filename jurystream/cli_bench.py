@@ -634,6 +634,12 @@ def review_cost(
         list[int] | None,
         typer.Option("--escalated", help="Escalated tasks per post (repeatable; 1 to 4)."),
     ] = None,
+    shared_pool: Annotated[
+        bool,
+        typer.Option(
+            help="All tasks' gold pools hold the same posts (placeholder labels: tokens only)."
+        ),
+    ] = False,
 ) -> None:
     """Tokens and USD of one multi-task reviewer call per post against one single-task call
     per escalated task, on TweetEval's four tasks with the reviewer's real prompts."""
@@ -652,10 +658,12 @@ def review_cost(
                 escalated or [2, 3, 4],
                 price,
                 multitask_k=mk,
+                shared_pool=shared_pool,
             )
             typer.echo(
                 f"k={k} per single-task call, {mk} per task in the multi-task call, "
-                f"{posts} posts, {settings.reviewer.model} prices\n{table(result)}"
+                f"{posts} posts, {settings.reviewer.model} prices"
+                f"{', one gold pool shared by all tasks' if shared_pool else ''}\n{table(result)}"
             )
     except (ValueError, PriceError) as exc:  # DatasetError, bad --escalated
         err.print(f"[red]error:[/] {exc}")

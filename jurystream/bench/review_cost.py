@@ -4,8 +4,9 @@
 Both sides are the reviewer's real prompts (``prompt.messages`` per task, ``prompt.
 multitask_messages`` for the post) with k-NN demonstrations from each task's TweetEval gold
 pool and jury votes on every asked task, plus the answer each call is expected to return.
-Tokens are the project's estimate (``cost.estimate_tokens``, what the test server bills), so
-the ratio compares like with like; no endpoint is called.
+Tokens are the project's estimate (``cost.estimate_tokens``, what the test server bills, plus
+4 tokens of framing per chat message as ``bench quality`` counts them), so the ratio compares
+like with like; no endpoint is called.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ TWEETEVAL_TASKS: dict[str, TaskSpec] = {
 }
 JURORS = ("tfidf", "minilm-a", "minilm-b")
 CONFIDENCE = 0.87  # the answers' confidence; its digits are part of the output tokens
+PER_MESSAGE_TOKENS = 4  # a chat message's framing, as `bench quality` counts it
 
 
 @dataclass(frozen=True)
@@ -106,6 +108,7 @@ def post_calls(
     multi = CallTokens.of(
         prompt.multitask_messages(case, [specs[t] for t in asked], multi_demos),
         _multi_answer({t: answers[t] for t in asked}),
+        PER_MESSAGE_TOKENS,
     )
     singles = []
     for q in case.tasks:
@@ -114,7 +117,7 @@ def post_calls(
         msgs = prompt.messages(
             single, spec.instruction, spec.labels, spec.descriptions, demos.get(q.task, ())
         )
-        singles.append(CallTokens.of(msgs, _single_answer(answers[q.task])))
+        singles.append(CallTokens.of(msgs, _single_answer(answers[q.task]), PER_MESSAGE_TOKENS))
     return multi, singles
 
 
@@ -130,6 +133,9 @@ def measure(
     """For each post and each n in ``escalated``: n random tasks escalated, one multi-task call
     against n single-task calls, summed over posts (pure given the pools). ``multitask_k``:
     demonstrations per task in the multi-task call (None: as many as the single-task calls)."""
+    bad = [n for n in escalated if not 1 <= n <= len(specs)]
+    if bad:
+        raise ValueError(f"escalated tasks {bad}: a post has 1 to {len(specs)} tasks")
     rng = random.Random(seed)
     by_name = {spec.name: spec for spec in specs}
     k = max((pool.k for pool in knn.values()), default=0)
@@ -163,19 +169,33 @@ def run_review_cost(
     price: Price,
     seed: int = 0,
     multitask_k: int | None = None,
+    shared_pool: bool = False,
 ) -> ReviewCostResult:
     """TweetEval's four tasks: gold pools from each val split (``pool_size``, stratified),
-    posts from the train splits of all four, shuffled."""
+    posts from the train splits of all four, shuffled.
+
+    ``shared_pool``: a deployment whose tasks' gold pools hold the same posts (each labeled on
+    every task): the offensive pool's texts for all four, with labels drawn at random from
+    each task's set. TweetEval has no post labeled on several tasks, so those labels are
+    placeholders; only the token counts are meaningful."""
     specs = list(TWEETEVAL_TASKS.values())
-    knn = {
-        spec.name: KnnDemonstrations.from_labeled_set(
-            load_dataset(tweeteval_dir(data_root, spec.name), split="val", drop_empty=True).sample(
-                pool_size, seed=seed
-            ),
-            k,
-        )
+    pools = {
+        spec.name: load_dataset(
+            tweeteval_dir(data_root, spec.name), split="val", drop_empty=True
+        ).sample(pool_size, seed=seed)
         for spec in specs
     }
+    if shared_pool:
+        texts_of_all = pools["offensive"].texts
+        rng = random.Random(seed)
+        knn = {
+            spec.name: KnnDemonstrations(
+                texts_of_all, [rng.choice(spec.labels) for _ in texts_of_all], k
+            )
+            for spec in specs
+        }
+    else:
+        knn = {name: KnnDemonstrations.from_labeled_set(pool, k) for name, pool in pools.items()}
     texts: list[str] = []
     for spec in specs:
         train = load_dataset(tweeteval_dir(data_root, spec.name), split="train", drop_empty=True)

@@ -19,7 +19,7 @@ class TaskSpec:
     name: str
     instruction: str
     labels: tuple[str, ...]
-    descriptions: Mapping[str, str] = field(default_factory=dict)
+    descriptions: Mapping[str, str] = field(default_factory=dict, hash=False)
 
 
 def task_specs(tasks: Mapping[str, TaskSettings]) -> dict[str, TaskSpec]:
@@ -76,7 +76,8 @@ class Verdict:
     confidence: float
     source: str
     cost_usd: float = 0.0
-    tasks: Mapping[str, TaskVerdict] = field(default_factory=dict)
+    # Not hashed (a dict): a verdict stays hashable as it was before it had tasks.
+    tasks: Mapping[str, TaskVerdict] = field(default_factory=dict, hash=False)
 
     @classmethod
     def of_tasks(

@@ -76,13 +76,14 @@ def task_demonstrations(
     ``reviewer.knn_k`` each; tasks without a pool get none."""
     if settings.knn_k == 0:
         return {}
-    return {
-        name: _knn(
-            settings, load_dataset(task.gold_pool, split="val").sample(settings.gold_pool_size)
-        ).nearest
-        for name, task in tasks.items()
-        if task.gold_pool is not None
-    }
+    out: dict[str, Demonstrations] = {}
+    for name, task in tasks.items():
+        if task.gold_pool is None:
+            continue
+        # A blank example teaches nothing (TweetEval hate's val split has one).
+        pool = load_dataset(task.gold_pool, split="val", drop_empty=True)
+        out[name] = _knn(settings, pool.sample(settings.gold_pool_size)).nearest
+    return out
 
 
 def build_chain(
@@ -90,12 +91,14 @@ def build_chain(
     hooks: ReviewHooks = NO_HOOKS,
     peers: Peers | None = None,
     tasks: Mapping[str, TaskSettings] | None = None,
+    multitask_k: int | None = None,
 ) -> Chain:
     """The tiers named in ``settings.chain``, in order, with the label set and gold pool;
     ``hooks``: where the tiers report calls, tokens, dollars and the budget (the reviewer
     role's metrics); ``peers``: the spend ledger the openai tier shares its budget through;
     ``tasks``: ``Settings.tasks`` of a multi-task deployment (multi-task cases are asked
-    about these, with demonstrations from each task's gold pool)."""
+    about these, with demonstrations from each task's gold pool); ``multitask_k``: at most
+    this many of them per task in one multi-task call (None: ``reviewer.knn_k``)."""
     unknown = [t for t in settings.chain if t not in TIERS]
     if unknown:
         raise ReviewerConfigError(f"unknown reviewer tiers {unknown}; known: {list(TIERS)}")
@@ -124,6 +127,7 @@ def build_chain(
                     demonstrations=knn.nearest if knn is not None else None,
                     tasks=specs,
                     task_demonstrations=task_demonstrations(settings, tasks or {}),
+                    multitask_k=multitask_k,
                     hooks=hooks,
                     peers=peers,
                 )

@@ -54,9 +54,10 @@ def estimate_tokens(chars: int, chars_per_token: float = CHARS_PER_TOKEN_TYPICAL
     return max(1, math.ceil(chars / chars_per_token)) if chars > 0 else 0
 
 
-def prompt_tokens(messages: Sequence[Mapping[str, str]]) -> int:
-    """Input tokens of a chat request, estimated as the test server bills them."""
-    return estimate_tokens(sum(len(m["content"]) for m in messages))
+def prompt_tokens(messages: Sequence[Mapping[str, str]], per_message: int = 0) -> int:
+    """Input tokens of a chat request, estimated as the test server bills them; real APIs
+    add a few tokens of framing ``per_message``."""
+    return estimate_tokens(sum(len(m["content"]) for m in messages)) + per_message * len(messages)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,8 +68,10 @@ class CallTokens:
     output: int
 
     @classmethod
-    def of(cls, messages: Sequence[Mapping[str, str]], answer: str) -> CallTokens:
-        return cls(prompt_tokens(messages), estimate_tokens(len(answer)))
+    def of(
+        cls, messages: Sequence[Mapping[str, str]], answer: str, per_message: int = 0
+    ) -> CallTokens:
+        return cls(prompt_tokens(messages, per_message), estimate_tokens(len(answer)))
 
     def cost(self, price: Price | None = None) -> float:
         """USD under ``price``; without one, tokens (input and output weigh the same)."""

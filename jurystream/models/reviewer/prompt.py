@@ -128,14 +128,31 @@ def multitask_user_message(
 ) -> str:
     """Per asked task its demonstrations and the jury's votes, then the post once. Terser
     than :func:`user_message` (the system message says how to read it): every task repeats
-    this block, so its wording is paid once per task."""
+    this block, so its wording is paid once per task. A text that is a demonstration of
+    several tasks (tasks whose gold pools hold the same posts) is shown once, first, with its
+    label on each of them, instead of once per task."""
     votes = {q.task: q.votes for q in case.tasks}
+    asked = [spec.name for spec in specs]
+    labels_of: dict[str, dict[str, str]] = {}  # text -> {task: label}, first seen first
+    for task in asked:
+        for d in demonstrations.get(task, ()):
+            labels_of.setdefault(d.text, {}).setdefault(task, d.label)
+    shared = {text: labels for text, labels in labels_of.items() if len(labels) > 1}
     parts: list[str] = []
-    for spec in specs:
-        demos, task_votes = demonstrations.get(spec.name, ()), votes.get(spec.name, ())
+    if shared:
+        parts.append("Examples labeled on several tasks (text -> task: label):")
+        parts.extend(
+            f"{i}. {quote(text)} -> "
+            + ", ".join(f"{quote(task)}: {quote(label)}" for task, label in labels.items())
+            for i, (text, labels) in enumerate(shared.items(), 1)
+        )
+        parts.append("")
+    for task in asked:
+        demos = [d for d in demonstrations.get(task, ()) if d.text not in shared]
+        task_votes = votes.get(task, ())
         if not demos and not task_votes:
             continue
-        parts.append(f"Task {quote(spec.name)}:")
+        parts.append(f"Task {quote(task)}:")
         parts.extend(f"{i}. {quote(d.text)} -> {quote(d.label)}" for i, d in enumerate(demos, 1))
         if task_votes:
             parts.append(
