@@ -224,6 +224,13 @@ class ReviewerSettings(_Section):
     # (the endpoint works; it is this case it cannot answer). An outage dead-letters nothing.
     max_case_failures: int = Field(5, ge=1)
     knn_k: int = Field(4, ge=0)
+    # Demonstrations per task in a multi-task call (one call for all of a post's escalated
+    # tasks); None: knn_k. Demonstrations are most of a call's tokens and are paid per task:
+    # at knn_k 4 one call for 2 / 3 / 4 tasks costs 0.77 / 0.69 / 0.64 of one call per task,
+    # at 2: 0.61 / 0.52 / 0.48, at 1: 0.52 / 0.44 / 0.40 (tokens; `bench review-cost`,
+    # BENCHMARKS.md "Multi-task review"). What fewer demonstrations cost in an LLM's accuracy
+    # was not measured here, so the default keeps knn_k.
+    multitask_knn_k: int | None = Field(None, ge=0)
     gold_pool: Path | None = None  # k-NN demonstrations: a TweetEval dir, .jsonl or .csv
     gold_pool_size: int = Field(500, ge=1)  # a small stratified sample of it
     knn_encoder: Path | None = None  # ONNX sentence encoder dir; None: TF-IDF over the pool

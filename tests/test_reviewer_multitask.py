@@ -368,7 +368,8 @@ async def test_chain_from_task_settings_asks_once_with_each_tasks_gold_pool(
         knn_k=3,
         gold_pool_size=100,
     )
-    chain = build_chain(settings, tasks=tasks, multitask_k=2)  # knn_k=3: 2 per task
+    settings = settings.model_copy(update={"multitask_knn_k": 2})
+    chain = build_chain(settings, tasks=tasks)  # knn_k=3: 2 per task
     try:
         verdict = await chain.review(_case(1, "hate", "offensive"))
     finally:

@@ -257,7 +257,7 @@ def review_cost(
         case = Case(
             str(i), stream.texts[i], tasks=tuple(TaskQuestion(t, by_task[t].votes) for t in asked)
         )
-        multi, singles = post_calls(case, specs, knn, answers)
+        multi, singles = post_calls(case, specs, knn, answers, settings.reviewer.multitask_knn_k)
         by_count.setdefault(len(asked), []).append(
             (multi.cost(price), sum(c.cost(price) for c in singles))
         )
@@ -281,6 +281,7 @@ def review_cost(
     return {
         "model": settings.reviewer.model,
         "knn_k": cfg.knn_k,
+        "multitask_knn_k": settings.reviewer.multitask_knn_k,
         "rows": rows,
         "cost_ratio": rows[-2]["ratio"],  # the target's: posts with several escalated tasks
     }

@@ -91,14 +91,13 @@ def build_chain(
     hooks: ReviewHooks = NO_HOOKS,
     peers: Peers | None = None,
     tasks: Mapping[str, TaskSettings] | None = None,
-    multitask_k: int | None = None,
 ) -> Chain:
     """The tiers named in ``settings.chain``, in order, with the label set and gold pool;
     ``hooks``: where the tiers report calls, tokens, dollars and the budget (the reviewer
     role's metrics); ``peers``: the spend ledger the openai tier shares its budget through;
     ``tasks``: ``Settings.tasks`` of a multi-task deployment (multi-task cases are asked
-    about these, with demonstrations from each task's gold pool); ``multitask_k``: at most
-    this many of them per task in one multi-task call (None: ``reviewer.knn_k``)."""
+    about these, with demonstrations from each task's gold pool, at most
+    ``reviewer.multitask_knn_k`` of them per task in one multi-task call)."""
     unknown = [t for t in settings.chain if t not in TIERS]
     if unknown:
         raise ReviewerConfigError(f"unknown reviewer tiers {unknown}; known: {list(TIERS)}")
@@ -127,7 +126,7 @@ def build_chain(
                     demonstrations=knn.nearest if knn is not None else None,
                     tasks=specs,
                     task_demonstrations=task_demonstrations(settings, tasks or {}),
-                    multitask_k=multitask_k,
+                    multitask_k=settings.multitask_knn_k,
                     hooks=hooks,
                     peers=peers,
                 )
