@@ -6,14 +6,12 @@ DESIGN.md rule out changelog-backed state) and keeps a bounded in-memory join wi
 - ``labels`` and ``feedback`` are joined by message id and task. A multi-task label record
   (``Settings.tasks``) joins per task: its result for task t meets the feedback whose ``task``
   is t; a single-task label and feedback without a task meet as ``DEFAULT_TASK``. Quality,
-  audits and drift are kept and published per task.
-  Both topics are keyed by message id and have
-  the same partition count, and the consumer uses the range assignor, so several monitor
+  audits and drift are kept and published per task. Both topics are keyed by message id and
+  have the same partition count, and the consumer uses the range assignor, so several monitor
   processes each get the *same* partition numbers of both topics and each join stays local.
   A record whose partner does not arrive before ``join_capacity`` newer (id, task) entries is
-  dropped and
-  counted (``jurystream_feedback_unmatched_total``); a restart loses the pending window, which
-  only costs a few unjudged samples.
+  dropped and counted (``jurystream_feedback_unmatched_total``); a restart loses the pending
+  window, which only costs a few unjudged samples.
 - every label also feeds a label-distribution window for PSI drift;
 - ``model-updates`` are counted, so the dashboard sees new juror versions from the stream
   itself, whichever trainer produced them;
