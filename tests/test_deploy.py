@@ -26,6 +26,7 @@ from jurystream.cli import app
 from jurystream.config import Settings
 from jurystream.exporters import dashboard
 from jurystream.exporters.metrics import ROLE_METRICS, ReviewerMetrics
+from jurystream.exporters.metrics.families import PER_TASK
 from jurystream.models.reviewer.chain import build_chain
 from jurystream.models.reviewer.openai_backend import OpenAIBackend
 from jurystream.models.training.bootstrap import TFIDF_NAME
@@ -210,6 +211,61 @@ def test_every_query_filters_on_the_job_variable() -> None:
     for role, metrics in ROLE_METRICS.items():
         exported = {s.name for f in metrics().registry.collect() for s in f.samples if s.value}
         assert match.group(1) in exported, role
+
+
+PER_TASK_PANELS = {
+    "Escalation rate",
+    "Audit: accuracy of accepted labels (no gold needed)",
+    "Jury threshold and escalation",
+    "Accuracy per label source (rolling window)",
+    "Accuracy per label source (exact, dashboard range)",
+    "Per-juror accuracy and macro-F1 (rolling window)",
+    "Per-juror agreement with the jury",
+    "Votes per juror and label",
+    "Label drift (PSI)",
+    "Label distribution",
+    "Feedback join",
+    "Hard samples and model updates",
+}
+
+
+def test_per_task_panels_filter_on_the_task_variable() -> None:
+    """Several tasks on one stream: each series of a per-task family is restricted to the
+    tasks the ``task`` variable picks (and split by task); the others have no task label to
+    match, so a query filtering them would show nothing for one picked task."""
+    model = json.loads(DASHBOARD.read_text())
+    variables = {v["name"]: v for v in model["templating"]["list"]}
+    task = variables["task"]
+    assert task["type"] == "query" and task["multi"] and task["includeAll"]
+    assert task["allValue"] == ".*" and task["datasource"] == DATASOURCE_VARIABLE
+    # It lists the tasks of a per-task family the workers create at zero for every task they
+    # serve ("default" with one task), for the jobs the job variable picks.
+    match = re.fullmatch(
+        r'label_values\((jurystream_[a-z_]+)\{job=~"\$job"\}, task\)', task["query"]
+    )
+    assert match, task["query"]
+    assert match.group(1) in PER_TASK
+    worker = ROLE_METRICS["worker"]()
+    assert {
+        s.labels.get("task")
+        for f in worker.registry.collect()
+        for s in f.samples
+        if s.name == match.group(1)
+    } == {"default"}
+    panels = [p for p in model["panels"] if p["type"] != "row"]
+    filtered = set()
+    for panel in panels:
+        for target in panel["targets"]:
+            expr = re.sub(
+                r'"[^"]*"', lambda m: m.group(0) if "$" in m.group(0) else '""', target["expr"]
+            )
+            for metric, matchers in SELECTOR.findall(expr):
+                per_task = 'task=~"$task"' in matchers
+                assert per_task == (metric in PER_TASK), (panel["title"], metric)
+                if per_task:
+                    filtered.add(panel["title"])
+                    assert "task" in target["legendFormat"], (panel["title"], target["expr"])
+    assert filtered == PER_TASK_PANELS
 
 
 # --- Prometheus ---

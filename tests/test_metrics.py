@@ -9,6 +9,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from jurystream.exporters.metrics import (
+    DEFAULT_TASK,
     ROLE_METRICS,
     MonitorMetrics,
     ReviewerMetrics,
@@ -16,6 +17,7 @@ from jurystream.exporters.metrics import (
     TrainerMetrics,
     WorkerMetrics,
 )
+from jurystream.exporters.metrics.families import PER_TASK
 from jurystream.models.rules.audit import AuditEstimate
 from jurystream.stream.broker import free_port
 
@@ -33,6 +35,7 @@ EXPORTS = {
         "jurystream_model_swaps",
         "jurystream_jury_threshold",
         "jurystream_labels",
+        "jurystream_task_decisions",
     },
     "reviewer": {
         "jurystream_role_info",
@@ -80,6 +83,10 @@ EXPORTS = {
 
 
 def sample(m: RoleMetrics, name: str, **labels: str) -> float | None:
+    """A sample's value; a per-task family's is read for ``DEFAULT_TASK`` unless ``task``
+    says otherwise."""
+    if name in PER_TASK:
+        labels = {"task": DEFAULT_TASK, **labels}
     value = m.registry.get_sample_value(name, labels)
     return None if value is None else float(value)
 
@@ -334,3 +341,148 @@ def test_serve_exposes_the_registry_over_http() -> None:
     key = ("jurystream_messages_total", (("outcome", "labeled"), ("role", "worker")))
     assert values[key] == 2.0
     assert not any(name.startswith("jurystream_reviewer_") for name, _ in values)
+
+
+# --- tasks ---
+
+# What a deployment with several tasks (Settings.tasks) measures per task (dashboard: $task).
+PER_TASK_FAMILIES = {
+    "jurystream_labels_total",
+    "jurystream_jury_threshold",
+    "jurystream_juror_votes_total",
+    "jurystream_juror_agreement_total",
+    "jurystream_task_decisions_total",
+    "jurystream_audits_total",
+    "jurystream_hard_samples_total",
+    "jurystream_feedback_total",
+    "jurystream_juror_feedback_total",
+    "jurystream_online_accuracy",
+    "jurystream_online_macro_f1",
+    "jurystream_online_window_samples",
+    "jurystream_juror_online_accuracy",
+    "jurystream_juror_online_macro_f1",
+    "jurystream_juror_online_window_samples",
+    "jurystream_audit_accuracy",
+    "jurystream_audit_window",
+    "jurystream_label_drift_psi",
+    "jurystream_label_drift_window_samples",
+}
+
+
+def task_values(m: RoleMetrics) -> dict[str, set[str]]:
+    """Per series name, the task label values of its series (``_created`` left out)."""
+    out: dict[str, set[str]] = {}
+    for family in m.registry.collect():
+        for s in family.samples:
+            if "task" in s.labels and not s.name.endswith("_created"):
+                out.setdefault(s.name, set()).add(s.labels["task"])
+    return out
+
+
+def test_what_the_jury_decides_is_labeled_by_task_and_the_rest_is_not() -> None:
+    assert PER_TASK == PER_TASK_FAMILIES
+    for cls in ROLE_METRICS.values():
+        for family in cls().registry.collect():
+            for s in family.samples:
+                per_task = {family.name, f"{family.name}_total"} & PER_TASK != set()
+                assert ("task" in s.labels) == per_task, s
+
+
+def test_a_single_task_deployment_reports_the_default_task() -> None:
+    worker = WorkerMetrics()
+    # Its per-task escalation series exist from the start, for the one task only.
+    assert task_values(worker) == {"jurystream_task_decisions_total": {"default"}}
+    worker.voted("a", "pos", agreed=True)
+    worker.labeled("pos", 0.1)
+    worker.sent_to_review("escalation")
+    worker.threshold_served(0.7)
+    worker.sent_to_review("audit")  # the audited post's task is counted with its label
+    decided = "jurystream_task_decisions_total"
+    assert sample(worker, decided, task="default", outcome="accepted") == 1
+    assert sample(worker, decided, task="default", outcome="escalated") == 1
+    assert sample(worker, "jurystream_jury_threshold", task="default") == 0.7
+    assert set().union(*task_values(worker).values()) == {"default"}
+    reviewer = ReviewerMetrics()
+    reviewer.reviewed("reviewer:x", "pos")
+    assert (
+        sample(
+            reviewer, "jurystream_labels_total", task="default", source="reviewer:x", label="pos"
+        )
+        == 1
+    )
+
+
+def test_the_worker_counts_each_task_of_a_post_and_the_post_once() -> None:
+    m = WorkerMetrics(tasks=["offensive", "hate", "irony"])
+    decided = "jurystream_task_decisions_total"
+    assert task_values(m) == {decided: {"offensive", "hate", "irony"}}  # no "default"
+    assert sample(m, decided, task="irony", outcome="escalated") == 0
+    # post a: every task settled, hate's label unreviewed (the budget was spent)
+    m.labeled_tasks({"offensive": "yes", "hate": "yes", "irony": "no"}, 0.2, {"hate"})
+    # post b: escalated on hate and irony, offensive settled
+    m.sent_to_review("escalation", asked=["hate", "irony"], settled=["offensive"])
+    m.voted("j0", "yes", agreed=True, task="hate")
+    m.voted("j0", "no", agreed=False, task="irony")
+    m.threshold_served(0.6, "hate")
+    assert messages(m, "unreviewed") == 1 and messages(m, "labeled") == 0
+    assert messages(m, "escalated") == 1
+    assert sample(m, "jurystream_stage_latency_seconds_count", stage="end_to_end") == 1
+    for task, outcome, count in [
+        ("offensive", "accepted", 2),
+        ("hate", "unreviewed", 1),
+        ("hate", "escalated", 1),
+        ("hate", "accepted", 0),
+        ("irony", "accepted", 1),
+        ("irony", "escalated", 1),
+    ]:
+        assert sample(m, decided, task=task, outcome=outcome) == count, (task, outcome)
+    labels = "jurystream_labels_total"
+    assert sample(m, labels, task="irony", source="jury", label="no") == 1
+    assert sample(m, labels, task="hate", source="jury", label="yes") == 1
+    assert sample(m, labels, source="jury", label="yes") is None  # nothing as "default"
+    assert sample(m, "jurystream_juror_votes_total", task="irony", juror="j0", label="no") == 1
+    assert sample(m, "jurystream_juror_agreement_total", task="hate", juror="j0") == 1
+    assert sample(m, "jurystream_juror_agreement_total", task="irony", juror="j0") is None
+    assert sample(m, "jurystream_jury_threshold", task="hate") == 0.6
+
+
+def test_reviewer_trainer_and_monitor_label_their_figures_by_task() -> None:
+    reviewer = ReviewerMetrics(tasks=["offensive", "hate"])
+    assert sample(reviewer, "jurystream_audits_total", task="hate", result="agree") == 0
+    assert sample(reviewer, "jurystream_audits_total", result="agree") is None
+    reviewer.audit_reviewed(agreed=False, task="hate")
+    reviewer.hard_sample_written("reviewer:x", task="hate")
+    assert sample(reviewer, "jurystream_audits_total", task="hate", result="disagree") == 1
+    hard = "jurystream_hard_samples_total"
+    assert sample(reviewer, hard, task="hate", label_source="reviewer:x") == 1
+    trainer = TrainerMetrics()
+    trainer.threshold_chosen(0.66, 0.95)
+    assert sample(trainer, "jurystream_jury_threshold", task="default") == 0.66
+    monitor = MonitorMetrics(tasks=["offensive", "hate"])
+    monitor.judged("jury", correct=True, task="hate")
+    monitor.juror_judged("a", correct=False, task="hate")
+    monitor.source_quality("jury", 0.9, 0.8, 50, task="hate")
+    monitor.juror_quality("a", 0.7, 0.6, 40, task="offensive")
+    monitor.audit_estimates({"all": AuditEstimate(9, 10, 0.9, 0.6, 0.98)}, task="hate")
+    monitor.drift_window(30, task="hate")
+    monitor.label_drift("first_window", 0.2, task="hate")
+    assert (
+        sample(monitor, "jurystream_feedback_total", task="hate", source="jury", result="correct")
+        == 1
+    )
+    assert (
+        sample(monitor, "jurystream_juror_feedback_total", task="hate", juror="a", result="wrong")
+        == 1
+    )
+    assert sample(monitor, "jurystream_online_accuracy", task="hate", source="jury") == 0.9
+    assert (
+        sample(monitor, "jurystream_juror_online_window_samples", task="offensive", juror="a") == 40
+    )
+    assert (
+        sample(monitor, "jurystream_audit_accuracy", task="hate", label="all", bound="low") == 0.6
+    )
+    assert sample(monitor, "jurystream_label_drift_window_samples", task="hate") == 30
+    assert (
+        sample(monitor, "jurystream_label_drift_psi", task="hate", reference="first_window") == 0.2
+    )
+    assert set().union(*task_values(monitor).values()) == {"offensive", "hate"}

@@ -12,10 +12,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from jurystream.config import Topic
-from jurystream.exporters.metrics import MonitorMetrics
+from jurystream.exporters.metrics import DEFAULT_TASK, MonitorMetrics
+from jurystream.exporters.metrics.families import PER_TASK
 from jurystream.stream.broker import free_port
 from jurystream.stream.client import produce
-from jurystream.stream.feedback import QualityMonitor, label_fact
+from jurystream.stream.feedback import QualityMonitor, label_facts
 from jurystream.stream.records import Feedback, LabelRecord
 from tests.fixtures.processes import Roles
 
@@ -43,6 +44,10 @@ def hard_sample(post_id: str, jury: str, reviewed: str, kind: str = "audit") -> 
 
 
 def value(m: MonitorMetrics, name: str, **labels: str) -> float | None:
+    """A sample's value; a per-task family's is read for ``DEFAULT_TASK`` unless ``task``
+    says otherwise."""
+    if name in PER_TASK:
+        labels = {"task": DEFAULT_TASK, **labels}
     got = m.registry.get_sample_value(name, labels)
     return None if got is None else float(got)
 
@@ -83,7 +88,7 @@ def test_replays_are_not_counted_twice() -> None:
     assert value(m, "jurystream_feedback_total", source="jury", result="wrong") == 1
     assert value(m, "jurystream_feedback_total", source="jury", result="correct") == 1
     assert value(m, "jurystream_juror_feedback_total", juror="a", result="wrong") == 1
-    assert len(q.drift) == 2
+    assert len(q.drift[DEFAULT_TASK]) == 2
 
 
 def test_unmatched_records_expire_at_capacity_and_bad_ones_are_counted() -> None:
@@ -179,10 +184,89 @@ def test_stream_counts_for_continual_learning() -> None:
 def test_parsers_take_the_id_from_the_key_when_the_value_has_none() -> None:
     record = LabelRecord.parse(json.dumps({"label": "a", "source": "jury"}).encode(), b"k")
     assert isinstance(record, LabelRecord)
-    post_id, fact = record.id, label_fact(record)
-    assert post_id == "k" and fact.votes == ()
+    post_id, facts = record.id, label_facts(record)
+    assert post_id == "k" and list(facts) == [DEFAULT_TASK] and facts[DEFAULT_TASK].votes == ()
     gold = Feedback.parse(json.dumps({"label": "b"}).encode(), b"k2")
     assert isinstance(gold, Feedback) and (gold.id, gold.label) == ("k2", "b")
+
+
+def task_label(post_id: str, results: dict[str, tuple[str, str, dict[str, str]]]) -> bytes:
+    """A multi-task label record: per task (label, source, votes); the top level mirrors the
+    first task, as the worker writes it."""
+    tasks = {
+        task: {
+            "label": lab,
+            "source": source,
+            "votes": [{"juror": j, "label": v, "confidence": 0.9} for j, v in votes.items()],
+        }
+        for task, (lab, source, votes) in results.items()
+    }
+    first = next(iter(tasks.values()))
+    jurors = {j for _, _, votes in results.values() for j in votes}
+    record = {**first, "id": post_id, "tasks": tasks, "model_versions": {j: "1" for j in jurors}}
+    return json.dumps(record).encode()
+
+
+def task_gold(post_id: str, lab: str, task: str | None) -> bytes:
+    return json.dumps({"id": post_id, "label": lab, **({"task": task} if task else {})}).encode()
+
+
+def test_a_multi_task_label_joins_each_task_with_that_tasks_feedback() -> None:
+    m, q = make()
+    results = {
+        "offensive": ("yes", "jury", {"a": "yes", "b": "no"}),
+        "hate": ("no", "reviewer:x", {"a": "yes"}),
+    }
+    q.on_feedback(b"1", task_gold("1", "yes", "hate"))  # before its label
+    q.on_label(b"1", task_label("1", results))
+    q.on_label(b"1", task_label("1", results))  # an at-least-once replay
+    q.on_feedback(b"1", task_gold("1", "yes", "offensive"))
+    q.on_feedback(b"1", task_gold("1", "yes", None))  # no task: meets a single-task label only
+    fb, juror_fb = "jurystream_feedback_total", "jurystream_juror_feedback_total"
+    assert value(m, fb, task="offensive", source="jury", result="correct") == 1
+    assert value(m, fb, task="hate", source="reviewer:x", result="wrong") == 1
+    assert value(m, fb, task="hate", source="jury", result="correct") is None
+    assert value(m, juror_fb, task="offensive", juror="b", result="wrong") == 1
+    assert value(m, juror_fb, task="hate", juror="a", result="correct") == 1
+    assert value(m, fb, source="jury", result="correct") is None  # nothing joined as default
+    q.publish()
+    assert value(m, "jurystream_online_accuracy", task="hate", source="reviewer:x") == 0.0
+    assert value(m, "jurystream_online_accuracy", task="offensive", source="jury") == 1.0
+    assert value(m, "jurystream_juror_online_accuracy", task="offensive", juror="b") == 0.0
+    assert value(m, "jurystream_label_drift_window_samples", task="hate") == 1
+    # A single-task label meets feedback without a task, not a task's.
+    q.on_feedback(b"2", task_gold("2", "pos", "hate"))
+    q.on_label(b"2", label("2", "pos"))
+    assert value(m, fb, source="jury", result="correct") is None
+    q.on_feedback(b"2", task_gold("2", "pos", None))
+    assert value(m, fb, source="jury", result="correct") == 1
+
+
+def test_audits_and_drift_are_kept_per_task() -> None:
+    m, q = make(window=10, drift=2, ref={"pos": 50, "neg": 50})
+    for i, (task, jury, reviewed) in enumerate(
+        [("hate", "yes", "no"), ("hate", "yes", "yes"), ("irony", "no", "no"), (None, "pos", "pos")]
+    ):
+        sample = {"id": f"a{i}", "text": "t", "label": reviewed, "jury_label": jury}
+        sample |= {"kind": "audit", **({"task": task} if task else {})}
+        q.on_hard_sample(None, json.dumps(sample).encode())
+    for i, labels in enumerate([("yes", "no"), ("yes", "no"), ("yes", "no")]):
+        results = {"hate": (labels[0], "jury", {}), "irony": (labels[1], "jury", {})}
+        q.on_label(None, task_label(f"p{i}", results))
+    for i, lab in enumerate(["pos", "neg"]):
+        q.on_label(None, label(f"s{i}", lab))
+    q.publish()
+    accuracy = "jurystream_audit_accuracy"
+    assert value(m, accuracy, task="hate", label="all", bound="estimate") == pytest.approx(0.5)
+    assert value(m, accuracy, task="irony", label="all", bound="estimate") == pytest.approx(1.0)
+    assert value(m, "jurystream_audit_window", label="all") == 1  # the single-task audit
+    # The configured training reference is the single-task labels'; each task of several is
+    # measured against its own first full window.
+    psi = "jurystream_label_drift_psi"
+    assert value(m, psi, reference="training") == pytest.approx(0.0)
+    assert value(m, psi, task="hate", reference="first_window") == pytest.approx(0.0)
+    assert value(m, psi, task="hate", reference="training") is None
+    assert value(m, "jurystream_label_drift_window_samples", task="irony") == 2
 
 
 def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -209,8 +293,9 @@ def test_monitor_role_joins_topics_on_a_real_broker(roles: Roles) -> None:
         for i in range(40)
     ]
     asyncio.run(produce(roles.bootstrap, roles.topic(Topic.HARD_SAMPLES), audits))
-    correct = ("jurystream_feedback_total", (("result", "correct"), ("source", "jury")))
-    wrong = ("jurystream_feedback_total", (("result", "wrong"), ("source", "jury")))
+    task = ("task", DEFAULT_TASK)
+    correct = ("jurystream_feedback_total", (("result", "correct"), ("source", "jury"), task))
+    wrong = ("jurystream_feedback_total", (("result", "wrong"), ("source", "jury"), task))
     deadline = time.monotonic() + 60
     seen: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
     while time.monotonic() < deadline:
@@ -222,10 +307,10 @@ def test_monitor_role_joins_topics_on_a_real_broker(roles: Roles) -> None:
     assert seen.get(correct) == 80 and seen.get(wrong) == 40, roles.logs()
     time.sleep(1.5)  # one more publish interval for the gauges
     seen = scrape(port)
-    acc = ("jurystream_online_accuracy", (("source", "jury"),))
+    acc = ("jurystream_online_accuracy", (("source", "jury"), task))
     assert seen[acc] == pytest.approx(80 / 120)
-    audit = ("jurystream_audit_accuracy", (("bound", "estimate"), ("label", "all")))
-    window = ("jurystream_audit_window", (("label", "all"),))
+    audit = ("jurystream_audit_accuracy", (("bound", "estimate"), ("label", "all"), task))
+    window = ("jurystream_audit_window", (("label", "all"), task))
     while time.monotonic() < deadline and seen.get(window, 0) < len(audits):
         time.sleep(0.5)
         seen = scrape(port)

@@ -36,8 +36,9 @@ from tests.fixtures.processes import Roles
 ALERTS = Path(__file__).resolve().parents[1] / "deploy" / "prometheus" / "alerts.yml"
 # How the test stands in for Grafana's variables: a dashboard looking at the last minutes.
 GRAFANA_VARIABLES = {"$__rate_interval": "2m", "$__range": "10m"}
-# The job variable's "All", as Grafana substitutes it (the variable's allValue).
+# The job and task variables' "All", as Grafana substitutes it (the variables' allValue).
 ALL_JOBS = ".*"
+ALL_TASKS = ".*"
 KEY_ENV = "JURYSTREAM_TEST_REVIEWER_KEY"
 MODEL = "test-model"
 PRICE_IN, PRICE_OUT = 1.0, 4.0  # USD per 1M tokens
@@ -127,10 +128,10 @@ class Prometheus:
         return list(data["result"])
 
 
-def grafana_to_promql(expr: str, job: str = ALL_JOBS) -> str:
-    """The query Grafana sends: ``job`` is "All" (the allValue), one job name, or several
-    as Grafana formats a multi-value selection for a regex matcher, ``(a|b)``."""
-    for variable, value in {**GRAFANA_VARIABLES, "$job": job}.items():
+def grafana_to_promql(expr: str, job: str = ALL_JOBS, task: str = ALL_TASKS) -> str:
+    """The query Grafana sends: ``job`` (and ``task``) is "All" (the allValue), one name, or
+    several as Grafana formats a multi-value selection for a regex matcher, ``(a|b)``."""
+    for variable, value in {**GRAFANA_VARIABLES, "$job": job, "$task": task}.items():
         expr = expr.replace(variable, value)
     assert "$" not in expr, f"unhandled Grafana variable in {expr}"
     return expr
@@ -283,6 +284,18 @@ def test_every_dashboard_query_returns_data_from_a_real_prometheus(
         assert sorted(listed) == sorted(jobs)
         leaks = [e for e in exprs if prom.query(grafana_to_promql(e, "another-deployment"))]
         assert not leaks, "queries that ignore the job variable:\n" + "\n".join(leaks)
+        # The task variable: a single-task deployment lists its one task, "default", and the
+        # per-task panels show it when picked, and nothing for a task it does not have.
+        (task_variable,) = [v for v in dashboard.variables() if v["name"] == "task"]
+        assert task_variable["allValue"] == ALL_TASKS
+        source = grafana_to_promql(dashboard.series(dashboard.TASK_SOURCE))
+        assert prom.api("label/task/values", **{"match[]": source}) == ["default"]
+        per_task = [e for e in exprs if '$task"' in e]
+        assert len(per_task) >= 10
+        blank = [e for e in per_task if not prom.query(grafana_to_promql(e, task="default"))]
+        assert not blank, "per-task queries without data for the default task:\n" + "\n".join(blank)
+        leaks = [e for e in per_task if prom.query(grafana_to_promql(e, task="another-task"))]
+        assert not leaks, "queries that ignore the task variable:\n" + "\n".join(leaks)
         throughput = next(t for t in dashboard.targets() if t.legend == "{{role}} {{outcome}}")
         for job in ("jurystream-worker", "jurystream-reviewer"):
             shown = prom.query(grafana_to_promql(throughput.expr, job))

@@ -39,6 +39,7 @@ import numpy as np
 from jurystream.bench.jurors import bench_plan, ensure_jurors
 from jurystream.bench.quality import CallPricer, review
 from jurystream.config import Settings, Topic
+from jurystream.exporters.metrics import DEFAULT_TASK
 from jurystream.models.reviewer.oracle import OracleBackend, SimulatedBackend
 from jurystream.models.rules.audit import estimate
 from jurystream.models.rules.scores import accuracy, macro_f1
@@ -226,7 +227,8 @@ def _scrape(port: int) -> tuple[dict[str, str], float | None]:
     versions = dict(
         re.findall(r'jurystream_model_version_info\{juror="([^"]+)",version="([^"]+)"\} 1', body)
     )
-    found = re.search(r"^jurystream_jury_threshold ([0-9.eE+-]+)$", body, re.M)
+    threshold = rf'^jurystream_jury_threshold\{{task="{DEFAULT_TASK}"\}} ([0-9.eE+-]+)$'
+    found = re.search(threshold, body, re.M)
     return versions, float(found.group(1)) if found else None
 
 

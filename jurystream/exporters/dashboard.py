@@ -8,7 +8,10 @@ Query rules (see ``jurystream.exporters.metrics``): counters are summed over ins
 dividing, so the panels stay exact with any number of processes per role; per-process rolling
 gauges are averaged weighted by the window size each process reports. Every selector is
 written by ``series``, which adds ``job=~"$job"``: the ``job`` variable (all jobs by default)
-picks the deployment, and the ``datasource`` variable its Prometheus.
+picks the deployment, and the ``datasource`` variable its Prometheus. A selector of a per-task
+family (``families.PER_TASK``) also gets ``task=~"$task"``: the ``task`` variable (all tasks
+by default; ``default`` alone in a single-task deployment) picks the policies shown, and the
+per-task panels split their lines by task.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ import json
 import sys
 from dataclasses import dataclass, field
 from typing import Any
+
+from jurystream.exporters.metrics.families import PER_TASK, TASK_DECISIONS
 
 UID = "jurystream"
 # The provisioned data source (deploy/grafana/provisioning): the datasource variable's default.
@@ -30,14 +35,22 @@ JOB_SOURCE = "jurystream_role_info"
 JOB_QUERY = f"label_values({JOB_SOURCE}, job)"
 ALL_JOBS = ".*"
 JOB_MATCHER = 'job=~"$job"'
+# The ``task`` variable lists the tasks the workers serve: their per-task decision counts exist
+# from start-up, at zero, for every configured task (``default`` with one task).
+TASK_SOURCE = TASK_DECISIONS.name
+TASK_QUERY = f"label_values({TASK_SOURCE}{{{JOB_MATCHER}}}, task)"
+ALL_TASKS = ".*"
+TASK_MATCHER = 'task=~"$task"'
 RI = "$__rate_interval"
 RANGE = "$__range"
 
 
 def series(metric: str, *matchers: str) -> str:
-    """A selector of one metric, restricted to the chosen jobs: the one place that writes
-    label matchers, so no query can forget the ``job`` variable."""
-    return metric + "{" + ",".join((JOB_MATCHER, *matchers)) + "}"
+    """A selector of one metric, restricted to the chosen jobs (and tasks, for a per-task
+    family): the one place that writes label matchers, so no query can forget the ``job``
+    or the ``task`` variable."""
+    scope = (JOB_MATCHER, TASK_MATCHER) if metric in PER_TASK else (JOB_MATCHER,)
+    return metric + "{" + ",".join((*scope, *matchers)) + "}"
 
 
 def rate(metric: str, *matchers: str, window: str = RI) -> str:
@@ -57,20 +70,26 @@ REVIEWED = increase(MESSAGES, 'role="reviewer"', 'outcome="reviewed"', window=RA
 # Measured USD per reviewed case (all calls, retries included, over the dashboard's range)
 # times every valid message: what labeling everything with the reviewer would have cost.
 COUNTERFACTUAL = f"sum({increase(*WORKER_MESSAGES, window=RANGE)}) * {SPENT} / sum({REVIEWED})"
+# Per task: the share of a task's decisions the jury sent to the reviewer (a post escalated on
+# two tasks counts for both); as the post-level share, without the budget-capped ones.
+TASK_ESCALATED = rate(TASK_DECISIONS.name, 'outcome="escalated"')
+TASK_DECIDED = rate(TASK_DECISIONS.name, 'outcome=~"accepted|escalated"')
+TASK_ESCALATION = f"sum by (task) ({TASK_ESCALATED}) / sum by (task) ({TASK_DECIDED})"
 
 
 def weighted(gauge: str, weight: str, by: str) -> str:
-    """Average of a per-process gauge across processes, weighted by its window size."""
+    """Average of a per-process gauge across processes, weighted by its window size (``by``
+    lists the labels kept, ``task`` among them for a per-task gauge)."""
     gauge, weight = series(gauge), series(weight)
     return f"sum by ({by}) ({gauge} * {weight}) / sum by ({by}) ({weight})"
 
 
 def audit(bound: str) -> str:
-    """The audit accuracy over every monitor, weighted by the audits each one saw (the
-    window gauge has no ``bound`` label, hence ``ignoring``)."""
+    """The audit accuracy per task over every monitor, weighted by the audits each one saw
+    (the window gauge has no ``bound`` label, hence ``ignoring``)."""
     accuracy = series("jurystream_audit_accuracy", 'label="all"', f'bound="{bound}"')
     window = series("jurystream_audit_window", 'label="all"')
-    return f"sum({accuracy} * ignoring(bound) {window}) / sum({window})"
+    return f"sum by (task) ({accuracy} * ignoring(bound) {window}) / sum by (task) ({window})"
 
 
 @dataclass(frozen=True)
@@ -132,9 +151,14 @@ ROWS: tuple[Row, ...] = (
             Panel(
                 "Escalation rate",
                 "timeseries",
-                (Target(ESCALATION, "escalated share"),),
+                (
+                    Target(ESCALATION, "posts (any task)"),
+                    Target(TASK_ESCALATION, "{{task}}"),
+                ),
                 unit="percentunit",
-                description="Share of valid messages the jury sent to the reviewer.",
+                description="Share of valid messages the jury sent to the reviewer, and per "
+                "task the share of its decisions (a post escalated on two tasks counts for "
+                "both; the post-level line does not follow the task variable).",
             ),
             Panel(
                 "Dead letters",
@@ -254,7 +278,7 @@ ROWS: tuple[Row, ...] = (
                 "timeseries",
                 (
                     *(
-                        Target(audit(bound), f"audit {bound}")
+                        Target(audit(bound), f"audit {bound} {{{{task}}}}")
                         for bound in ("estimate", "low", "high")
                     ),
                     Target(f"max({series('jurystream_target_accuracy')})", "controller target"),
@@ -272,16 +296,17 @@ ROWS: tuple[Row, ...] = (
                 "timeseries",
                 (
                     Target(
-                        f"max by (instance) ({series('jurystream_jury_threshold')})",
-                        "threshold {{instance}}",
+                        f"max by (task, instance) ({series('jurystream_jury_threshold')})",
+                        "threshold {{task}} {{instance}}",
                     ),
-                    Target(ESCALATION, "escalated share"),
+                    Target(TASK_ESCALATION, "escalated share {{task}}"),
                 ),
                 unit="percentunit",
                 description=(
-                    "The confidence threshold each worker serves (set by the trainer's "
-                    "threshold controller after accepted rounds and audits) and the share "
-                    "escalated to review: as the jurors improve, both fall."
+                    "The confidence threshold each worker serves per task (set by the "
+                    "trainer's threshold controller after accepted rounds and audits) and the "
+                    "share of the task's decisions escalated to review: as the jurors "
+                    "improve, both fall."
                 ),
             ),
             Panel(
@@ -292,17 +317,17 @@ ROWS: tuple[Row, ...] = (
                         weighted(
                             "jurystream_online_accuracy",
                             "jurystream_online_window_samples",
-                            "source",
+                            "task, source",
                         ),
-                        "accuracy {{source}}",
+                        "accuracy {{task}} {{source}}",
                     ),
                     Target(
                         weighted(
                             "jurystream_online_macro_f1",
                             "jurystream_online_window_samples",
-                            "source",
+                            "task, source",
                         ),
-                        "macro-F1 {{source}}",
+                        "macro-F1 {{task}} {{source}}",
                     ),
                 ),
                 unit="percentunit",
@@ -313,11 +338,11 @@ ROWS: tuple[Row, ...] = (
                 "stat",
                 (
                     Target(
-                        "sum by (source) ("
+                        "sum by (task, source) ("
                         + increase("jurystream_feedback_total", 'result="correct"', window=RANGE)
-                        + ") / sum by (source) "
+                        + ") / sum by (task, source) "
                         f"({increase('jurystream_feedback_total', window=RANGE)})",
-                        "{{source}}",
+                        "{{task}} {{source}}",
                         instant=True,
                     ),
                 ),
@@ -331,17 +356,17 @@ ROWS: tuple[Row, ...] = (
                         weighted(
                             "jurystream_juror_online_accuracy",
                             "jurystream_juror_online_window_samples",
-                            "juror",
+                            "task, juror",
                         ),
-                        "accuracy {{juror}}",
+                        "accuracy {{task}} {{juror}}",
                     ),
                     Target(
                         weighted(
                             "jurystream_juror_online_macro_f1",
                             "jurystream_juror_online_window_samples",
-                            "juror",
+                            "task, juror",
                         ),
-                        "macro-F1 {{juror}}",
+                        "macro-F1 {{task}} {{juror}}",
                     ),
                 ),
                 unit="percentunit",
@@ -351,9 +376,9 @@ ROWS: tuple[Row, ...] = (
                 "timeseries",
                 (
                     Target(
-                        f"sum by (juror) ({rate('jurystream_juror_agreement_total')})"
-                        f" / sum by (juror) ({rate('jurystream_juror_votes_total')})",
-                        "{{juror}}",
+                        f"sum by (task, juror) ({rate('jurystream_juror_agreement_total')})"
+                        f" / sum by (task, juror) ({rate('jurystream_juror_votes_total')})",
+                        "{{task}} {{juror}}",
                     ),
                 ),
                 unit="percentunit",
@@ -363,8 +388,8 @@ ROWS: tuple[Row, ...] = (
                 "timeseries",
                 (
                     Target(
-                        f"sum by (juror, label) ({rate('jurystream_juror_votes_total')})",
-                        "{{juror}} {{label}}",
+                        f"sum by (task, juror, label) ({rate('jurystream_juror_votes_total')})",
+                        "{{task}} {{juror}} {{label}}",
                     ),
                 ),
                 unit="ops",
@@ -374,8 +399,8 @@ ROWS: tuple[Row, ...] = (
                 "timeseries",
                 (
                     Target(
-                        f"max by (reference) ({series('jurystream_label_drift_psi')})",
-                        "PSI vs {{reference}}",
+                        f"max by (task, reference) ({series('jurystream_label_drift_psi')})",
+                        "{{task}} PSI vs {{reference}}",
                     ),
                 ),
                 description="< 0.1 stable, 0.1–0.25 moderate, > 0.25 significant shift.",
@@ -386,8 +411,8 @@ ROWS: tuple[Row, ...] = (
                 "timeseries",
                 (
                     Target(
-                        f"sum by (label) ({rate('jurystream_labels_total')})",
-                        "{{label}}",
+                        f"sum by (task, label) ({rate('jurystream_labels_total')})",
+                        "{{task}} {{label}}",
                     ),
                 ),
                 unit="ops",
@@ -397,8 +422,8 @@ ROWS: tuple[Row, ...] = (
                 "timeseries",
                 (
                     Target(
-                        f"sum by (result) ({rate('jurystream_feedback_total')})",
-                        "joined {{result}}",
+                        f"sum by (task, result) ({rate('jurystream_feedback_total')})",
+                        "joined {{task}} {{result}}",
                     ),
                     Target(
                         f"sum by (topic, reason) ({rate('jurystream_feedback_unmatched_total')})",
@@ -453,8 +478,9 @@ ROWS: tuple[Row, ...] = (
                 "timeseries",
                 (
                     Target(
-                        f"sum by (label_source) ({rate('jurystream_hard_samples_total')}) * 3600",
-                        "hard samples ({{label_source}})",
+                        "sum by (task, label_source) "
+                        f"({rate('jurystream_hard_samples_total')}) * 3600",
+                        "hard samples {{task}} ({{label_source}})",
                     ),
                     Target(
                         f"sum by (juror) ({increase('jurystream_model_updates_total')})",
@@ -529,8 +555,9 @@ def _panel_json(panel: Panel, panel_id: int, x: int, y: int) -> dict[str, Any]:
 
 
 def variables() -> list[dict[str, Any]]:
-    """The data source (default: the provisioned one) and the scrape jobs to show (default:
-    all), so one dashboard serves compose and Kubernetes stacks and several deployments."""
+    """The data source (default: the provisioned one), the scrape jobs to show (default:
+    all), so one dashboard serves compose and Kubernetes stacks and several deployments, and
+    the tasks to show (default: all; the chosen jobs' tasks are listed)."""
     return [
         {
             "name": "datasource",
@@ -553,6 +580,22 @@ def variables() -> list[dict[str, Any]]:
             "multi": True,
             "includeAll": True,
             "allValue": ALL_JOBS,
+            "current": {"text": ["All"], "value": ["$__all"]},
+            "sort": 1,
+            "hide": 0,
+            "regex": "",
+        },
+        {
+            "name": "task",
+            "label": "Task",
+            "type": "query",
+            "datasource": DATASOURCE,
+            "definition": TASK_QUERY,
+            "query": TASK_QUERY,
+            "refresh": 2,  # on time range change: tasks a deployment adds appear
+            "multi": True,
+            "includeAll": True,
+            "allValue": ALL_TASKS,
             "current": {"text": ["All"], "value": ["$__all"]},
             "sort": 1,
             "hide": 0,

@@ -3,12 +3,15 @@
 It reads four topics with one plain aiokafka consumer (no faust Tables: the broker notes in
 DESIGN.md rule out changelog-backed state) and keeps a bounded in-memory join window:
 
-- ``labels`` and ``feedback`` are joined by message id. Both are keyed by message id and have
-  the same partition count, and the consumer uses the range assignor, so several monitor
+- ``labels`` and ``feedback`` are joined by message id and task. A multi-task label record
+  (``Settings.tasks``) joins per task: its result for task t meets the feedback whose ``task``
+  is t; a single-task label and feedback without a task meet as ``DEFAULT_TASK``. Quality,
+  audits and drift are kept and published per task. Both topics are keyed by message id and
+  have the same partition count, and the consumer uses the range assignor, so several monitor
   processes each get the *same* partition numbers of both topics and each join stays local.
-  A record whose partner does not arrive before ``join_capacity`` newer ones is dropped and
-  counted (``jurystream_feedback_unmatched_total``); a restart loses the pending window, which
-  only costs a few unjudged samples.
+  A record whose partner does not arrive before ``join_capacity`` newer (id, task) entries is
+  dropped and counted (``jurystream_feedback_unmatched_total``); a restart loses the pending
+  window, which only costs a few unjudged samples.
 - every label also feeds a label-distribution window for PSI drift;
 - ``model-updates`` are counted, so the dashboard sees new juror versions from the stream
   itself, whichever trainer produced them;
@@ -39,7 +42,7 @@ from aiokafka import ConsumerRecord
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 
 from jurystream.config import Settings, Topic
-from jurystream.exporters.metrics import MonitorMetrics
+from jurystream.exporters.metrics import DEFAULT_TASK, MonitorMetrics
 from jurystream.models.rules.audit import estimates_by_label
 from jurystream.models.rules.quality import LabelWindow, RollingQuality, psi
 from jurystream.stream.records import (
@@ -66,14 +69,26 @@ class LabelFact:
     jurors: tuple[str, ...]  # every juror that served the message (model_versions)
 
 
-def label_fact(record: LabelRecord) -> LabelFact:
-    """What the join keeps of a label record (the rest is not needed to judge it)."""
-    return LabelFact(
-        record.label,
-        record.source,
-        tuple((v.juror, v.label) for v in record.votes),
-        tuple(record.model_versions),
-    )
+# What the join matches on: a message id and a task.
+JoinKey = tuple[str, str]
+
+
+def label_facts(record: LabelRecord) -> dict[str, LabelFact]:
+    """What the join keeps of a label record, per task (the rest is not needed to judge it):
+    each result of a multi-task record, or the record itself as ``DEFAULT_TASK``."""
+    jurors = tuple(record.model_versions)
+    if not record.tasks:
+        votes = tuple((v.juror, v.label) for v in record.votes)
+        return {DEFAULT_TASK: LabelFact(record.label, record.source, votes, jurors)}
+    return {
+        task: LabelFact(r.label, r.source, tuple((v.juror, v.label) for v in r.votes), jurors)
+        for task, r in record.tasks.items()
+    }
+
+
+def feedback_task(record: Feedback | HardSample) -> str:
+    """The task a gold label (or a reviewed sample) is for: a single-task one's is the default."""
+    return record.task or DEFAULT_TASK
 
 
 class QualityMonitor:
@@ -89,17 +104,22 @@ class QualityMonitor:
     ) -> None:
         self.metrics = metrics
         self.quality_window = quality_window
+        self.drift_size = drift_window
         self.capacity = join_capacity
-        self._labels: OrderedDict[str, LabelFact] = OrderedDict()
-        self._gold: OrderedDict[str, str] = OrderedDict()
-        # Ids already judged, so an at-least-once replay of either side is not counted twice.
-        self._joined: OrderedDict[str, None] = OrderedDict()
-        self.by_source: dict[str, RollingQuality] = {}
-        self.by_juror: dict[str, RollingQuality] = {}
-        self.drift = LabelWindow(drift_window)
-        self.reference: dict[str, float] = dict(drift_reference)
-        self.reference_kind = "training" if self.reference else "first_window"
-        self.audits: deque[tuple[str, str]] = deque(maxlen=quality_window)
+        self._labels: OrderedDict[JoinKey, LabelFact] = OrderedDict()
+        self._gold: OrderedDict[JoinKey, str] = OrderedDict()
+        # Pairs already judged, so an at-least-once replay of either side is not counted twice.
+        self._joined: OrderedDict[JoinKey, None] = OrderedDict()
+        self.by_source: dict[tuple[str, str], RollingQuality] = {}  # (task, source)
+        self.by_juror: dict[tuple[str, str], RollingQuality] = {}  # (task, juror)
+        self.drift: dict[str, LabelWindow] = {}  # per task
+        # The configured training distribution is a single-task deployment's (one label set);
+        # each task of a multi-task deployment is measured against its first full window.
+        self.reference: dict[str, dict[str, float]] = (
+            {DEFAULT_TASK: dict(drift_reference)} if drift_reference else {}
+        )
+        self.reference_kind = {task: "training" for task in self.reference}
+        self.audits: dict[str, deque[tuple[str, str]]] = {}  # per task
 
     # --- inputs ---
 
@@ -108,33 +128,32 @@ class QualityMonitor:
         if isinstance(record, Invalid):
             self.metrics.record_invalid("labels")
             return
-        post_id, fact = record.id, label_fact(record)
-        if post_id in self._joined or post_id in self._labels:
-            return  # an at-least-once replay
-        for juror in fact.jurors:  # a juror with no update yet reads 0 updates, not no data
+        for juror in record.model_versions:  # a juror with no update yet reads 0, not no data
             self.metrics.juror_seen(juror)
-        self.drift.add(fact.label)
-        if not self.reference and self.drift.full:
-            self.reference = {k: float(v) for k, v in self.drift.counts().items()}
-        gold = self._gold.pop(post_id, None)
-        if gold is None:
-            self._remember(self._labels, post_id, fact, "labels")
-        else:
-            self._judge(post_id, fact, gold)
+        for task, fact in label_facts(record).items():
+            pair = (record.id, task)
+            if pair in self._joined or pair in self._labels:
+                continue  # an at-least-once replay
+            self._drift(task, fact.label)
+            gold = self._gold.pop(pair, None)
+            if gold is None:
+                self._remember(self._labels, pair, fact, "labels")
+            else:
+                self._judge(pair, fact, gold)
 
     def on_feedback(self, key: bytes | None, value: bytes | None) -> None:
         record = Feedback.parse(value, key)
         if isinstance(record, Invalid):
             self.metrics.record_invalid("feedback")
             return
-        post_id, gold = record.id, record.label
-        if post_id in self._joined:
+        pair, gold = (record.id, feedback_task(record)), record.label
+        if pair in self._joined:
             return
-        fact = self._labels.pop(post_id, None)
+        fact = self._labels.pop(pair, None)
         if fact is None:
-            self._remember(self._gold, post_id, gold, "feedback")
+            self._remember(self._gold, pair, gold, "feedback")
         else:
-            self._judge(post_id, fact, gold)
+            self._judge(pair, fact, gold)
 
     def on_model_update(self, key: bytes | None, value: bytes | None) -> None:
         """Count an announced version; the juror is the value's ``name`` (else the key), and
@@ -156,30 +175,46 @@ class QualityMonitor:
             if sample.jury_label is None:  # an audit that does not say what it measured
                 self.metrics.record_invalid("hard_samples")
             else:
-                self.audits.append((sample.jury_label, sample.label))
+                task = feedback_task(sample)
+                audits = self.audits.setdefault(task, deque(maxlen=self.quality_window))
+                audits.append((sample.jury_label, sample.label))
 
     # --- join ---
 
+    def _drift(self, task: str, label: str) -> None:
+        """Add a label to ``task``'s drift window; without a configured reference, the first
+        full window becomes the reference."""
+        window = self.drift.get(task)
+        if window is None:
+            window = self.drift[task] = LabelWindow(self.drift_size)
+        window.add(label)
+        if task not in self.reference and window.full:
+            self.reference[task] = {k: float(v) for k, v in window.counts().items()}
+            self.reference_kind[task] = "first_window"
+
     def _remember(
-        self, pending: OrderedDict[str, Any], post_id: str, item: Any, topic: str
+        self, pending: OrderedDict[JoinKey, Any], pair: JoinKey, item: Any, topic: str
     ) -> None:
-        pending[post_id] = item
-        pending.move_to_end(post_id)
+        pending[pair] = item
+        pending.move_to_end(pair)
         while len(pending) > self.capacity:
             pending.popitem(last=False)
             self.metrics.join_expired(topic)
 
-    def _judge(self, post_id: str, fact: LabelFact, gold: str) -> None:
-        self._joined[post_id] = None
+    def _judge(self, pair: JoinKey, fact: LabelFact, gold: str) -> None:
+        self._joined[pair] = None
         while len(self._joined) > self.capacity:
             self._joined.popitem(last=False)
-        self.metrics.judged(fact.source, correct=fact.label == gold)
-        self._window(self.by_source, fact.source).add(gold, fact.label)
+        task = pair[1]
+        self.metrics.judged(fact.source, fact.label == gold, task)
+        self._window(self.by_source, (task, fact.source)).add(gold, fact.label)
         for juror, vote in fact.votes:
-            self.metrics.juror_judged(juror, correct=vote == gold)
-            self._window(self.by_juror, juror).add(gold, vote)
+            self.metrics.juror_judged(juror, vote == gold, task)
+            self._window(self.by_juror, (task, juror)).add(gold, vote)
 
-    def _window(self, windows: dict[str, RollingQuality], key: str) -> RollingQuality:
+    def _window(
+        self, windows: dict[tuple[str, str], RollingQuality], key: tuple[str, str]
+    ) -> RollingQuality:
         window = windows.get(key)
         if window is None:
             window = windows[key] = RollingQuality(self.quality_window)
@@ -189,16 +224,19 @@ class QualityMonitor:
 
     def publish(self) -> None:
         """Refresh the rolling gauges (O(window) each, so called on a timer, not per record)."""
-        for source, window in self.by_source.items():
-            self.metrics.source_quality(source, window.accuracy(), window.macro_f1(), len(window))
-        for juror, window in self.by_juror.items():
-            self.metrics.juror_quality(juror, window.accuracy(), window.macro_f1(), len(window))
-        self.metrics.drift_window(len(self.drift))
-        if self.audits:
-            self.metrics.audit_estimates(estimates_by_label(self.audits))
-        if self.reference and self.drift.full:
-            value = psi(self.reference, self.drift.counts())
-            self.metrics.label_drift(self.reference_kind, value)
+        for (task, source), window in self.by_source.items():
+            accuracy, f1 = window.accuracy(), window.macro_f1()
+            self.metrics.source_quality(source, accuracy, f1, len(window), task)
+        for (task, juror), window in self.by_juror.items():
+            accuracy, f1 = window.accuracy(), window.macro_f1()
+            self.metrics.juror_quality(juror, accuracy, f1, len(window), task)
+        for task, audits in self.audits.items():
+            self.metrics.audit_estimates(estimates_by_label(audits), task)
+        for task, drift in self.drift.items():
+            self.metrics.drift_window(len(drift), task)
+            if task in self.reference and drift.full:
+                value = psi(self.reference[task], drift.counts())
+                self.metrics.label_drift(self.reference_kind[task], value, task)
 
 
 class MonitorRole(Role):

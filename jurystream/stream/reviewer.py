@@ -27,7 +27,7 @@ from typing import Any
 from aiokafka import ConsumerRecord
 
 from jurystream.config import Settings, Topic
-from jurystream.exporters.metrics import ReviewerMetrics
+from jurystream.exporters.metrics import DEFAULT_TASK, ReviewerMetrics
 from jurystream.models.reviewer.base import Failure, Verdict
 from jurystream.models.reviewer.chain import Chain, build_chain
 from jurystream.stream.quarantine import AttemptLedger
@@ -154,16 +154,17 @@ class ReviewerRole(Role):
         key = case.id.encode("utf-8")
         sample = HardSample.of(case, verdict)
         sent = [await self.producer.send(self.hard_topic, sample.to_bytes(), key=key)]
-        self.metrics.hard_sample_written(verdict.source)
+        task = _task(case)
+        self.metrics.hard_sample_written(verdict.source, task)
         if case.kind == "audit":
             agreed = verdict.label == case.jury_label
-            self.metrics.audit_reviewed(agreed)
+            self.metrics.audit_reviewed(agreed, task)
             return sent
         now_ms = time.time() * 1000
         latency_ms = max(0.0, now_ms - case.received_ms) if case.received_ms else 0.0
         label = LabelRecord.from_review(case, verdict, latency_ms)
         sent.append(await self.producer.send(self.labels_topic, label.to_bytes(), key=key))
-        self.metrics.reviewed(verdict.source, verdict.label)
+        self.metrics.reviewed(verdict.source, verdict.label, task)
         return sent
 
     async def _write_tasks(self, case: ReviewCase, verdict: Verdict) -> list[Awaitable[Any]]:
@@ -209,6 +210,13 @@ class ReviewerRole(Role):
         self.metrics.dead_lettered()
         log.warning("dead letter %s: %s", letter.key.decode(), error)
         return await self.producer.send(self.dead_topic, letter.to_bytes(), key=letter.key)
+
+
+def _task(case: ReviewCase) -> str:
+    """The task the verdict is counted for: ``DEFAULT_TASK`` for a single-task case. This
+    role answers one question per case, the top-level one, which a multi-task case fills from
+    its first asked task (answering every asked task is not written yet)."""
+    return next(iter(case.asked), DEFAULT_TASK)
 
 
 @contextlib.asynccontextmanager

@@ -268,4 +268,6 @@ async def serve(
 def run_role(settings: Settings, metrics: type[M], build: Build[M]) -> int:
     """A role command: run the role ``build`` makes until SIGTERM/SIGINT."""
     kafka = kafka_connection(settings)
-    return run_until_signalled(lambda stop: serve(settings, kafka, metrics(), build, stop))
+    return run_until_signalled(
+        lambda stop: serve(settings, kafka, metrics(tasks=settings.tasks), build, stop)
+    )

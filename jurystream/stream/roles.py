@@ -104,7 +104,7 @@ def run_faust(app: object, settings: Settings) -> int:
 def run_worker(settings: Settings) -> int:
     kafka = _prepare(settings)
     jury = load_task_juries(settings) if settings.tasks else load_jury(settings)
-    metrics = WorkerMetrics()
+    metrics = WorkerMetrics(tasks=settings.tasks)
     metrics.serve(settings.metrics.port, settings.metrics.host)
     app, labeling = build_worker_app(settings, kafka, jury, metrics)
     log.warning("worker: jurors %s", jury.versions)

@@ -26,7 +26,7 @@ from faust.types import EventT
 
 from jurystream.config import Settings, Topic
 from jurystream.exporters.health import HEARTBEAT_S
-from jurystream.exporters.metrics import WorkerMetrics
+from jurystream.exporters.metrics import DEFAULT_TASK, WorkerMetrics
 from jurystream.models.rules.selection import ReviewAllowance
 from jurystream.models.rules.voting import Decision
 from jurystream.models.serving.juror import Juror, trim_heap
@@ -120,7 +120,8 @@ class LabelingWorker:
         self._pending_thresholds: list[ThresholdUpdate] = []
         budget = settings.jury.review_budget
         self._allowance = None if budget is None else ReviewAllowance(budget)
-        metrics.threshold_served(_primary(self.jury).threshold)
+        for task, threshold in _thresholds(self.jury).items():
+            metrics.threshold_served(threshold, task)
         self._lags: dict[tuple[str, int], int] = {}
         self.ledger = AttemptLedger(settings.data_dir / "attempts" / f"{settings.app_id}-worker")
         self._publish_versions()
@@ -247,20 +248,24 @@ class LabelingWorker:
             self.metrics.waited_for_batch(waited)
         decisions = await self._score(jury, [post.text for post, _ in read.posts])
         if isinstance(jury, TaskJuries):
-            thresholds = {task: j.threshold for task, j in jury.juries.items()}
-            stamp = Stamp(jury.versions, _primary(jury).threshold, self.worker_id, thresholds)
+            stamp = Stamp(
+                jury.versions, _primary(jury).threshold, self.worker_id, _thresholds(jury)
+            )
             per_task = cast(list[dict[str, Decision] | InferenceFailed], decisions)
             batch = label_tasks_batch(
                 read, per_task, stamp, time.time(), limits.audit_rate, self._allowance
             )
+            scored = [d for d in per_task if not isinstance(d, InferenceFailed)]
         else:
             stamp = Stamp(jury.versions, jury.threshold, self.worker_id)
             single = cast(list[Decision | InferenceFailed], decisions)
             batch = label_batch(
                 read, single, stamp, time.time(), limits.audit_rate, self._allowance
             )
-        for decision in batch.decisions:
-            self._count(decision)
+            scored = [{DEFAULT_TASK: d} for d in batch.decisions]
+        for by_task in scored:
+            for task, decision in by_task.items():
+                self._count(decision, task)
         for output in batch.outputs:
             self._report(output)
         started = time.perf_counter()
@@ -288,17 +293,27 @@ class LabelingWorker:
         self.metrics.scored(time.perf_counter() - started)
         return list(decisions)
 
-    def _count(self, decision: Decision) -> None:
+    def _count(self, decision: Decision, task: str) -> None:
+        """The votes of one task's decision on a post."""
         for vote in decision.votes:
-            self.metrics.voted(vote.juror, vote.label, agreed=vote.label == decision.label)
+            self.metrics.voted(vote.juror, vote.label, vote.label == decision.label, task)
 
     def _report(self, output: Output) -> None:
+        """Count an output once per post, and what it says about each task: a multi-task
+        record counts each task's result; a single-task one counts as ``DEFAULT_TASK``."""
         record = output.record
         if isinstance(record, LabelRecord):
             seconds = (record.latency_ms or 0) / 1000
-            self.metrics.labeled(record.label, seconds, unreviewed=output.outcome == "unreviewed")
+            if record.tasks:
+                labels = {task: result.label for task, result in record.tasks.items()}
+                unreviewed = {task for task, result in record.tasks.items() if result.unreviewed}
+                self.metrics.labeled_tasks(labels, seconds, unreviewed)
+            else:
+                unreviewed_post = output.outcome == "unreviewed"
+                self.metrics.labeled(record.label, seconds, unreviewed=unreviewed_post)
         elif isinstance(record, ReviewCase):
-            self.metrics.sent_to_review(record.kind)
+            asked = list(record.asked) or [DEFAULT_TASK]
+            self.metrics.sent_to_review(record.kind, asked, list(record.settled))
         else:
             self.metrics.dead_lettered()
 
@@ -324,8 +339,15 @@ def _pooled(jury: Served, pool: InferencePool) -> Served:
 
 
 def _primary(jury: Served) -> Jury:
-    """The jury whose threshold the worker's gauge shows: the first task's with several."""
+    """The jury whose threshold a record's top-level fields carry: the first task's."""
     return next(iter(jury.juries.values())) if isinstance(jury, TaskJuries) else jury
+
+
+def _thresholds(jury: Served) -> dict[str, float]:
+    """The threshold each task's jury serves (``DEFAULT_TASK``'s with one task)."""
+    if isinstance(jury, TaskJuries):
+        return {task: j.threshold for task, j in jury.juries.items()}
+    return {DEFAULT_TASK: jury.threshold}
 
 
 def _decide_and_trim(jury: Served, texts: list[str]) -> Sequence[Decided]:

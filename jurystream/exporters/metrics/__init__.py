@@ -16,10 +16,16 @@ is needed between processes. That rule shapes what is exported:
 - per-partition gauges (consumer lag) are replaced as a whole on every report, so a process
   that lost a partition in a rebalance stops reporting it and sums do not count it twice;
 - series the dashboard or alerts read as rates or "none yet" are created at zero when the role
-  starts, so they read 0 rather than "no data".
+  starts, so they read 0 rather than "no data";
+- what the jury decides and how good it is (labels, votes, agreement, threshold, escalations
+  per task, verdicts, audits, hard samples, online quality, drift) carries a ``task`` label,
+  ``DEFAULT_TASK`` in a single-task deployment; messages, latencies, cost and lag are per
+  post or per call and carry none. Each role's class is built with the deployment's tasks
+  (``task_names``), for the per-task series it creates at zero.
 """
 
 from jurystream.exporters.metrics.base import RoleMetrics
+from jurystream.exporters.metrics.families import DEFAULT_TASK, task_names
 from jurystream.exporters.metrics.monitor import MonitorMetrics
 from jurystream.exporters.metrics.reviewer import ReviewerMetrics
 from jurystream.exporters.metrics.trainer import TrainerMetrics
@@ -30,10 +36,12 @@ ROLE_METRICS: dict[str, type[RoleMetrics]] = {
 }
 
 __all__ = [
+    "DEFAULT_TASK",
     "ROLE_METRICS",
     "MonitorMetrics",
     "ReviewerMetrics",
     "RoleMetrics",
     "TrainerMetrics",
     "WorkerMetrics",
+    "task_names",
 ]

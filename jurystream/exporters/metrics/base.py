@@ -8,7 +8,7 @@ touches a Prometheus object.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
@@ -16,7 +16,13 @@ from prometheus_client import CollectorRegistry, Counter, make_wsgi_app
 from prometheus_client.exposition import ThreadingWSGIServer
 
 from jurystream.exporters.health import Health
-from jurystream.exporters.metrics.families import CONSUMER_LAG, MESSAGES, ROLE_INFO
+from jurystream.exporters.metrics.families import (
+    CONSUMER_LAG,
+    DEFAULT_TASK,
+    MESSAGES,
+    ROLE_INFO,
+    task_names,
+)
 
 
 class RoleMetrics:
@@ -25,13 +31,19 @@ class RoleMetrics:
     ``outcomes``: the ``jurystream_messages_total`` outcomes the role counts; they are created
     at zero at start-up, so rate() and "no dead letters" read as 0, not as a missing series.
     A role without outcomes does not export the family.
+
+    ``tasks``: the deployment's tasks (``Settings.tasks``; none: one task, ``DEFAULT_TASK``).
+    Per-task series a role creates at zero are created for each of them.
     """
 
     role: ClassVar[str]
     outcomes: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self, registry: CollectorRegistry | None = None, tasks: Iterable[str] = (DEFAULT_TASK,)
+    ) -> None:
         self.registry = registry or CollectorRegistry()
+        self.tasks = task_names(tasks)
         self.health = Health()  # /livez and /readyz, served next to /metrics
         ROLE_INFO.create(self.registry).labels(self.role).set(1)
         self._lag = CONSUMER_LAG.create(self.registry)

@@ -6,12 +6,13 @@ dollars and the budget through it without importing anything from here.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from prometheus_client import CollectorRegistry
 
 from jurystream.exporters.metrics import families as f
 from jurystream.exporters.metrics.base import RoleMetrics
+from jurystream.exporters.metrics.families import DEFAULT_TASK
 from jurystream.models.reviewer.hooks import CALL_OUTCOMES, CallOutcome
 
 
@@ -19,8 +20,10 @@ class ReviewerMetrics(RoleMetrics):
     role = "reviewer"
     outcomes = ("reviewed", "audit_reviewed", "parked", "dead_lettered")
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        super().__init__(registry)
+    def __init__(
+        self, registry: CollectorRegistry | None = None, tasks: Iterable[str] = (DEFAULT_TASK,)
+    ) -> None:
+        super().__init__(registry, tasks)
         r = self.registry
         self._latency = f.STAGE_LATENCY.create(r)
         self._cases = f.REVIEW_CASES.create(r)
@@ -34,8 +37,9 @@ class ReviewerMetrics(RoleMetrics):
         self._exhausted = f.BUDGET_EXHAUSTED.create(r)
         for state in ("in_flight", "parked"):  # 0, not "no data", before the first case
             self._cases.labels(state).set(0)
-        for result in ("agree", "disagree"):
-            self._audits.labels(result)
+        for task in self.tasks:
+            for result in ("agree", "disagree"):
+                self._audits.labels(task, result)
 
     # --- cases ---
 
@@ -56,19 +60,20 @@ class ReviewerMetrics(RoleMetrics):
         """A parked case is retried now, or was dropped (rebalance, shutdown)."""
         self._cases.labels("parked").dec()
 
-    def hard_sample_written(self, source: str) -> None:
-        """A verdict by ``source`` went to hard-samples for training."""
-        self._hard.labels(source).inc()
+    def hard_sample_written(self, source: str, task: str = DEFAULT_TASK) -> None:
+        """A verdict by ``source`` on ``task`` went to hard-samples for training."""
+        self._hard.labels(task, source).inc()
 
-    def audit_reviewed(self, agreed: bool) -> None:
+    def audit_reviewed(self, agreed: bool, task: str = DEFAULT_TASK) -> None:
         """An audit case was answered; ``agreed``: the reviewer gave the jury's label."""
-        self._audits.labels("agree" if agreed else "disagree").inc()
+        self._audits.labels(task, "agree" if agreed else "disagree").inc()
         self._count("audit_reviewed")
 
-    def reviewed(self, source: str, label: str) -> None:
-        """An escalated case was answered: ``source``'s ``label`` was written to labels."""
+    def reviewed(self, source: str, label: str, task: str = DEFAULT_TASK) -> None:
+        """An escalated case was answered: ``source``'s ``label`` for ``task`` was written to
+        labels."""
         self._count("reviewed")
-        self._labels.labels(source, label).inc()
+        self._labels.labels(task, source, label).inc()
 
     def dead_lettered(self) -> None:
         """A case went to dead-letters (malformed, or it can never be answered)."""

@@ -8,6 +8,7 @@ from prometheus_client import CollectorRegistry
 
 from jurystream.exporters.metrics import families as f
 from jurystream.exporters.metrics.base import RoleMetrics
+from jurystream.exporters.metrics.families import DEFAULT_TASK
 
 ROUND_OUTCOMES = ("promoted", "rejected", "failed")
 
@@ -16,8 +17,10 @@ class TrainerMetrics(RoleMetrics):
     role = "trainer"
     outcomes = ("dead_lettered",)
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        super().__init__(registry)
+    def __init__(
+        self, registry: CollectorRegistry | None = None, tasks: Iterable[str] = (DEFAULT_TASK,)
+    ) -> None:
+        super().__init__(registry, tasks)
         r = self.registry
         self._threshold = f.JURY_THRESHOLD.create(r)
         self._target = f.TARGET_ACCURACY.create(r)
@@ -41,9 +44,12 @@ class TrainerMetrics(RoleMetrics):
         self._runs.labels(juror, outcome).inc()
         self._duration.observe(seconds)
 
-    def threshold_chosen(self, threshold: float, target_accuracy: float) -> None:
-        """The controller chose ``threshold`` to hold ``target_accuracy`` of accepted labels."""
-        self._threshold.set(threshold)
+    def threshold_chosen(
+        self, threshold: float, target_accuracy: float, task: str = DEFAULT_TASK
+    ) -> None:
+        """The controller chose ``threshold`` for ``task`` to hold ``target_accuracy`` of
+        accepted labels."""
+        self._threshold.labels(task).set(threshold)
         self._target.set(target_accuracy)
 
     def dead_lettered(self) -> None:
