@@ -525,6 +525,16 @@ async def test_a_multi_task_case_is_one_call_and_one_complete_label_record(
         "m2#hate",
         "m2#irony",
     }
+    sample = running.metrics.registry.get_sample_value
+
+    def labels_total(task: str, source: str, label: str) -> float | None:
+        return sample("jurystream_labels_total", {"task": task, "source": source, "label": label})
+
+    assert labels_total("hate", "jury", "hate") == 1  # m0's settled task, counted per task
+    assert labels_total("hate", SOURCE, "not-hate") == 1  # m1's reviewed one
+    assert labels_total("offensive", SOURCE, "not-offensive") == 1  # m0's
+    assert sample("jurystream_audits_total", {"task": "irony", "result": "agree"}) == 1
+    assert sample("jurystream_audits_total", {"task": "hate", "result": "disagree"}) == 1
     audit = by_key["m2#hate"]
     assert isinstance(audit, HardSample)
     assert (audit.kind, audit.task, audit.label, audit.jury_label) == (

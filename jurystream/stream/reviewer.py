@@ -154,7 +154,7 @@ class ReviewerRole(Role):
         key = case.id.encode("utf-8")
         sample = HardSample.of(case, verdict)
         sent = [await self.producer.send(self.hard_topic, sample.to_bytes(), key=key)]
-        task = _task(case)
+        task = DEFAULT_TASK
         self.metrics.hard_sample_written(verdict.source, task)
         if case.kind == "audit":
             agreed = verdict.label == case.jury_label
@@ -180,9 +180,9 @@ class ReviewerRole(Role):
             sent.append(
                 await self.producer.send(self.hard_topic, sample.to_bytes(), key=sample.key)
             )
-            self.metrics.hard_sample_written(verdict.source)
+            self.metrics.hard_sample_written(verdict.source, task)
             if case.kind == "audit":
-                self.metrics.audit_reviewed(result.label == case.asked[task].label)
+                self.metrics.audit_reviewed(result.label == case.asked[task].label, task)
         if case.kind == "audit":
             return sent
         merged = {**case.settled, **reviewed}
@@ -199,8 +199,7 @@ class ReviewerRole(Role):
         )
         key = case.id.encode("utf-8")
         sent.append(await self.producer.send(self.labels_topic, label.to_bytes(), key=key))
-        for result in reviewed.values():
-            self.metrics.reviewed(verdict.source, result.label)
+        self.metrics.reviewed_tasks({t: (r.source, r.label) for t, r in results.items()})
         return sent
 
     async def _dead_letter(
@@ -210,13 +209,6 @@ class ReviewerRole(Role):
         self.metrics.dead_lettered()
         log.warning("dead letter %s: %s", letter.key.decode(), error)
         return await self.producer.send(self.dead_topic, letter.to_bytes(), key=letter.key)
-
-
-def _task(case: ReviewCase) -> str:
-    """The task the verdict is counted for: ``DEFAULT_TASK`` for a single-task case. This
-    role answers one question per case, the top-level one, which a multi-task case fills from
-    its first asked task (answering every asked task is not written yet)."""
-    return next(iter(case.asked), DEFAULT_TASK)
 
 
 @contextlib.asynccontextmanager

@@ -75,6 +75,14 @@ class ReviewerMetrics(RoleMetrics):
         self._count("reviewed")
         self._labels.labels(task, source, label).inc()
 
+    def reviewed_tasks(self, labels: Mapping[str, tuple[str, str]]) -> None:
+        """An escalated multi-task case was answered: the post's label record holds ``{task:
+        (source, label)}``, the tasks the jury settled counted with source ``jury`` (the worker
+        writes no record for an escalated post, so nobody else counts them)."""
+        self._count("reviewed")
+        for task, (source, label) in labels.items():
+            self._labels.labels(task, source, label).inc()
+
     def dead_lettered(self) -> None:
         """A case went to dead-letters (malformed, or it can never be answered)."""
         self._count("dead_lettered")
