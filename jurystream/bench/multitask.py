@@ -61,6 +61,9 @@ class MultitaskConfig:
     messages: int = 800  # posts per end-to-end run
     knn_k: int = 4  # demonstrations per task in the reviewer's prompts
     timeout_s: float = 600.0
+    val_size: int | None = None  # val posts per task in the stream; None: all of them
+    base: Path | None = None  # the encoder; None: the offline MiniLM (tests: a tiny one)
+    min_int8_agreement: float = 0.98  # the exporter's bar (an untrained tiny encoder: lower)
 
 
 @dataclass(frozen=True)
@@ -110,9 +113,13 @@ class MultitaskResult:
         }
 
 
-def load_stream(data_root: Path, tasks: Sequence[str]) -> tuple[Stream, dict[str, LabeledSet]]:
+def load_stream(
+    data_root: Path, tasks: Sequence[str], val_size: int | None = None
+) -> tuple[Stream, dict[str, LabeledSet]]:
     """The union of the tasks' val posts (in task order), and each task's val set."""
     vals = {t: load_tweeteval(tweeteval_dir(data_root, t), "val", drop_empty=True) for t in tasks}
+    if val_size is not None:
+        vals = {t: v.subset(range(min(val_size, len(v)))) for t, v in vals.items()}
     texts: list[str] = []
     origin: list[str] = []
     gold: list[str] = []
@@ -145,6 +152,9 @@ def ensure_jurors(
             {t: (s.texts, s.labels, s.label_names) for t, s in train.items()},
             dirs[MULTIHEAD],
             name=MULTIHEAD,
+            base=cfg.base,
+            min_agreement=cfg.min_int8_agreement,
+            progress=False,
             check_texts=[text for s in train.values() for text in s.texts[:64]],
         )
     for task, sample in train.items():
@@ -309,6 +319,7 @@ def _tasks_toml(dirs: Mapping[str, Path], cfg: MultitaskConfig, tasks: Sequence[
 def _start_worker(
     broker: EmbeddedBroker, workdir: Path, name: str, toml: str, cfg: MultitaskConfig, cores: int
 ) -> tuple[RoleGroup, RoleProcess]:
+    workdir.mkdir(parents=True, exist_ok=True)
     config = workdir / f"{name}.toml"
     config.write_text(toml, encoding="utf-8")
     group = RoleGroup(broker.bootstrap, workdir / name, env={"JURYSTREAM_CONFIG": str(config)})
@@ -427,7 +438,7 @@ def run_multitask(
 ) -> MultitaskResult:
     console = console or Console(stderr=True)
     began = time.monotonic()
-    stream, _ = load_stream(settings.data_root, cfg.tasks)
+    stream, _ = load_stream(settings.data_root, cfg.tasks, cfg.val_size)
     dirs = ensure_jurors(settings.data_root, cfg, workdir / "jurors", log)
     cores = usable_cores()
     pool = InferencePool(cores)
@@ -468,7 +479,7 @@ def to_dict(result: MultitaskResult) -> dict[str, Any]:
 
 def write_json(result: MultitaskResult, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(to_dict(result), indent=2) + "\n")
+    path.write_text(json.dumps(to_dict(result), indent=2, default=str) + "\n")
     return path
 
 
