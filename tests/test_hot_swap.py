@@ -299,3 +299,49 @@ def test_follower_counts_swaps_and_refusals_and_ignores_what_it_serves(
     assert sample("jurystream_model_swaps_total", {"juror": "tfidf1", "outcome": "refused"}) == 1
     refused = ModelUpdate.parse(b'{"name": "a", "version": "1", "registry": "r"}')
     assert isinstance(refused, Invalid) and "sha256" in refused.reason
+
+
+def test_a_multi_task_follower_swaps_a_multi_head_juror_into_every_task_or_refuses_it(
+    multihead_dir: Path, sklearn_jurors: list[Path], tiny_base: Path, tmp_path: Path
+) -> None:
+    """A multi-task worker checks labels in its swap (each task its own set): a version that
+    lost a head some task needs is refused and the old one keeps serving every task."""
+    from jurystream.models.serving.jury import Jury
+    from jurystream.models.serving.tasks import TaskJuries, for_task
+    from jurystream.models.training.multihead import build_multihead_juror
+    from tests.fixtures.jurors import tasks as task_data
+
+    registry = Registry(tmp_path / "registry")
+    registry.publish(multihead_dir)
+    good = registry.publish(multihead_dir, name="mh", promote=False)
+    two_heads = {k: v for k, v in task_data().items() if k != "tagged"}
+    lost = build_multihead_juror(
+        two_heads, tmp_path / "mh-2", name="mh", base=tiny_base, progress=False, min_agreement=0.9
+    )
+    bad = registry.publish(lost, name="mh", promote=False)
+    mh, tfidf = load_juror(multihead_dir), load_juror(sklearn_jurors[0])
+    served = TaskJuries(
+        {
+            "topic": Jury((for_task(mh, "topic"), tfidf), "majority", 0.5),
+            "tagged": Jury((for_task(mh, "tagged"),), "unanimous", 0.5),
+        }
+    )
+    holder = [served]
+
+    def swap(juror: object) -> None:
+        holder[0] = holder[0].with_juror(juror)  # type: ignore[arg-type]
+
+    metrics = WorkerMetrics()
+    follower = ModelUpdateFollower(Settings(), "unused:9092", served.versions, None, swap, metrics)
+
+    async def scenario() -> list[bool]:
+        return [
+            await follower.apply(model_update(registry, "mh", bad)),
+            await follower.apply(model_update(registry, "mh", good)),
+        ]
+
+    assert asyncio.run(scenario()) == [False, True]
+    assert holder[0].versions == {"mh": good, "tfidf0": "1"}
+    assert all(j.versions["mh"] == good for j in holder[0].juries.values())
+    sample = metrics.registry.get_sample_value
+    assert sample("jurystream_model_swaps_total", {"juror": "mh", "outcome": "refused"}) == 1
