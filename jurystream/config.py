@@ -165,6 +165,14 @@ class TaskSettings(_Section):
     weights: dict[str, float] = Field(default_factory=dict)
     # Labeled examples the reviewer's demonstrations for this task are drawn from (k-NN).
     gold_pool: Path | None = None
+    # The trainer's data for this task, as ``trainer.seed_data`` / ``trainer.gold_data`` (same
+    # splits, sizes and sample seed): the seed set its rounds replay, and the held-out gold its
+    # gate and threshold controller judge on. Their labels are this task's label names.
+    seed_data: str | None = None
+    gold_data: str | None = None
+    # Accuracy of accepted labels the controller holds for this task; None:
+    # ``controller.target_accuracy`` (or the reviewer's measured accuracy minus the margin).
+    target_accuracy: float | None = Field(None, ge=0.0, le=1.0)
 
     def prompt(self, name: str) -> str:
         return self.instruction or f"Label the post for {name}."

@@ -899,6 +899,10 @@ class ThresholdUpdate(Record):
     with, so thresholds travel with the jurors: a worker applies it once it serves exactly
     ``versions`` (``matches``), and every label it then writes carries that threshold. The
     decision's figures (``target_accuracy``...) are there for people and dashboards.
+
+    Multi-task (``Settings.tasks``): ``task`` names the task whose jury it is for, and it is
+    keyed ``thresholds:<task>:<policy>`` so that each task's latest survives compaction; a
+    single-task worker ignores an update with a task, a multi-task one an update without.
     """
 
     kind: Literal["thresholds"] = "thresholds"
@@ -912,10 +916,13 @@ class ThresholdUpdate(Record):
     expected_escalation: float | None = None
     reviewer_accuracy: float | None = None
     audit: dict[str, int] | None = None  # the audits it was decided on: agreed, total
+    task: str | None = None  # multi-task: the task whose jury it calibrates
 
     @property
     def key(self) -> bytes:
-        return f"{self.kind}:{self.policy}".encode()
+        if self.task is None:
+            return f"{self.kind}:{self.policy}".encode()
+        return f"{self.kind}:{self.task}:{self.policy}".encode()
 
     def to_bytes(self) -> bytes:
         """``kind`` first and always: it tells a threshold from a juror version."""
@@ -956,6 +963,7 @@ class ThresholdUpdate(Record):
                 expected_escalation=_float_or_none(data.get("expected_escalation")),
                 reviewer_accuracy=_float_or_none(data.get("reviewer_accuracy")),
                 audit=_audit_counts(data.get("audit")),
+                task=_str_or_none(data.get("task")) or None,
             ),
         )
 

@@ -17,6 +17,15 @@ or an fsspec URL) and the topics connect it to the workers.
 On start the trainer re-announces the serving version of each of its jurors: a round that
 promoted a version but died before announcing it still reaches the workers (workers ignore an
 announcement of what they already serve).
+
+Several tasks (``Settings.tasks``): one trainer process keeps a ``Lane`` per task, with its own
+store (``trainer-<task>.sqlite``), round runner over the task's jurors and held-out gold, and
+threshold controller. Hard samples and feedback go to the lane of their ``task``; one without
+a task, or for a task not configured, is dead-lettered. Rounds still run one at a time across
+tasks: a multi-head juror is shared by several tasks, and a round for task B must start from
+the version task A's round just promoted, not from the one both started with (two rounds side
+by side would each publish a child of the same parent, and the later would drop the earlier's
+training). Without tasks there is one lane, ``trainer.sqlite``, as before.
 """
 
 from __future__ import annotations
@@ -26,7 +35,8 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import ConsumerRecord
@@ -58,19 +68,51 @@ POLL_MS = 500
 RETRY_AFTER_CRASH_S = 60.0  # a round that crashed as a whole is not retried in a hot loop
 
 
+def store_file(task: str | None) -> str:
+    """The training store of a task (``trainer-<task>.sqlite``), or of the one task."""
+    return STORE_FILE if task is None else f"trainer-{task}.sqlite"
+
+
+def task_of(task: str | None, tasks: Sequence[str], what: str) -> str | Invalid | None:
+    """The task a record is trained for, or why it cannot be.
+
+    One task (``tasks`` empty): None, whatever the record says, as before tasks existed.
+    Several: the record's task, which must be one of them; the reason names them all.
+    """
+    if not tasks:
+        return None
+    if task in tasks:
+        return task
+    configured = ", ".join(tasks)
+    if task is None:
+        return Invalid(f"{what} has no 'task'; this trainer trains the tasks {configured}")
+    return Invalid(f"{what} is for task {task!r}, which is not one of the tasks {configured}")
+
+
+@dataclass
+class Lane:
+    """One task's training state: its store, rounds and threshold controller (``task`` None:
+    the deployment's one task), and what its controller last announced."""
+
+    task: str | None
+    store: TrainingStore
+    runner: RoundRunner
+    controller: ThresholdController | None = None
+    announced: tuple[float, dict[str, str]] | None = None
+    audits_at_decision: int = 0
+    not_before: float = 0.0  # no round before this time (a crashed round is not retried at once)
+
+    def why(self, what: str) -> str:
+        return what if self.task is None else f"{self.task} {what}"
+
+
 class TrainerRole(Role):
     """Stores each polled batch (the template commits it after), runs rounds beside it."""
 
     metrics: TrainerMetrics
 
     def __init__(
-        self,
-        settings: Settings,
-        kafka: Kafka,
-        store: TrainingStore,
-        runner: RoundRunner,
-        metrics: TrainerMetrics,
-        controller: ThresholdController | None = None,
+        self, settings: Settings, kafka: Kafka, lanes: Sequence[Lane], metrics: TrainerMetrics
     ) -> None:
         spec = RoleSpec(
             "trainer",
@@ -80,81 +122,88 @@ class TrainerRole(Role):
             producer={"acks": "all", "enable_idempotence": False},
         )
         super().__init__(settings, kafka, metrics, spec)
-        self.controller = controller
-        self._announced: tuple[float, dict[str, str]] | None = None
-        self._audits_at_decision = 0
-        self.store = store
-        self.runner = runner
+        if not lanes:
+            raise ValueError("a trainer needs at least one lane")
+        self.lanes = list(lanes)
+        self.by_task = {lane.task: lane for lane in self.lanes}
+        self.tasks = list(settings.tasks)
         topics = settings.topics
         self.hard_topic = topics.name(Topic.HARD_SAMPLES)
         self.updates_topic = topics.name(Topic.MODEL_UPDATES)
         self.dead_topic = topics.name(Topic.DEAD_LETTERS)
         self.started = time.time()
-        self._not_before = 0.0
-        self._round: asyncio.Task[RoundResult | None] | None = None
+        self._round: tuple[Lane, asyncio.Task[RoundResult | None]] | None = None
+        self._next = 0  # the lane whose turn it is to be checked first (round robin)
 
     async def start(self) -> None:
         """Re-announce what serves (a round may have died before announcing it), then decide
         the threshold for it."""
         await self._announce(await asyncio.to_thread(self._serving_updates))
-        await self._control("start")
+        for lane in self.lanes:
+            await self._control(lane, "start")
 
     async def handle(self, messages: list[ConsumerRecord[Any, Any]]) -> None:
         """Store a polled batch and dead-letter what is unusable, acknowledged before the
-        template commits it; enough new audits let the controller correct the threshold."""
+        template commits it; enough new audits let a controller correct its threshold."""
         rejected = await asyncio.to_thread(self._store, messages)
         await self._dead_letter(rejected)
-        if await asyncio.to_thread(self._audits_due):
-            await self._control("audit")
+        for lane in self.lanes:
+            if await asyncio.to_thread(self._audits_due, lane):
+                await self._control(lane, "audit")
 
     async def tick(self) -> None:
-        """Announce a finished round; start the next one when due."""
-        if self._round is not None and self._round.done():
-            await self._finish(self._round)
+        """Announce a finished round; start the next one when due (one at a time)."""
+        if self._round is not None and self._round[1].done():
+            await self._finish(*self._round)
             self._round = None
         if self._round is None:
-            trigger = self._due()
-            if trigger is not None:
-                self._round = asyncio.create_task(asyncio.to_thread(self.runner.run, trigger))
+            due = self._due()
+            if due is not None:
+                lane, trigger = due
+                task = asyncio.create_task(asyncio.to_thread(lane.runner.run, trigger))
+                self._round = (lane, task)
 
     async def finish(self) -> None:
         if self._round is not None:
             log.warning("stopping: waiting for the round in hand to finish")
-            await self._finish(self._round)
+            await self._finish(*self._round)
             self._round = None
 
     async def close(self) -> None:
-        if self._round is not None and not self._round.done():
-            self._round.cancel()
+        if self._round is not None and not self._round[1].done():
+            self._round[1].cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._round
+                await self._round[1]
 
-    def _audits_due(self) -> bool:
+    def _audits_due(self, lane: Lane) -> bool:
         """Enough new audits at the serving threshold to let them correct it."""
-        if self.controller is None or self.controller.current is None:
+        controller = lane.controller
+        if controller is None or controller.current is None:
             return False
-        judged = self.controller.audits_since_decision()
-        return judged - self._audits_at_decision >= self.settings.controller.audit_min
+        judged = controller.audits_since_decision()
+        return judged - lane.audits_at_decision >= self.settings.controller.audit_min
 
-    async def _control(self, why: str) -> None:
-        """Decide the threshold for the serving jury and announce it if it changed."""
-        if self.controller is None:
+    async def _control(self, lane: Lane, why: str) -> None:
+        """Decide the threshold for the lane's serving jury and announce it if it changed."""
+        controller = lane.controller
+        if controller is None:
             return
         try:
-            result = await asyncio.to_thread(self.controller.decide)
+            result = await asyncio.to_thread(controller.decide)
         except Exception:
             log.exception("threshold controller failed; the serving threshold stays")
             return
         if result is None:
             return
-        self._audits_at_decision = await asyncio.to_thread(self.controller.audits_since_decision)
+        lane.audits_at_decision = await asyncio.to_thread(controller.audits_since_decision)
         decision = result.decision
-        self.metrics.threshold_chosen(decision.threshold, decision.target_accuracy)
-        if why != "start" and self._announced == (decision.threshold, result.versions):
+        if lane is self.lanes[0]:  # the gauge shows one jury: the first task's, as the worker's
+            self.metrics.threshold_chosen(decision.threshold, decision.target_accuracy)
+        if why != "start" and lane.announced == (decision.threshold, result.versions):
             return
         audit = result.audit
         update = ThresholdUpdate(
-            policy=self.settings.jury.policy,
+            policy=controller.policy,
             threshold=decision.threshold,
             versions=result.versions,
             seq=time.time(),
@@ -164,29 +213,49 @@ class TrainerRole(Role):
             expected_escalation=round(decision.expected_escalation, 4),
             reviewer_accuracy=round(result.reviewer_accuracy, 4),
             audit=None if audit is None else {"agreed": audit.agreed, "total": audit.total},
+            **({} if lane.task is None else {"task": lane.task}),
         )
         await send_updates(self.producer, self.updates_topic, [update])
-        self._announced = (decision.threshold, result.versions)
-        log.warning("announced threshold %.2f (%s)", decision.threshold, update.reason)
-
-    def _due(self) -> str | None:
-        if time.time() < self._not_before:
-            return None
-        trainer = self.settings.trainer
-        last = self.store.last_round_started() or self.started
-        return round_due(
-            self.store.pending_hard_samples(),
-            trainer.every_samples,
-            time.time() - last,
-            trainer.every_minutes,
+        lane.announced = (decision.threshold, result.versions)
+        log.warning(
+            "announced threshold %.2f%s (%s)",
+            decision.threshold,
+            "" if lane.task is None else f" for task {lane.task}",
+            update.reason,
         )
+
+    def _due(self) -> tuple[Lane, str] | None:
+        """The next lane whose round is due, and why; lanes take turns, so a task whose
+        samples pour in cannot keep another from its rounds."""
+        now = time.time()
+        trainer = self.settings.trainer
+        for i in range(len(self.lanes)):
+            k = (self._next + i) % len(self.lanes)
+            lane = self.lanes[k]
+            if now < lane.not_before:
+                continue
+            last = lane.store.last_round_started() or self.started
+            trigger = round_due(
+                lane.store.pending_hard_samples(),
+                trainer.every_samples,
+                now - last,
+                trainer.every_minutes,
+            )
+            if trigger is not None:
+                self._next = (k + 1) % len(self.lanes)
+                return lane, trigger
+        return None
+
+    def _lane(self, task: str | None, what: str) -> Lane | Invalid:
+        routed = task_of(task, self.tasks, what)
+        return routed if isinstance(routed, Invalid) else self.by_task[routed]
 
     def _store(
         self, messages: list[ConsumerRecord[Any, Any]]
     ) -> list[tuple[ConsumerRecord[Any, Any], str]]:
-        """Write a polled batch to the store (in a thread: SQLite blocks); returns the records
-        that are not usable, each with the reason."""
-        hard: list[HardSample] = []
+        """Write a polled batch to the stores of its tasks (in a thread: SQLite blocks);
+        returns the records that are not usable, each with the reason."""
+        hard: dict[str | None, list[HardSample]] = {}
         rejected = []
         share = self.settings.trainer.feedback_holdout
         for msg in messages:
@@ -194,17 +263,27 @@ class TrainerRole(Role):
                 sample = HardSample.parse(msg.value, msg.key)
                 if isinstance(sample, Invalid):
                     rejected.append((msg, f"not a hard sample: {sample.reason}"))
+                    continue
+                lane = self._lane(sample.task, f"hard sample {sample.id}")
+                if isinstance(lane, Invalid):
+                    rejected.append((msg, lane.reason))
                 else:
-                    hard.append(sample)
+                    hard.setdefault(lane.task, []).append(sample)
                 continue
             gold = Feedback.parse(msg.value, msg.key)
             if isinstance(gold, Invalid):
                 rejected.append((msg, f"not a feedback record: {gold.reason}"))
+                continue
+            lane = self._lane(gold.task, f"feedback {gold.id}")
+            if isinstance(lane, Invalid):
+                rejected.append((msg, lane.reason))
             else:
-                self.store.add_gold(gold.id, gold.label, gold.text, holdout_share=share)
-        if hard:
-            self.store.add_hard_samples([h.example for h in hard])
-            self.store.add_audits([a for h in hard if (a := h.audit) is not None])
+                lane.store.add_gold(gold.id, gold.label, gold.text, holdout_share=share)
+        for task, samples in hard.items():
+            store = self.by_task[task].store
+            store.add_hard_samples([h.example for h in samples])
+            # An audit measures the jury of its task: it feeds that task's controller.
+            store.add_audits([a for h in samples if (a := h.audit) is not None])
         return rejected
 
     async def _dead_letter(self, rejected: list[tuple[ConsumerRecord[Any, Any], str]]) -> None:
@@ -220,10 +299,11 @@ class TrainerRole(Role):
         await asyncio.gather(*sends)
 
     def _serving_updates(self) -> list[ModelUpdate]:
-        registry = self.runner.registry
+        registry = self.lanes[0].runner.registry
+        jurors = dict.fromkeys(name for lane in self.lanes for name in lane.runner.jurors())
         return [
             model_update(registry, name, version)
-            for name in self.runner.jurors()
+            for name in jurors
             if (version := registry.serving_version(name)) is not None
         ]
 
@@ -232,61 +312,89 @@ class TrainerRole(Role):
             await send_updates(self.producer, self.updates_topic, updates)
             log.warning("announced %s", {u.name: u.version for u in updates})
 
-    async def _finish(self, task: asyncio.Task[RoundResult | None]) -> None:
+    async def _finish(self, lane: Lane, task: asyncio.Task[RoundResult | None]) -> None:
         try:
             result = await task
         except Exception:
             log.exception("training round crashed; its samples stay new for the next round")
-            self._not_before = time.time() + RETRY_AFTER_CRASH_S
+            lane.not_before = time.time() + RETRY_AFTER_CRASH_S
             return
         if result is None:
             return
         for candidate in result.candidates:
             self.metrics.round_finished(candidate.juror, candidate.outcome, candidate.seconds)
-        registry = self.runner.registry
+        registry = lane.runner.registry
         updates = await asyncio.to_thread(
             lambda: [model_update(registry, c.juror, str(c.version)) for c in result.promoted]
         )
         await self._announce(updates)
-        if updates:
-            await self._control(f"round {result.round}")
+        promoted = {u.name for u in updates}
+        # Every task that serves a promoted juror (a shared multi-head juror serves several)
+        # now has a jury its threshold was not calibrated for.
+        for other in self.lanes:
+            if promoted & set(other.runner.jurors()):
+                await self._control(other, lane.why(f"round {result.round}"))
 
 
-def build_runner(settings: Settings) -> tuple[TrainingStore, RoundRunner]:
-    """The store (seed set imported once) and the round runner with its held-out gold set."""
+def build_lane(settings: Settings, registry: Registry, task: str | None = None) -> Lane:
+    """A task's lane (None: the one task of ``trainer``): the store (seed set imported once),
+    the round runner with its held-out gold set, and the threshold controller."""
     trainer = settings.trainer
-    store = TrainingStore(settings.data_dir / STORE_FILE)
-    if trainer.seed_data:
-        seed = load_dataset(trainer.seed_data, trainer.seed_split)
+    seed_data, gold_data = trainer.seed_data, trainer.gold_data
+    if task is not None:
+        spec = settings.tasks[task]
+        seed_data, gold_data = spec.seed_data, spec.gold_data
+        trainer = trainer.model_copy(update={"jurors": list(spec.jurors)})
+    store = TrainingStore(settings.data_dir / store_file(task))
+    if seed_data:
+        seed = load_dataset(seed_data, trainer.seed_split)
         added = store.add_seed(seed.sample(trainer.seed_size, seed=trainer.seed_sample))
         if added:
-            log.warning("imported %d seed examples for replay", added)
+            where = "" if task is None else f" of task {task}"
+            log.warning("imported %d seed examples for replay%s", added, where)
     gold: list[tuple[str, str]] = []
-    if trainer.gold_data:
-        held = load_dataset(trainer.gold_data, trainer.gold_split).sample(trainer.gold_size)
+    if gold_data:
+        held = load_dataset(gold_data, trainer.gold_split).sample(trainer.gold_size)
         gold = list(zip(held.texts, held.gold(), strict=True))
+    work = settings.data_dir / "trainer-work"
+    runner = RoundRunner(store, registry, trainer, gold, work, task=task)
+    controller = None
+    if settings.controller.enabled:
+        controller = ThresholdController(
+            settings, registry, store, runner.gold, runner.jurors(), task
+        )
+    return Lane(task, store, runner, controller)
+
+
+def build_lanes(settings: Settings) -> list[Lane]:
+    """One lane per task of ``settings.tasks``, in their order, or the one of ``trainer``."""
     registry = Registry(settings.registry_url)
-    return store, RoundRunner(store, registry, trainer, gold, settings.data_dir / "trainer-work")
+    trainer = settings.trainer
+    unused = [f"trainer.{n}" for n in ("jurors", "seed_data", "gold_data") if getattr(trainer, n)]
+    if settings.tasks and unused:
+        log.warning(
+            "%s unused with several tasks: set them per task (tasks.<name>.jurors, "
+            "tasks.<name>.seed_data, tasks.<name>.gold_data)",
+            ", ".join(unused),
+        )
+    tasks: list[str | None] = [*settings.tasks] or [None]
+    return [build_lane(settings, registry, task) for task in tasks]
 
 
 @contextlib.asynccontextmanager
 async def trainer(settings: Settings, kafka: Kafka, metrics: TrainerMetrics) -> AsyncIterator[Role]:
-    """The trainer with its store, round runner and threshold controller."""
-    store, runner = await asyncio.to_thread(build_runner, settings)
-    metrics.declare_jurors(runner.jurors())
+    """The trainer with its lanes: a store, a round runner and a controller per task."""
+    lanes = await asyncio.to_thread(build_lanes, settings)
+    jurors = list(dict.fromkeys(name for lane in lanes for name in lane.runner.jurors()))
+    metrics.declare_jurors(jurors)
     log.warning(
         "trainer: jurors %s, a round every %d hard samples or %.0f min, registry %s",
-        runner.jurors(),
+        {lane.task or "": lane.runner.jurors() for lane in lanes} if settings.tasks else jurors,
         settings.trainer.every_samples,
         settings.trainer.every_minutes,
         settings.registry_url,
     )
-    controller = None
-    if settings.controller.enabled:
-        controller = ThresholdController(
-            settings, runner.registry, store, runner.gold, runner.jurors()
-        )
-    yield TrainerRole(settings, kafka, store, runner, metrics, controller)
+    yield TrainerRole(settings, kafka, lanes, metrics)
 
 
 def run_trainer(settings: Settings) -> int:

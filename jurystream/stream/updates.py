@@ -107,6 +107,13 @@ def latest_per_juror(updates: Sequence[ModelUpdate]) -> list[ModelUpdate]:
     return list(last.values())
 
 
+def latest_thresholds(updates: Sequence[ThresholdUpdate]) -> list[ThresholdUpdate]:
+    """The last threshold of each task and policy (its key), oldest first: with several tasks
+    each task's jury has its own."""
+    last = {u.key: u for u in sorted(updates, key=lambda u: u.seq)}
+    return sorted(last.values(), key=lambda u: u.seq)
+
+
 class ModelUpdateFollower:
     """Swaps announced versions into one worker's jury; a refused version changes nothing."""
 
@@ -155,9 +162,10 @@ class ModelUpdateFollower:
                     history.extend(u for m in messages if (u := self._parse(m.value)) is not None)
             for update in latest_per_juror([u for u in history if isinstance(u, ModelUpdate)]):
                 await self.apply(update)
-            thresholds = [u for u in history if isinstance(u, ThresholdUpdate)]
-            if thresholds:
-                await self.apply(max(thresholds, key=lambda u: u.seq))
+            for threshold in latest_thresholds(
+                [u for u in history if isinstance(u, ThresholdUpdate)]
+            ):
+                await self.apply(threshold)
             while True:
                 for messages in (await consumer.getmany(timeout_ms=500)).values():
                     for m in messages:

@@ -140,22 +140,44 @@ class LabelingWorker:
         """Serve a controller threshold once the jury serves the versions it was calibrated for
         (a threshold belongs to a set of versions: it waits for a swap still loading).
 
-        Several tasks: the controller does not calibrate per task yet, so each task keeps the
-        threshold of its settings."""
-        if isinstance(self.jury, TaskJuries) or update.policy != self.jury.policy:
+        Several tasks: an update names its task and goes to that task's jury only, each task
+        waiting for its own versions. An update for a task this worker does not serve, for
+        another policy, or with a task in a single-task worker (or without one in a multi-task
+        worker) is ignored."""
+        if isinstance(self.jury, TaskJuries):
+            jury = self.jury.juries.get(update.task) if update.task is not None else None
+        else:
+            jury = self.jury if update.task is None else None
+        if jury is None or update.policy != jury.policy:
             return
-        self._pending_thresholds = [update]
+        # The latest update of a task replaces the one it had waiting.
+        waiting = [u for u in self._pending_thresholds if u.task != update.task]
+        self._pending_thresholds = [*waiting, update]
         self._apply_thresholds()
 
     def _apply_thresholds(self) -> None:
-        for update in [u for u in self._pending_thresholds if u.matches(self.jury.versions)]:
+        for update in list(self._pending_thresholds):
+            jury = self.jury
+            if isinstance(jury, TaskJuries):
+                assert update.task is not None  # set_threshold queues only its tasks' updates
+                if not update.matches(jury.juries[update.task].versions):
+                    continue
+                old = jury.juries[update.task].threshold
+                self.jury = jury.with_threshold(update.task, update.threshold)
+            else:
+                if not update.matches(jury.versions):
+                    continue
+                old = jury.threshold
+                self.jury = jury.with_threshold(update.threshold)
             self._pending_thresholds.remove(update)
-            assert isinstance(self.jury, Jury)  # set_threshold queues none for several tasks
             log.warning(
-                "threshold %.2f → %.2f (%s)", self.jury.threshold, update.threshold, update.reason
+                "threshold%s %.2f → %.2f (%s)",
+                "" if update.task is None else f" of task {update.task}",
+                old,
+                update.threshold,
+                update.reason,
             )
-            self.jury = self.jury.with_threshold(update.threshold)
-            self.metrics.threshold_served(update.threshold)
+            self.metrics.threshold_served(_primary(self.jury).threshold)
 
     def _publish_versions(self) -> None:
         self.metrics.versions_served(self.jury.versions)

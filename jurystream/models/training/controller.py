@@ -5,6 +5,11 @@ measured accuracy) and remembers the last decision.
 The trainer runs it at start, after every round that promoted a version, and whenever enough
 new audits arrived; each decision is announced on ``model-updates`` with the juror versions it
 was calibrated for (``stream.records.ThresholdUpdate``).
+
+Multi-task (``Settings.tasks``): one controller per task, over that task's store (its audits,
+its reviewer agreement), jurors (a multi-head juror's head for the task, every juror aligned
+to the task's label names) and held-out gold, with the task's policy, weights and
+``target_accuracy``.
 """
 
 from __future__ import annotations
@@ -16,9 +21,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from jurystream.config import Settings
+from jurystream.config import PolicyName, Settings
 from jurystream.models.rules.audit import AuditEstimate, estimates_by_label
 from jurystream.models.rules.continual import reliability
+from jurystream.models.rules.labelsets import align_juror
 from jurystream.models.rules.thresholds import (
     GRID,
     ThresholdDecision,
@@ -28,6 +34,7 @@ from jurystream.models.rules.thresholds import (
 )
 from jurystream.models.serving.juror import Juror, load_juror
 from jurystream.models.serving.registry import Registry
+from jurystream.models.serving.tasks import for_task
 from jurystream.models.training.evaluation import (
     juror_probabilities,
     operating_curve,
@@ -57,7 +64,9 @@ class ThresholdController:
         store: TrainingStore,
         gold: Sequence[tuple[str, str]],
         jurors: Sequence[str],
+        task: str | None = None,
     ) -> None:
+        self.task = task
         self.settings = settings
         self.registry = registry
         self.store = store
@@ -65,6 +74,23 @@ class ThresholdController:
         self.jurors = list(jurors)
         self.current: ControlResult | None = None
         self._probs: dict[tuple[tuple[str, str], ...], np.ndarray] = {}
+        control = settings.controller
+        self.policy: PolicyName = settings.jury.policy
+        self.weights = settings.jury.weights
+        self.target: float | None = control.target_accuracy
+        self.labels: tuple[str, ...] | None = None  # None: the first juror's
+        if task is not None:
+            spec = settings.tasks[task]
+            self.policy, self.weights, self.labels = spec.policy, spec.weights, tuple(spec.labels)
+            if spec.target_accuracy is not None:
+                self.target = spec.target_accuracy
+
+    def _load(self, name: str) -> Juror:
+        juror = load_juror(self.registry.serving_dir(name))
+        if self.task is None or self.labels is None:
+            return juror
+        what = f"task {self.task}: juror {name} vs the task's labels"
+        return align_juror(for_task(juror, self.task), self.labels, what)
 
     def reviewer_accuracy(self) -> float:
         """Measured accuracy of the reviewer that labeled the most judged cases; the prior
@@ -88,28 +114,29 @@ class ThresholdController:
 
     def decide(self) -> ControlResult | None:
         """A decision for the jury serving now; None without held-out gold to judge on."""
-        jurors = [load_juror(self.registry.serving_dir(n)) for n in self.jurors]
+        jurors = [self._load(n) for n in self.jurors]
         if not jurors:
             return None
-        labels = tuple(jurors[0].labels)
+        labels = self.labels or tuple(jurors[0].labels)
         index = {name: i for i, name in enumerate(labels)}
         pairs = [(t, index[y]) for t, y in self.gold + self.store.holdout() if y in index]
         if not pairs:
-            log.warning("threshold controller: no held-out gold (trainer.gold_data); skipped")
+            where = "trainer" if self.task is None else f"tasks.{self.task}"
+            log.warning("threshold controller: no held-out gold (%s.gold_data); skipped", where)
             return None
         texts = [t for t, _ in pairs]
         versions = {j.name: j.version for j in jurors}
         curve = operating_curve(
             replay_jurors(self._probabilities(jurors, texts, versions), texts, jurors),
-            self.settings.jury.policy,
+            self.policy,
             texts,
             [y for _, y in pairs],
             GRID,
-            self.settings.jury.weights,
+            self.weights,
         )
         control = self.settings.controller
         reviewer = self.reviewer_accuracy()
-        target = target_accuracy(control.target_accuracy, reviewer, control.margin)
+        target = target_accuracy(self.target, reviewer, control.margin)
         audit = None
         current = self.current
         same_jury = current is not None and current.versions == versions
@@ -125,7 +152,8 @@ class ThresholdController:
         since = current.since if unchanged and current is not None else time.time()
         self.current = ControlResult(decision, versions, audit, reviewer, since)
         log.warning(
-            "threshold controller: %.2f for %s (%s; expected accuracy %.3f, escalation %.3f)",
+            "threshold controller%s: %.2f for %s (%s; expected accuracy %.3f, escalation %.3f)",
+            "" if self.task is None else f" of task {self.task}",
             decision.threshold,
             versions,
             decision.reason,

@@ -14,6 +14,11 @@ candidate is published and promoted through the registry (which verifies it agai
 one is recorded in the store with its metrics and the gate's reason, and nothing is published.
 A juror whose round fails (bad checkpoint, export verification) is recorded as failed and the
 other jurors carry on: one broken juror must not stop the others from improving.
+
+Multi-task (``Settings.tasks``): a runner serves one task, with that task's store, jurors and
+held-out gold. Its round passes the task to the refine step (``RefineInputs.task``: a
+multi-head juror refits that task's head only), and serving version and candidate are scored
+on that task alone (``for_task``: a multi-head juror's head, any other juror itself).
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from jurystream.models.rules.scores import classification_report
 from jurystream.models.serving.juror import Juror, load_juror
 from jurystream.models.serving.kinds import juror_kind
 from jurystream.models.serving.registry import Registry
+from jurystream.models.serving.tasks import for_task
 from jurystream.models.training.evaluation import juror_probabilities
 from jurystream.models.training.refine import RefineInputs
 from jurystream.models.training.store import CandidateRecord, TrainingStore
@@ -76,7 +82,8 @@ class RoundRunner:
     ``gold`` is the configured held-out gold set as (text, label) pairs; the store's held-out
     feedback is added to it at every round, so the gate set grows with feedback.
     ``min_int8_agreement`` overrides the exporter's int8 bar for transformer candidates (the
-    benches measure int8 jurors at a lower bar; None: the exporter's default).
+    benches measure int8 jurors at a lower bar; None: the exporter's default). ``task`` makes
+    it one task's runner in a multi-task deployment (None: the deployment's one task).
     """
 
     def __init__(
@@ -87,7 +94,9 @@ class RoundRunner:
         gold: Sequence[tuple[str, str]] = (),
         work_dir: Path | None = None,
         min_int8_agreement: float | None = None,
+        task: str | None = None,
     ) -> None:
+        self.task = task
         self.store = store
         self.registry = registry
         self.settings = settings
@@ -117,8 +126,9 @@ class RoundRunner:
         )
         holdout = self.gold + self.store.holdout()
         log.warning(
-            "round %d (%s): %d new examples, %d replayed, %d held-out gold, reliability %s",
+            "round %d%s (%s): %d new examples, %d replayed, %d held-out gold, reliability %s",
             round_id,
+            "" if self.task is None else f" of task {self.task}",
             trigger,
             len(new),
             len(replay),
@@ -164,23 +174,24 @@ class RoundRunner:
         work: Path,
     ) -> CandidateRecord:
         s = self.settings
+        # The serving version as the registry says now: a juror shared with another task (a
+        # multi-head juror) continues from what that task's last round promoted.
         manifest = self.registry.manifest(name)
         kind = juror_kind(manifest.kind)
         serving_dir = self.registry.local_dir(name, manifest.version)
-        serving = load_juror(serving_dir, threads=s.threads)
+        serving = self._for_task(load_juror(serving_dir, threads=s.threads))
         if not kind.continues_training:
             # No state to continue from: refit on the whole history (seed + every sample).
             examples = self.store.earlier_examples() + new
         else:
             examples = new + replay
-        data = training_set(
-            examples, manifest.labels, self.store.gold_labels(), trust, s.reliability_prior
-        )
+        labels = tuple(serving.labels)  # a multi-head juror: the task's head's labels
+        data = training_set(examples, labels, self.store.gold_labels(), trust, s.reliability_prior)
         if not data.texts:
             unknown = sorted(data.summary["unknown_labels"])
             raise ValueError(
                 f"no usable training examples: their labels {unknown} are not in {name}'s "
-                f"label set {list(manifest.labels)} (labels are matched by name)"
+                f"label set {list(labels)} (labels are matched by name)"
             )
         serving_metrics = evaluate_on(serving, holdout)
 
@@ -216,9 +227,14 @@ class RoundRunner:
                 s,
                 check,
                 self.min_int8_agreement,
+                self.task,
             )
         )
-        metrics = evaluate_on(load_juror(directory, threads=s.threads), holdout)
+        # Gated on this round's task only. That is enough because nothing else changed: a
+        # multi-head candidate keeps the serving version's frozen encoder and every other head
+        # (its refine step refits the round's task's head alone), and any other juror votes
+        # on one label set, the task's.
+        metrics = evaluate_on(self._for_task(load_juror(directory, threads=s.threads)), holdout)
         decision = gate(metrics, serving_metrics, s.gate_tolerance, s.gate_metric)
         log.warning(
             "round %d: %s %s: %s",
@@ -240,3 +256,7 @@ class RoundRunner:
             },
         )
         return outcome("promoted", decision.reason, metrics, version)
+
+    def _for_task(self, juror: Juror) -> Juror:
+        """What votes on this runner's task: a multi-head juror's head, any other juror."""
+        return juror if self.task is None else for_task(juror, self.task)
