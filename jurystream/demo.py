@@ -78,7 +78,9 @@ class Snapshot:
     audit_accuracy: float | None = None
     threshold: float | None = None
     escalation: float | None = None  # over the last RECENT labels
-    task_accuracy: dict[str, float | None] = field(default_factory=dict)  # several tasks
+    # Several tasks: accuracy on each task's own posts, escalation on it over the last RECENT.
+    task_accuracy: dict[str, float | None] = field(default_factory=dict)
+    task_escalation: dict[str, float | None] = field(default_factory=dict)
 
 
 RECENT = 200  # labels the "recent escalation" share is taken over
@@ -182,13 +184,10 @@ class Ledger:
         """The tasks of a multi-task run, in the order posts first came from them."""
         return list(dict.fromkeys(self.origin.values()))
 
-    def task_escalation(self, task: str) -> float | None:
-        """The share of labeled posts (from any task) whose ``task`` label a reviewer gave."""
-        sources = [
-            f.tasks[task][1]
-            for f in self.fates.values()
-            if f.outcome == "labeled" and task in f.tasks
-        ]
+    def task_escalation(self, task: str, window: slice = slice(None)) -> float | None:
+        """The share of labels in ``window`` (posts from any task) whose ``task`` label a
+        reviewer gave."""
+        sources = [self.fates[k].tasks[task][1] for k in self.order[window]]
         return sum(s != "jury" for s in sources) / len(sources) if sources else None
 
     def audit_accuracy(self) -> float | None:
@@ -232,6 +231,7 @@ class Ledger:
                 self.threshold,
                 self.escalation(slice(-RECENT, None)),
                 {t: self.accuracy(t) for t in self.tasks},
+                {t: self.task_escalation(t, slice(-RECENT, None)) for t in self.tasks},
             )
         )
 
@@ -490,10 +490,10 @@ def plot_history(ledger: Ledger, path: Path) -> Path:
     top.plot(
         [a for a, _ in acc], [b for _, b in acc], color="tab:green", label="all labels vs gold"
     )
+    colors = dict(zip(ledger.tasks, TASK_COLORS, strict=False))
     for task in ledger.tasks:  # several tasks: each on the posts that came from it
-        points = [(s.seconds, s.task_accuracy.get(task)) for s in h]
-        shown = [(x, y * 100) for x, y in points if y is not None]
-        top.plot([x for x, _ in shown], [y for _, y in shown], lw=1, label=f"{task} vs gold")
+        shown = _task_series(h, "task_accuracy", task)
+        top.plot(*shown, lw=1, color=colors.get(task), label=f"{task} vs gold")
     audit = [(s.seconds, s.audit_accuracy * 100) for s in h if s.audit_accuracy is not None]
     top.plot(
         [a for a, _ in audit],
@@ -505,7 +505,13 @@ def plot_history(ledger: Ledger, path: Path) -> Path:
     top.legend(loc="lower right", fontsize=8 if ledger.tasks else None)
     top.set_title("jurystream demo")
     esc = [(s.seconds, s.escalation * 100) for s in h if s.escalation is not None]
-    mid.plot([x for x, _ in esc], [y for _, y in esc], color="tab:orange")
+    any_task = " on any task" if ledger.tasks else ""
+    mid.plot([x for x, _ in esc], [y for _, y in esc], color="tab:orange", label=any_task[1:])
+    for task in ledger.tasks:
+        shown = _task_series(h, "task_escalation", task)
+        mid.plot(*shown, lw=1, color=colors.get(task), label=f"on {task}")
+    if ledger.tasks:
+        mid.legend(loc="lower left", fontsize=8)
     mid.set_ylabel(f"sent to reviewer,\nlast {RECENT} labels (%)")
     thresholds = [(s.seconds, s.threshold) for s in h if s.threshold is not None]
     if thresholds and not ledger.origin:  # several tasks have a threshold each
@@ -521,6 +527,17 @@ def plot_history(ledger: Ledger, path: Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+TASK_COLORS = ("tab:purple", "tab:brown", "tab:pink", "tab:cyan", "tab:olive", "tab:gray")
+
+
+def _task_series(history: list[Snapshot], what: str, task: str) -> tuple[list[float], list[float]]:
+    """(seconds, percent) of ``task``'s ``what`` (a per-task field of the snapshots), where
+    known."""
+    points = [(s.seconds, getattr(s, what).get(task)) for s in history]
+    known = [(x, 100 * y) for x, y in points if y is not None]
+    return [x for x, _ in known], [y for _, y in known]
 
 
 def _summary(ledger: Ledger, workdir: Path) -> Path:

@@ -249,3 +249,14 @@ def test_multi_task_demo_labels_every_post_on_every_task(tmp_path: Path) -> None
     said = " ".join(result.stdout.split())
     assert "per task" in said and "reviewer: scripted." in said
     assert (workdir / "demo.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_unknown_tasks_or_tasks_with_data_are_refused_with_what_to_do(tmp_path: Path) -> None:
+    env = {"JURYSTREAM_DATA_ROOT": str(data_root())}
+    result = _demo(["--tasks", "offensive,sarcasm", "--workdir", str(tmp_path)], env)
+    said = " ".join((result.stdout + result.stderr).split())
+    assert result.returncode == 2, said
+    assert "unknown task(s) sarcasm; choose among offensive, hate, emotion, irony" in said
+    result = _demo(["--tasks", "hate", "--data", "generated", "--workdir", str(tmp_path)], env)
+    assert result.returncode == 2 and "leave --data out" in result.stdout + result.stderr
+    assert not (tmp_path / "fates.csv").exists()
