@@ -4,7 +4,8 @@ It runs the real roles as child processes (as a deployment would), feeds real po
 offensive from the data root, or the generated feed) at a steady rate, follows every output
 topic, and accounts for every message it sent. The trainer refines the jurors during the run,
 so the live view shows the loop at work: escalation, audit accuracy, spend, serving versions
-and the controller's threshold moving.
+and the controller's threshold moving. With ``tasks`` (``demo_tasks``) every post is labeled on
+several TweetEval tasks at once, and the view adds each task's accuracy and escalation.
 """
 
 from __future__ import annotations
