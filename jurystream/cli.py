@@ -470,7 +470,19 @@ def demo(
         int | None, typer.Option(help="Posts in the feed (default 1200 real, 3000 generated).")
     ] = None,
     seed_size: Annotated[
-        int | None, typer.Option(help="Seed labels the jurors start from (default 400, 80).")
+        int | None,
+        typer.Option(
+            help="Seed labels the jurors start from (default 400 real, 80 generated; with "
+            "--tasks 2000 per task)."
+        ),
+    ] = None,
+    tasks: Annotated[
+        str | None,
+        typer.Option(
+            help="Several TweetEval tasks on one stream, e.g. offensive,hate,emotion,irony: "
+            "every post labeled on each, by a multi-head MiniLM juror and one TF-IDF juror per "
+            "task (the reviewer is scripted; see the README)."
+        ),
     ] = None,
     minilm: Annotated[
         int,
@@ -516,11 +528,14 @@ def demo(
     from jurystream.demo import DemoOptions, run_demo
 
     settings = _settings(config, jury={"policy": policy}, metrics={"port": metrics_port})
-    directory = _demo_data(data, settings.data_root)
-    real = directory is not None
+    names = _demo_tasks(tasks, data, settings.data_root)
+    directory = None if names else _demo_data(data, settings.data_root)
+    real = directory is not None or bool(names)
     options = DemoOptions(
         count=count or (1200 if real else 3000),
         seed_size=seed_size or (400 if real else 80),
+        tasks=names,
+        train_size=seed_size or 2000,
         workdir=workdir,
         data=directory,
         bad_every=bad_every,
@@ -533,6 +548,22 @@ def demo(
         target_accuracy=target_accuracy,
     )
     sys.exit(run_demo(settings, options))
+
+
+def _demo_tasks(tasks: str | None, data: str | None, data_root: Path) -> tuple[str, ...]:
+    """The multi-task demo's tasks (empty without --tasks); refused with --data."""
+    from jurystream.demo_tasks import TasksError, parse_tasks
+
+    if tasks is None:
+        return ()
+    if data is not None:
+        console.print("[red]error:[/] --tasks streams TweetEval tasks; leave --data out with it")
+        raise typer.Exit(2)
+    try:
+        return parse_tasks(tasks, data_root)
+    except TasksError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from exc
 
 
 def _demo_data(data: str | None, data_root: Path) -> Path | None:

@@ -4,7 +4,8 @@ It runs the real roles as child processes (as a deployment would), feeds real po
 offensive from the data root, or the generated feed) at a steady rate, follows every output
 topic, and accounts for every message it sent. The trainer refines the jurors during the run,
 so the live view shows the loop at work: escalation, audit accuracy, spend, serving versions
-and the controller's threshold moving.
+and the controller's threshold moving. With ``tasks`` (``demo_tasks``) every post is labeled on
+several TweetEval tasks at once, and the view adds each task's accuracy and escalation.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
 from jurystream.config import Settings, Topic
 from jurystream.demo_jurors import JurorRecipe, cached_jurors, copy_registry, seed_split
@@ -56,6 +58,15 @@ class Fate:
     source: str | None = None
     detail: str | None = None
     latency_ms: float | None = None
+    tasks: dict[str, tuple[str, str]] = field(default_factory=dict)  # task -> (label, source)
+    label_records: int = 0  # label records read for the post (a replay may write a second)
+
+    @property
+    def reviewed(self) -> bool:
+        """Whether a reviewer labeled the post (on any of its tasks, with several)."""
+        if self.tasks:
+            return any(source != "jury" for _, source in self.tasks.values())
+        return self.source not in (None, "jury")
 
 
 @dataclass(frozen=True)
@@ -68,6 +79,9 @@ class Snapshot:
     audit_accuracy: float | None = None
     threshold: float | None = None
     escalation: float | None = None  # over the last RECENT labels
+    # Several tasks: accuracy on each task's own posts, escalation on it over the last RECENT.
+    task_accuracy: dict[str, float | None] = field(default_factory=dict)
+    task_escalation: dict[str, float | None] = field(default_factory=dict)
 
 
 RECENT = 200  # labels the "recent escalation" share is taken over
@@ -80,16 +94,22 @@ class Ledger:
     Besides the fates it follows what shows the loop at work: the audits (the reviewer's
     label against the jury's on a random share of accepted posts, read from hard-samples), the
     serving versions and threshold the latest labels carry, and the spend.
+
+    With several tasks (``origin`` maps each post to the task its gold is for) a post's label
+    and source are those of its own task in the record's ``tasks``; every task's label and
+    source are kept, for the share escalated per task.
     """
 
     gold: dict[str, str | None]
+    origin: dict[str, str] = field(default_factory=dict)
     sent: int = 0
     fates: dict[str, Fate] = field(default_factory=dict)
     cost_usd: float = 0.0
     versions: dict[str, str] = field(default_factory=dict)
     first_versions: dict[str, str] = field(default_factory=dict)
     threshold: float | None = None
-    audits: dict[str, bool] = field(default_factory=dict)  # post id -> reviewer agreed
+    audits: dict[str, bool] = field(default_factory=dict)  # post id (#task) -> reviewer agreed
+    task_thresholds: dict[str, float] = field(default_factory=dict)  # several tasks
     order: list[str] = field(default_factory=list)  # labeled ids, in the order labels came
     started: float = field(default_factory=time.monotonic)
     history: list[Snapshot] = field(default_factory=list)
@@ -101,7 +121,9 @@ class Ledger:
             return
         if kind == Topic.HARD_SAMPLES:
             if value.get("kind") == "audit" and isinstance(value.get("jury_label"), str):
-                self.audits[key] = value.get("label") == value["jury_label"]
+                task = value.get("task")
+                audited = f"{key}#{task}" if isinstance(task, str) else key
+                self.audits[audited] = value.get("label") == value["jury_label"]
             return
         fate = self.fates.setdefault(key, Fate())
         if kind == Topic.DEAD_LETTERS:
@@ -109,6 +131,7 @@ class Ledger:
         elif kind == Topic.REVIEW and fate.outcome == "pending":
             fate.outcome, fate.detail = "in-review", str(value.get("reason"))
         elif kind == Topic.LABELS:
+            fate.label_records += 1
             if fate.outcome != "labeled":
                 self.order.append(key)
             fate.outcome = "labeled"
@@ -124,18 +147,49 @@ class Ledger:
             threshold = value.get("threshold")
             if value.get("source") == "jury" and isinstance(threshold, int | float):
                 self.threshold = float(threshold)
+            self._apply_tasks(key, fate, value.get("tasks"))
+
+    def _apply_tasks(self, key: str, fate: Fate, tasks: object) -> None:
+        """A multi-task record: every task's label and source; the post's own task's as its."""
+        if not isinstance(tasks, dict):
+            return
+        for task, result in tasks.items():
+            if not isinstance(result, dict):
+                continue
+            fate.tasks[str(task)] = (str(result.get("label")), str(result.get("source")))
+            # A reviewed task keeps the threshold the jury escalated it at.
+            threshold = result.get("threshold")
+            if isinstance(threshold, int | float):
+                self.task_thresholds[str(task)] = float(threshold)
+        own = fate.tasks.get(self.origin.get(key, ""))
+        if own is not None:
+            fate.label, fate.source = own
 
     @property
     def counts(self) -> Counter[str]:
         return Counter(f.outcome for f in self.fates.values())
 
-    def accuracy(self) -> float | None:
+    def accuracy(self, task: str | None = None) -> float | None:
+        """Labels vs gold; with ``task``, on the posts that came from that task only."""
         scored = [
             f.label == self.gold[k]
             for k, f in self.fates.items()
-            if f.outcome == "labeled" and self.gold[k] is not None
+            if f.outcome == "labeled"
+            and self.gold[k] is not None
+            and (task is None or self.origin.get(k) == task)
         ]
         return sum(scored) / len(scored) if scored else None
+
+    @property
+    def tasks(self) -> list[str]:
+        """The tasks of a multi-task run, in the order posts first came from them."""
+        return list(dict.fromkeys(self.origin.values()))
+
+    def task_escalation(self, task: str, window: slice = slice(None)) -> float | None:
+        """The share of labels in ``window`` (posts from any task) whose ``task`` label a
+        reviewer gave."""
+        sources = [self.fates[k].tasks[task][1] for k in self.order[window]]
+        return sum(s != "jury" for s in sources) / len(sources) if sources else None
 
     def audit_accuracy(self) -> float | None:
         """The share of audited jury labels the reviewer agreed with (None before any)."""
@@ -144,7 +198,7 @@ class Ledger:
     def escalation(self, window: slice) -> float | None:
         """The share of labels in ``window`` (of all labels, in arrival order) that the
         reviewer gave."""
-        part = [self.fates[k].source != "jury" for k in self.order[window]]
+        part = [self.fates[k].reviewed for k in self.order[window]]
         return sum(part) / len(part) if part else None
 
     def jury_accuracy(self, window: slice) -> float | None:
@@ -166,7 +220,7 @@ class Ledger:
         return done == len(self.gold)
 
     def snapshot(self) -> None:
-        by_jury = sum(1 for f in self.fates.values() if f.source == "jury")
+        by_jury = sum(1 for f in self.fates.values() if f.outcome == "labeled" and not f.reviewed)
         self.history.append(
             Snapshot(
                 time.monotonic() - self.started,
@@ -177,6 +231,8 @@ class Ledger:
                 self.audit_accuracy(),
                 self.threshold,
                 self.escalation(slice(-RECENT, None)),
+                {t: self.accuracy(t) for t in self.tasks},
+                {t: self.task_escalation(t, slice(-RECENT, None)) for t in self.tasks},
             )
         )
 
@@ -214,19 +270,21 @@ def _view(ledger: Ledger, total: int) -> Group:
     elapsed = max(time.monotonic() - ledger.started, 1e-6)
     labeled = counts["labeled"]
     settled = labeled + counts["dead-letter"]
-    jury = sum(1 for f in ledger.fates.values() if f.source == "jury")
-    escalated = sum(1 for f in ledger.fates.values() if f.source not in (None, "jury"))
+    jury = sum(1 for f in ledger.fates.values() if f.outcome == "labeled" and not f.reviewed)
+    escalated = sum(1 for f in ledger.fates.values() if f.outcome == "labeled" and f.reviewed)
     escalated += counts["in-review"]
     latencies = sorted(f.latency_ms for f in ledger.fates.values() if f.latency_ms is not None)
     table = Table(title="jurystream demo", show_header=False, min_width=60)
     table.add_row("sent / settled / total", f"{ledger.sent} / {settled} / {total}")
     table.add_row("throughput", f"{settled / elapsed:,.1f} msg/s")
-    table.add_row("labeled by jury", str(jury))
-    table.add_row("escalated", _share(escalated, settled))
+    # Several tasks: a post is one reviewer call if any of its tasks escalated.
+    every, any_task = (" on every task", " on any task") if ledger.origin else ("", "")
+    table.add_row(f"labeled by jury{every}", str(jury))
+    table.add_row(f"escalated{any_task}", _share(escalated, settled))
     recent = ledger.escalation(slice(-RECENT, None))
     if recent is not None:
         shown = min(RECENT, len(ledger.order))
-        table.add_row(f"escalated, last {shown} labels", f"{recent:.1%}")
+        table.add_row(f"escalated{any_task}, last {shown} labels", f"{recent:.1%}")
     table.add_row("waiting in review", str(counts["in-review"]))
     table.add_row("dead letters", str(counts["dead-letter"]))
     acc = ledger.accuracy()
@@ -249,8 +307,40 @@ def _view(ledger: Ledger, total: int) -> Group:
         saved = 1 - ledger.cost_usd / everything
         table.add_row("cost if all reviewed", f"${everything:.4f} (saved {saved:.0%})")
     table.add_row("model versions", _versions(ledger.versions))
+    if ledger.origin:
+        # The empty line ends the live view's last line, which the summary would continue.
+        return Group(table, _tasks_table(ledger), Text(SCRIPTED_NOTE), Text(""))
     table.add_row("jury threshold", "—" if ledger.threshold is None else f"{ledger.threshold:.2f}")
     return Group(table)
+
+
+SCRIPTED_NOTE = (
+    "reviewer: scripted. On a post's own task it answers the gold label; on the other tasks "
+    "there is no gold, so it answers the multi-head juror's own label."
+)
+
+
+def _pct(value: float | None) -> str:
+    return "—" if value is None else f"{value:.1%}"
+
+
+def _tasks_table(ledger: Ledger) -> Table:
+    """Per task: accuracy vs gold on the posts from that task, the share of all labeled posts
+    a reviewer labeled on it, and the jury's threshold for it."""
+    table = Table(title="per task")
+    for col in ("task", "posts from it", "accuracy vs gold", "escalated on it", "threshold"):
+        table.add_column(col)
+    for task in ledger.tasks:
+        posts = sum(1 for t in ledger.origin.values() if t == task)
+        threshold = ledger.task_thresholds.get(task)
+        table.add_row(
+            task,
+            str(posts),
+            _pct(ledger.accuracy(task)),
+            _pct(ledger.task_escalation(task)),
+            "—" if threshold is None else f"{threshold:.2f}",
+        )
+    return table
 
 
 WARMUP_ID = "demo-warmup"
@@ -323,7 +413,8 @@ async def _drive(
             )
             if item.gold is not None and gets_feedback(item.key, pacing.feedback_share):
                 # gold feedback, as a moderation team would send it for some of the posts
-                gold = Feedback.of(item.key.decode(), item.gold).to_bytes()
+                post_id = item.key.decode()
+                gold = Feedback.of(post_id, item.gold, task=ledger.origin.get(post_id)).to_bytes()
                 await producer.send(topics.name(Topic.FEEDBACK), key=item.key, value=gold)
             ledger.sent += 1
             ahead = ledger.sent / pacing.rate - (time.monotonic() - start)
@@ -400,6 +491,10 @@ def plot_history(ledger: Ledger, path: Path) -> Path:
     top.plot(
         [a for a, _ in acc], [b for _, b in acc], color="tab:green", label="all labels vs gold"
     )
+    colors = dict(zip(ledger.tasks, TASK_COLORS, strict=False))
+    for task in ledger.tasks:  # several tasks: each on the posts that came from it
+        shown = _task_series(h, "task_accuracy", task)
+        top.plot(*shown, lw=1, color=colors.get(task), label=f"{task} vs gold")
     audit = [(s.seconds, s.audit_accuracy * 100) for s in h if s.audit_accuracy is not None]
     top.plot(
         [a for a, _ in audit],
@@ -408,13 +503,19 @@ def plot_history(ledger: Ledger, path: Path) -> Path:
         label="audit: reviewer agrees with jury",
     )
     top.set_ylabel("accuracy (%)")
-    top.legend(loc="lower right")
+    top.legend(loc="lower right", fontsize=8 if ledger.tasks else None)
     top.set_title("jurystream demo")
     esc = [(s.seconds, s.escalation * 100) for s in h if s.escalation is not None]
-    mid.plot([x for x, _ in esc], [y for _, y in esc], color="tab:orange")
+    any_task = " on any task" if ledger.tasks else ""
+    mid.plot([x for x, _ in esc], [y for _, y in esc], color="tab:orange", label=any_task[1:])
+    for task in ledger.tasks:
+        shown = _task_series(h, "task_escalation", task)
+        mid.plot(*shown, lw=1, color=colors.get(task), label=f"on {task}")
+    if ledger.tasks:
+        mid.legend(loc="lower left", fontsize=8)
     mid.set_ylabel(f"sent to reviewer,\nlast {RECENT} labels (%)")
     thresholds = [(s.seconds, s.threshold) for s in h if s.threshold is not None]
-    if thresholds:
+    if thresholds and not ledger.origin:  # several tasks have a threshold each
         twin = mid.twinx()
         twin.step([x for x, _ in thresholds], [y for _, y in thresholds], color="tab:gray")
         twin.set_ylabel("jury threshold", color="tab:gray")
@@ -429,14 +530,32 @@ def plot_history(ledger: Ledger, path: Path) -> Path:
     return path
 
 
+TASK_COLORS = ("tab:purple", "tab:brown", "tab:pink", "tab:cyan", "tab:olive", "tab:gray")
+
+
+def _task_series(history: list[Snapshot], what: str, task: str) -> tuple[list[float], list[float]]:
+    """(seconds, percent) of ``task``'s ``what`` (a per-task field of the snapshots), where
+    known."""
+    points = [(s.seconds, getattr(s, what).get(task)) for s in history]
+    known = [(x, 100 * y) for x, y in points if y is not None]
+    return [x for x, _ in known], [y for _, y in known]
+
+
 def _summary(ledger: Ledger, workdir: Path) -> Path:
     path = workdir / "fates.csv"
+    several = bool(ledger.origin)
     with path.open("w", newline="") as fh:
         writer = csv.writer(fh)
-        writer.writerow(["id", "outcome", "label", "source", "gold", "detail"])
+        # With several tasks: the task the gold is for, and every task's label and source.
+        extra = ["task", "labels", "label_records"] if several else []
+        writer.writerow(["id", "outcome", "label", "source", "gold", "detail", *extra])
         for key, gold in ledger.gold.items():
             f = ledger.fates.get(key, Fate())
-            writer.writerow([key, f.outcome, f.label, f.source, gold, f.detail])
+            row = [key, f.outcome, f.label, f.source, gold, f.detail]
+            if several:
+                labels = {t: {"label": label, "source": src} for t, (label, src) in f.tasks.items()}
+                row += [ledger.origin.get(key), json.dumps(labels), str(f.label_records)]
+            writer.writerow(row)
     table = Table(title="what happened to every message")
     for col in ("outcome", "source", "messages", "accuracy vs gold"):
         table.add_column(col)
@@ -450,6 +569,9 @@ def _summary(ledger: Ledger, workdir: Path) -> Path:
         acc = f"{sum(scored) / len(scored):.1%}" if scored else "—"
         table.add_row(outcome, source, str(len(keys)), acc)
     console.print(table)
+    if several:
+        console.print(_tasks_table(ledger))
+        console.print(SCRIPTED_NOTE)
     if len(ledger.order) >= 2 * RECENT:
         console.print(_loop_table(ledger))
     return path
@@ -471,12 +593,14 @@ def _loop_table(ledger: Ledger) -> Table:
     for col in ("", "first", "last"):
         table.add_column(col)
     table.add_row(
-        "escalated to the reviewer", pct(ledger.escalation(first)), pct(ledger.escalation(last))
+        "escalated to the reviewer" + (" (on any task)" if ledger.origin else ""),
+        pct(ledger.escalation(first)),
+        pct(ledger.escalation(last)),
     )
     table.add_row(
         "jury labels vs gold", pct(ledger.jury_accuracy(first)), pct(ledger.jury_accuracy(last))
     )
-    if thresholds:
+    if thresholds and not ledger.origin:  # several tasks: each its own, in the per-task table
         table.add_row("jury threshold", f"{thresholds[0]:.2f}", f"{thresholds[-1]:.2f}")
     table.add_row("serving versions", _versions(ledger.first_versions), _versions(ledger.versions))
     return table
@@ -500,6 +624,10 @@ class DemoOptions:
     cache_dir: Path = Path("var/demo-cache")
     timeout_s: float = 900.0
     target_accuracy: float = 0.85  # of accepted labels, held by the threshold controller
+    # Several TweetEval tasks on one stream (``demo_tasks``); empty: one task, as before.
+    tasks: tuple[str, ...] = ()
+    train_size: int = 2000  # train posts per task the multi-task jurors learn from
+    gold_size: int = 300  # val posts per task the trainer's gate and controller judge on
 
 
 @dataclass(frozen=True)
@@ -510,6 +638,11 @@ class DemoSetup:
     items: list[FeedItem]
     trainer_args: list[str]
     trainer_env: dict[str, str]
+    # Several tasks: each post's origin task, what the scripted reviewer answers per text, and
+    # the environment every role gets (JURYSTREAM_TASKS).
+    origin: dict[str, str] = field(default_factory=dict)
+    answers: dict[str, dict[str, str]] = field(default_factory=dict)
+    role_env: dict[str, str] = field(default_factory=dict)
 
 
 def _write_jsonl(path: Path, texts: Sequence[str], labels: Sequence[str]) -> str:
@@ -581,27 +714,74 @@ def _dataset_setup(options: DemoOptions, data: Path, registry: Registry) -> Demo
     )
 
 
-def _scripted_llm(items: list[FeedItem]) -> OpenAIServer:
-    """The project's OpenAI-compatible test server answering each post's gold label.
+def _tasks_setup(options: DemoOptions, settings: Settings, registry: Registry) -> DemoSetup:
+    """Several TweetEval tasks on one stream (``demo_tasks``): the multi-head and per-task
+    TF-IDF jurors (cached), the interleaved feed, and the tasks every role is given; the
+    trainer refines each task's jurors from its own seed set, gated on its own val sample."""
+    from jurystream.demo_tasks import prepare_tasks
+
+    demo = prepare_tasks(
+        options.tasks,
+        settings.data_root,
+        count=options.count,
+        train_size=options.train_size,
+        gold_size=options.gold_size,
+        policy=settings.jury.policy,
+        threshold=settings.jury.threshold,
+        workdir=options.workdir,
+        cache_dir=options.cache_dir,
+        registry=registry,
+        log=console.print,
+    )
+    every = options.every_samples or 100
+    return DemoSetup(
+        demo.jurors,
+        demo.feed.items,
+        ["--every-samples", str(every)],
+        {
+            "JURYSTREAM_TRAINER__SEED_SIZE": str(options.train_size),
+            "JURYSTREAM_TRAINER__GOLD_SIZE": str(options.gold_size),
+            "JURYSTREAM_TRAINER__THREADS": "2",
+            "JURYSTREAM_TRAINER__REPLAY_RATIO": "1.0",
+            "JURYSTREAM_TRAINER__EPOCHS": "1",
+            "JURYSTREAM_CONTROLLER__TARGET_ACCURACY": str(options.target_accuracy),
+        },
+        origin=demo.feed.origin,
+        answers=demo.feed.answers,
+        role_env={"JURYSTREAM_TASKS": demo.tasks_json},
+    )
+
+
+def _scripted_llm(setup: DemoSetup) -> OpenAIServer:
+    """The project's OpenAI-compatible test server answering each post's gold label (several
+    tasks: ``setup.answers``, the gold on a post's own task and a juror's label on the others).
 
     It lets the demo run the real `openai` reviewer tier (prompts, retries, token usage, USD
     from the price table) with no network; its answers are as good as the gold labels.
     """
-    answers = {json.loads(i.value)["text"]: i.gold for i in items if i.gold is not None}
-    answers[WARMUP_TEXT] = sorted(answers.values())[0]  # the probe may be escalated too
+    answers: dict[str, str | dict[str, str]]
+    if setup.answers:
+        answers = dict(setup.answers)
+        first = next(iter(setup.answers.values()))
+        # The probe may be escalated too: any valid label of each task.
+        answers[WARMUP_TEXT] = dict(first)
+    else:
+        items = setup.items
+        answers = {json.loads(i.value)["text"]: i.gold for i in items if i.gold is not None}
+        answers[WARMUP_TEXT] = sorted(str(a) for a in answers.values())[0]
     server = OpenAIServer(answers_by_text(answers))
     server.start()
     console.print(f"scripted LLM reviewer (OpenAI API, priced as gpt-4o-mini) at {server.base_url}")
     return server
 
 
-def _scripted_llm_env(items: list[FeedItem]) -> dict[str, str]:
-    labels = sorted({i.gold for i in items if i.gold is not None})
+def _scripted_llm_env(setup: DemoSetup) -> dict[str, str]:
+    key = {"OPENAI_API_KEY": "demo-key-for-the-local-test-server"}
+    if setup.origin:  # several tasks: their labels are described in JURYSTREAM_TASKS
+        return key
+    labels = sorted({i.gold for i in setup.items if i.gold is not None})
     descriptions = {label: f"the post is {label}" for label in labels}
-    return {
-        "OPENAI_API_KEY": "demo-key-for-the-local-test-server",
-        "JURYSTREAM_REVIEWER__LABEL_DESCRIPTIONS": json.dumps(descriptions),
-    }
+    return {**key, "JURYSTREAM_REVIEWER__LABEL_DESCRIPTIONS": json.dumps(descriptions)}
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -656,11 +836,13 @@ def run_demo(settings: Settings, options: DemoOptions) -> int:
             ensure_topics(broker.bootstrap, settings.topics.all_names(), settings.topics.partitions)
         )
         registry = Registry(str((workdir / "registry").resolve()))
-        if options.data is None:
+        if options.tasks:
+            setup = _tasks_setup(options, settings, registry)
+        elif options.data is None:
             setup = _generated_setup(options, registry)
         else:
             setup = _dataset_setup(options, options.data, registry)
-        ledger = Ledger({i.key.decode(): i.gold for i in setup.items})
+        ledger = Ledger({i.key.decode(): i.gold for i in setup.items}, setup.origin)
         group = RoleGroup(
             broker.bootstrap,
             workdir,
@@ -669,6 +851,7 @@ def run_demo(settings: Settings, options: DemoOptions) -> int:
                 **settings.role_env(),
                 "JURYSTREAM_APP_ID": settings.app_id,
                 "JURYSTREAM_REGISTRY": registry.url,
+                **setup.role_env,
             },
         )
         port = settings.metrics.port
@@ -676,18 +859,20 @@ def run_demo(settings: Settings, options: DemoOptions) -> int:
         def metrics(offset: int) -> list[str]:
             return ["--metrics-port", str(port + offset)] if port else []
 
-        llm = _scripted_llm(setup.items) if options.reviewer == "scripted-llm" else None
+        llm = _scripted_llm(setup) if options.reviewer == "scripted-llm" else None
         stopped: str | None = None
         pacing = Pacing(options.rate, options.feedback_share, options.timeout_s)
         try:
-            juror_args = [a for j in setup.jurors for a in ("--juror", j)]
-            group.start("worker", "--policy", settings.jury.policy, *juror_args, *metrics(0))
+            # Several tasks: each task's jurors and policy are in JURYSTREAM_TASKS.
+            juror_args = [] if options.tasks else ["--policy", settings.jury.policy]
+            juror_args += [a for j in setup.jurors for a in ("--juror", j) if not options.tasks]
+            group.start("worker", *juror_args, *metrics(0))
             if llm is None:
                 tiers = [a for t in settings.reviewer.chain for a in ("--tier", t)]
                 group.start("reviewer", *tiers, *metrics(1))
             else:
                 tiers = ["--tier", "openai", "--base-url", llm.base_url]
-                group.start("reviewer", *tiers, *metrics(1), env=_scripted_llm_env(setup.items))
+                group.start("reviewer", *tiers, *metrics(1), env=_scripted_llm_env(setup))
             group.start("monitor", *metrics(2))
             group.start("trainer", *setup.trainer_args, *metrics(3), env=setup.trainer_env)
             if port:

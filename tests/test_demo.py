@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -14,8 +15,9 @@ import pytest
 from jurystream.config import Settings
 from jurystream.demo import Ledger, Supervisor
 from jurystream.demo_jurors import COMPLETE, JurorRecipe, cached_jurors
+from jurystream.demo_tasks import interleave, task_feed
 from jurystream.models.serving.registry import Registry
-from jurystream.models.training.datasets import tweeteval_dir
+from jurystream.models.training.datasets import LabeledSet, tweeteval_dir
 from jurystream.stream.processes import RoleGroup
 
 REPO = Path(__file__).resolve().parents[1]
@@ -153,3 +155,108 @@ def test_a_role_that_exits_is_restarted_and_then_named(tmp_path: Path) -> None:
     assert started[0] is not started[1]  # restarted once, then it exited again
     assert said is not None and said.startswith("the worker exited (code ")
     assert "after 1 restarts" in said and str(role.log_path) in said
+
+
+def test_ledger_reads_each_post_on_its_own_task_of_a_multi_task_record() -> None:
+    ledger = Ledger({"o": "offensive", "h": "not-hate"}, origin={"o": "offensive", "h": "hate"})
+    jury_off = {"label": "offensive", "source": "jury", "threshold": 0.6}
+    llm = "reviewer:openai:gpt-4o-mini"
+    reviewed_hate = {"label": "hate", "source": llm, "threshold": 0.55, "jury_label": "not-hate"}
+    # Top-level fields mirror the first task; the ledger must read the post's own task.
+    ledger.apply(
+        "labels",
+        {
+            "id": "h",
+            "label": "offensive",
+            "source": "jury",
+            "tasks": {"offensive": jury_off, "hate": reviewed_hate},
+            "cost_usd": 0.0003,
+        },
+    )
+    jury_hate = {"label": "not-hate", "source": "jury", "threshold": 0.55}
+    ledger.apply(
+        "labels",
+        {
+            "id": "o",
+            "label": "offensive",
+            "source": "jury",
+            "tasks": {"offensive": jury_off, "hate": jury_hate},
+        },
+    )
+    assert ledger.fates["h"].label == "hate" and ledger.fates["h"].source == llm
+    assert ledger.accuracy("hate") == 0.0 and ledger.accuracy("offensive") == 1.0
+    assert ledger.accuracy() == 0.5 and ledger.tasks == ["offensive", "hate"]
+    assert ledger.task_escalation("hate") == 0.5 and ledger.task_escalation("offensive") == 0.0
+    assert ledger.escalation(slice(None)) == 0.5  # a post reviewed on any task is one call
+    assert ledger.task_thresholds == {"offensive": 0.6, "hate": 0.55}
+    for task, label in (("offensive", "offensive"), ("hate", "hate")):
+        audit = {"id": "o", "kind": "audit", "task": task, "label": label}
+        ledger.apply("hard_samples", {**audit, "jury_label": "offensive"})
+    assert ledger.audits == {"o#offensive": True, "o#hate": False}
+    assert ledger.settled() and ledger.cost_usd == 0.0003
+
+
+def test_the_multi_task_feed_interleaves_tasks_and_scripts_gold_on_the_own_task_only() -> None:
+    rests = {
+        "offensive": LabeledSet(["a", "b", "c"], [0, 1, 0], ("not-offensive", "offensive")),
+        "hate": LabeledSet(["x", "b"], [1, 0], ("not-hate", "hate")),
+    }
+    posts = interleave(rests, 4)
+    assert [(t, text) for t, text, _ in posts] == [
+        ("offensive", "a"),
+        ("hate", "x"),
+        ("offensive", "b"),
+        ("hate", "b"),
+    ]
+    guessed = [{"offensive": "offensive", "hate": "not-hate"}] * 4
+    feed = task_feed(posts, guessed)
+    assert feed.origin == {
+        "demo-offensive-000000": "offensive",
+        "demo-hate-000001": "hate",
+        "demo-offensive-000002": "offensive",
+        "demo-hate-000003": "hate",
+    }
+    # The gold on a post's own task, the juror's label elsewhere; "b" came from both tasks,
+    # so both of its answers are gold.
+    assert feed.answers["a"] == {"offensive": "not-offensive", "hate": "not-hate"}
+    assert feed.answers["x"] == {"offensive": "offensive", "hate": "hate"}
+    assert feed.answers["b"] == {"offensive": "offensive", "hate": "not-hate"}
+    assert [i.gold for i in feed.items] == ["not-offensive", "hate", "offensive", "not-hate"]
+
+
+@pytest.mark.slow  # trains a small multi-head MiniLM juror (two heads, 100 posts each)
+def test_multi_task_demo_labels_every_post_on_every_task(tmp_path: Path) -> None:
+    workdir = tmp_path / "demo"
+    result = _demo(
+        [
+            *("--tasks", "offensive,hate", "--seed-size", "100", "--count", "40"),
+            *("--rate", "20", "--every-samples", "20"),
+            *("--workdir", str(workdir), "--cache-dir", str(tmp_path / "cache")),
+        ],
+        {"JURYSTREAM_DATA_ROOT": str(data_root())},
+    )
+    assert result.returncode == 0, result.stdout[-8000:] + result.stderr[-3000:]
+    rows = _fates(workdir)
+    # Every post exactly one fate: one row per id, settled, from one label record.
+    assert len(rows) == 40 and len({r["id"] for r in rows}) == 40
+    assert Counter(r["outcome"] for r in rows) == {"labeled": 40}
+    assert {r["label_records"] for r in rows} == {"1"}
+    assert Counter(r["task"] for r in rows) == {"offensive": 20, "hate": 20}
+    for row in rows:  # every label carries every task; the row's label is its own task's
+        labels = json.loads(row["labels"])
+        assert set(labels) == {"offensive", "hate"}, row
+        assert labels[row["task"]]["label"] == row["label"]
+    said = " ".join(result.stdout.split())
+    assert "per task" in said and "reviewer: scripted." in said
+    assert (workdir / "demo.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_unknown_tasks_or_tasks_with_data_are_refused_with_what_to_do(tmp_path: Path) -> None:
+    env = {"JURYSTREAM_DATA_ROOT": str(data_root())}
+    result = _demo(["--tasks", "offensive,sarcasm", "--workdir", str(tmp_path)], env)
+    said = " ".join((result.stdout + result.stderr).split())
+    assert result.returncode == 2, said
+    assert "unknown task(s) sarcasm; choose among offensive, hate, emotion, irony" in said
+    result = _demo(["--tasks", "hate", "--data", "generated", "--workdir", str(tmp_path)], env)
+    assert result.returncode == 2 and "leave --data out" in result.stdout + result.stderr
+    assert not (tmp_path / "fates.csv").exists()
