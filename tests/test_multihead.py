@@ -278,3 +278,19 @@ def test_a_round_refits_one_head_and_keeps_the_others(multihead_dir: Path, tmp_p
         refine_multihead(
             RefineInputs(**{**inputs.__dict__, "target": tmp_path / "x", "task": "irony"})
         )
+
+
+def test_the_heads_bench_times_every_variant_against_one_head(multihead_dir: Path) -> None:
+    from jurystream.bench.heads import markdown, time_variants, variants
+
+    juror = load_juror(multihead_dir)
+    assert isinstance(juror, OnnxMultiHeadJuror)
+    rows, load = time_variants(variants(juror, juror.head("length")), probe_texts(), rounds=2)
+    assert [r.variant for r in rows] == [
+        "1 head (mh), predict_proba",
+        "3 heads (mh), predict_heads",
+        "3 heads, predict_proba (first head only)",
+        "3 heads, each head view in turn",
+    ]
+    assert rows[0].vs_one_head == 1.0 and all(r.texts_per_s > 0 for r in rows)
+    assert "| 3 heads (mh), predict_heads |" in markdown(rows, 30, load)
