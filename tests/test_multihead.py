@@ -190,6 +190,13 @@ def test_a_head_view_votes_in_a_jury_beside_a_tfidf_juror(
         pool.close()
     np.testing.assert_allclose(pooled, jury.probabilities(probe), atol=1e-6)
     np.testing.assert_allclose(pooled[:, 0], juror.predict_heads(probe)["length"], atol=1e-6)
+    pool = InferencePool(2)
+    try:
+        every = pool.score_heads(juror, probe)  # all heads, chunks spread over the pool
+    finally:
+        pool.close()
+    for task, probs in juror.predict_heads(probe).items():
+        np.testing.assert_allclose(every[task], probs, atol=1e-6)
 
 
 def write_tweeteval(root: Path, task: str, labels: tuple[str, ...], split_data: dict) -> None:  # type: ignore[type-arg]

@@ -21,11 +21,14 @@ import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 
 from jurystream.models.serving.juror import ChunkMap, Juror
+
+if TYPE_CHECKING:
+    from jurystream.models.serving.multihead import OnnxMultiHeadJuror
 
 
 @runtime_checkable
@@ -65,6 +68,11 @@ class InferencePool:
         if isinstance(juror, ChunkedJuror):
             return juror.predict_chunks(texts, self._map_chunks)
         return np.asarray(self._chunks.submit(juror.predict_proba, texts).result())
+
+    def score_heads(self, juror: OnnxMultiHeadJuror, texts: Sequence[str]) -> dict[str, np.ndarray]:
+        """Every head of a multi-head juror, its chunks on the pool: one encoder pass per chunk
+        for all the tasks."""
+        return juror.predict_heads(texts, self._map_chunks)
 
     def _map_chunks(
         self, run: Callable[[list[int]], None], chunks: Iterable[list[int]]
