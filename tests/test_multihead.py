@@ -301,3 +301,45 @@ def test_the_heads_bench_times_every_variant_against_one_head(multihead_dir: Pat
     ]
     assert rows[0].vs_one_head == 1.0 and all(r.texts_per_s > 0 for r in rows)
     assert "| 3 heads (mh), predict_heads |" in markdown(rows, 30, load)
+
+
+def test_a_training_round_refits_the_first_head_and_publishes_it(
+    multihead_dir: Path, tmp_path: Path
+) -> None:
+    from jurystream.models.rules.continual import Example
+    from jurystream.models.training.datasets import LabeledSet
+    from jurystream.models.training.rounds import RoundRunner
+    from jurystream.models.training.store import TrainingStore
+
+    registry = Registry(tmp_path / "registry")
+    registry.publish(multihead_dir)
+    store = TrainingStore(tmp_path / "trainer.sqlite")
+    seed_texts, seed_labels, _ = tasks()["topic"]
+    store.add_seed(LabeledSet(tuple(seed_texts), tuple(seed_labels), LABELS))
+    hard_texts, hard_labels = labeled_examples(200, seed=20)
+    store.add_hard_samples(
+        [
+            Example(f"h{i}", t, LABELS[y], "hard", "oracle", 1.0)
+            for i, (t, y) in enumerate(zip(hard_texts, hard_labels, strict=True))
+        ]
+    )
+    gold_texts, gold_labels = labeled_examples(200, seed=99)
+    gold = [(t, LABELS[y]) for t, y in zip(gold_texts, gold_labels, strict=True)]
+    runner = RoundRunner(
+        store, registry, TrainerSettings(), gold, tmp_path / "work", min_int8_agreement=0.9
+    )
+    result = runner.run("samples")
+    assert result is not None
+    [candidate] = result.candidates
+    assert (candidate.juror, candidate.outcome) == ("mh", "promoted"), candidate.reason
+    assert candidate.training["by_origin"] == {"hard": 200, "seed": 40}  # the whole history
+    promoted = registry.load("mh")
+    assert isinstance(promoted, OnnxMultiHeadJuror) and promoted.version == "2"
+    assert registry.manifest("mh").extra["refit"] == "topic"
+    before = load_juror(multihead_dir)
+    assert isinstance(before, OnnxMultiHeadJuror)
+    probe = probe_texts()
+    old, new = before.predict_heads(probe), promoted.predict_heads(probe)
+    for kept in ("length", "tagged"):
+        np.testing.assert_allclose(new[kept], old[kept], atol=1e-6)
+    assert np.abs(new["topic"] - old["topic"]).max() > 1e-3
