@@ -85,6 +85,11 @@ def test_one_model_serves_every_head_and_each_head_view_agrees(multihead_dir: Pa
         assert (view.name, view.version, view.labels) == ("mh", "1", juror.heads[task])
         np.testing.assert_allclose(view.predict_proba(texts), probs, atol=1e-6)
     np.testing.assert_allclose(juror.predict_proba(texts), every["topic"], atol=1e-6)
+    assert {t: p.shape for t, p in juror.predict_heads([]).items()} == {
+        "topic": (0, 2),
+        "length": (0, 2),
+        "tagged": (0, 2),
+    }
     # The heads learned their own tasks: on their training posts they mostly get them right.
     for task, (train, gold, _) in tasks().items():
         picked = juror.predict_heads(train, tasks=[task])[task].argmax(axis=1)
