@@ -32,6 +32,7 @@ from jurystream.models.training.multihead import build_multihead_juror, load_hea
 from jurystream.models.training.refine import RefineInputs, refine_multihead
 from jurystream.models.training.sklearn_juror import build_sklearn_juror
 from jurystream.stream.feed import LABELS, labeled_examples
+from tests.fixtures.models import build_tiny_base
 
 LENGTH = ("short", "long")
 TAGGED = ("plain", "tagged")
@@ -49,7 +50,18 @@ def tasks(n: int = 40, seed: int = 7) -> dict[str, tuple[list[str], list[int], t
 
 
 @pytest.fixture(scope="module")
-def multihead_dir(tiny_base: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def encoder_base(tmp_path_factory: pytest.TempPathFactory, tiny_corpus) -> Path:  # type: ignore[no-untyped-def]
+    """The tiny BERT with seeded weights: the encoder stays as initialized (frozen), so how
+    well a head can learn its task depends on the draw, and a test must not."""
+    import torch
+
+    texts, _ = tiny_corpus
+    torch.manual_seed(0)
+    return build_tiny_base(tmp_path_factory.mktemp("encoder") / "base", texts)
+
+
+@pytest.fixture(scope="module")
+def multihead_dir(encoder_base: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("multihead")
     # An untrained tiny encoder puts many posts near a head's boundary, where int8 may tip the
     # argmax: the bar is lower than MiniLM's so the int8 path is what these tests serve.
@@ -58,7 +70,7 @@ def multihead_dir(tiny_base: Path, tmp_path_factory: pytest.TempPathFactory) -> 
         root / "mh",
         name="mh",
         version="1",
-        base=tiny_base,
+        base=encoder_base,
         progress=False,
         min_agreement=0.9,
     )
@@ -214,7 +226,7 @@ def write_tweeteval(root: Path, task: str, labels: tuple[str, ...], split_data: 
 
 
 def test_cli_bootstraps_a_multihead_juror_into_the_registry(
-    tiny_base: Path, tmp_path: Path
+    encoder_base: Path, tmp_path: Path
 ) -> None:
     train, val = tasks(60, seed=1), tasks(30, seed=2)
     for task in ("topic", "length"):
@@ -230,7 +242,7 @@ def test_cli_bootstraps_a_multihead_juror_into_the_registry(
         app,
         [
             "models", "bootstrap-multihead", "--task", "length", "--task", "topic",
-            "--size", "40", "--name", "mh", "--base", str(tiny_base),
+            "--size", "40", "--name", "mh", "--base", str(encoder_base),
             "--registry", str(registry), "--check-size", "40",
         ],
         env={"JURYSTREAM_DATA_ROOT": str(tmp_path / "data")},
