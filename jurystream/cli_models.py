@@ -275,6 +275,14 @@ def bootstrap_multihead(
         raise _fail(ValueError(f"each --task once, please: {task}"))
     seeds, heldout = {}, {}
     for t in task:
+        if not tweeteval_dir(settings.data_root, t).is_dir():
+            root = tweeteval_dir(settings.data_root, "")
+            there = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+            err.print(
+                f"[red]error:[/] no TweetEval task {t!r} under {root} "
+                f"(there: {', '.join(there) or 'none'}); set JURYSTREAM_DATA_ROOT or --config"
+            )
+            raise typer.Exit(2)
         source = str(tweeteval_dir(settings.data_root, t))
         seeds[t] = _data(settings, source, split, "text", "label", drop_empty).sample(
             size, seed=sample_seed

@@ -270,7 +270,9 @@ def test_cli_bootstraps_a_multihead_juror_into_the_registry(
         ["models", "bootstrap-multihead", "--task", "irony", "--registry", str(registry)],
         env={"JURYSTREAM_DATA_ROOT": str(tmp_path / "data")},
     )
-    assert refused.exit_code != 0 and "irony" in refused.stderr
+    assert refused.exit_code == 2
+    assert "no TweetEval task 'irony'" in refused.stderr
+    assert "(there: length, topic)" in refused.stderr
 
 
 def test_a_round_refits_one_head_and_keeps_the_others(multihead_dir: Path, tmp_path: Path) -> None:
