@@ -668,3 +668,37 @@ def review_cost(
     except (ValueError, PriceError) as exc:  # DatasetError, bad --escalated
         err.print(f"[red]error:[/] {exc}")
         raise typer.Exit(2) from exc
+
+
+def heads(
+    multi: Annotated[str, typer.Option(help="Multi-head juror (registry name or directory).")],
+    single: Annotated[str, typer.Option(help="Single-head juror to compare with.")],
+    config: ConfigOpt = None,
+    task: Annotated[str, typer.Option(help="TweetEval task whose val texts are scored.")] = (
+        "offensive"
+    ),
+    texts: Annotated[int, typer.Option(help="Val texts scored per round.")] = 300,
+    rounds: Annotated[int, typer.Option(help="Timed rounds (medians over them).")] = 8,
+) -> None:
+    """Labeling every task with one multi-head juror against one task with one juror."""
+    from jurystream.bench.heads import markdown, time_variants, variants
+    from jurystream.models.serving.juror import ModelLoadError, load_juror
+    from jurystream.models.serving.registry import RegistryError, resolve_juror_dir
+    from jurystream.models.training.datasets import DatasetError, load_tweeteval, tweeteval_dir
+
+    settings = _settings(config)
+    try:
+        jurors = [
+            load_juror(resolve_juror_dir(spec, settings.registry_url), threads=1)
+            for spec in (multi, single)
+        ]
+        data = load_tweeteval(tweeteval_dir(settings.data_root, task), "val", drop_empty=True)
+    except (ModelLoadError, RegistryError, DatasetError) as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from exc
+    if not hasattr(jurors[0], "predict_heads"):
+        err.print(f"[red]error:[/] {multi} is not a multi-head juror (kind onnx-multihead)")
+        raise typer.Exit(2)
+    sample = list(data.texts[:texts])
+    rows, load = time_variants(variants(jurors[0], jurors[1]), sample, rounds)
+    print(markdown(rows, len(sample), load))

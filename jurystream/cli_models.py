@@ -265,15 +265,24 @@ def bootstrap_multihead(
     costs about one transformer pass. Exported, verified and registered as serving.
     """
     from jurystream.exporters.onnx import ExportVerificationError
-    from jurystream.models.serving.juror import ModelLoadError
+    from jurystream.models.serving.juror import ModelLoadError, precision_note
     from jurystream.models.training.datasets import tweeteval_dir
     from jurystream.models.training.multihead import bootstrap_multihead as build
 
     settings = _settings(config, registry)
+    reg = _registry(settings)
     if len(set(task)) != len(task):
         raise _fail(ValueError(f"each --task once, please: {task}"))
     seeds, heldout = {}, {}
     for t in task:
+        if not tweeteval_dir(settings.data_root, t).is_dir():
+            root = tweeteval_dir(settings.data_root, "")
+            there = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+            err.print(
+                f"[red]error:[/] no TweetEval task {t!r} under {root} "
+                f"(there: {', '.join(there) or 'none'}); set JURYSTREAM_DATA_ROOT or --config"
+            )
+            raise typer.Exit(2)
         source = str(tweeteval_dir(settings.data_root, t))
         seeds[t] = _data(settings, source, split, "text", "label", drop_empty).sample(
             size, seed=sample_seed
@@ -284,7 +293,7 @@ def bootstrap_multihead(
     try:
         version, metrics = build(
             seeds,
-            _registry(settings),
+            reg,
             name=name,
             heldout=heldout,
             base=base,
@@ -299,6 +308,9 @@ def bootstrap_multihead(
             f"{name} v{version} head {t}: accuracy {report['accuracy']:.3f}, "
             f"macro-F1 {report['macro_f1']:.3f} on {report['examples']} held-out texts"
         )
+    note = precision_note(reg.manifest(name, version).extra)
+    if note:
+        err.print(f"[yellow]{name} v{version}:[/] {note}")
     print(f"{name}\t{version}")
 
 

@@ -38,7 +38,7 @@ def test_each_task_is_scored_on_its_own_posts_with_the_oracle_where_it_escalated
 
 
 def test_bench_runs_four_tasks_against_single_task_deployments(
-    tmp_path: Path, tiny_base: Path
+    tmp_path: Path, encoder_base: Path
 ) -> None:
     """Two real tasks, a few posts each, the tiny encoder: every figure is there and the
     shared pass decides exactly as the single-task juries do."""
@@ -48,7 +48,7 @@ def test_bench_runs_four_tasks_against_single_task_deployments(
         repeats=1,
         messages=48,
         val_size=40,
-        base=tiny_base,
+        base=encoder_base,
         min_int8_agreement=0.9,
         timeout_s=180,
     )

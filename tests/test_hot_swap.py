@@ -302,7 +302,7 @@ def test_follower_counts_swaps_and_refusals_and_ignores_what_it_serves(
 
 
 def test_a_multi_task_follower_swaps_a_multi_head_juror_into_every_task_or_refuses_it(
-    multihead_dir: Path, sklearn_jurors: list[Path], tiny_base: Path, tmp_path: Path
+    multihead_dir: Path, sklearn_jurors: list[Path], encoder_base: Path, tmp_path: Path
 ) -> None:
     """A multi-task worker checks labels in its swap (each task its own set): a version that
     lost a head some task needs is refused and the old one keeps serving every task."""
@@ -316,7 +316,12 @@ def test_a_multi_task_follower_swaps_a_multi_head_juror_into_every_task_or_refus
     good = registry.publish(multihead_dir, name="mh", promote=False)
     two_heads = {k: v for k, v in task_data().items() if k != "tagged"}
     lost = build_multihead_juror(
-        two_heads, tmp_path / "mh-2", name="mh", base=tiny_base, progress=False, min_agreement=0.9
+        two_heads,
+        tmp_path / "mh-2",
+        name="mh",
+        base=encoder_base,
+        progress=False,
+        min_agreement=0.9,
     )
     bad = registry.publish(lost, name="mh", promote=False)
     mh, tfidf = load_juror(multihead_dir), load_juror(sklearn_jurors[0])

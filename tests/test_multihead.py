@@ -56,6 +56,11 @@ def test_one_model_serves_every_head_and_each_head_view_agrees(multihead_dir: Pa
         assert (view.name, view.version, view.labels) == ("mh", "1", juror.heads[task])
         np.testing.assert_allclose(view.predict_proba(texts), probs, atol=1e-6)
     np.testing.assert_allclose(juror.predict_proba(texts), every["topic"], atol=1e-6)
+    assert {t: p.shape for t, p in juror.predict_heads([]).items()} == {
+        "topic": (0, 2),
+        "length": (0, 2),
+        "tagged": (0, 2),
+    }
     # The heads learned their own tasks: on their training posts they mostly get them right.
     for task, (train, gold, _) in tasks().items():
         picked = juror.predict_heads(train, tasks=[task])[task].argmax(axis=1)
@@ -161,6 +166,13 @@ def test_a_head_view_votes_in_a_jury_beside_a_tfidf_juror(
         pool.close()
     np.testing.assert_allclose(pooled, jury.probabilities(probe), atol=1e-6)
     np.testing.assert_allclose(pooled[:, 0], juror.predict_heads(probe)["length"], atol=1e-6)
+    pool = InferencePool(2)
+    try:
+        every = pool.score_heads(juror, probe)  # all heads, chunks spread over the pool
+    finally:
+        pool.close()
+    for task, probs in juror.predict_heads(probe).items():
+        np.testing.assert_allclose(every[task], probs, atol=1e-6)
 
 
 def write_tweeteval(root: Path, task: str, labels: tuple[str, ...], split_data: dict) -> None:  # type: ignore[type-arg]
@@ -173,7 +185,7 @@ def write_tweeteval(root: Path, task: str, labels: tuple[str, ...], split_data: 
 
 
 def test_cli_bootstraps_a_multihead_juror_into_the_registry(
-    tiny_base: Path, tmp_path: Path
+    encoder_base: Path, tmp_path: Path
 ) -> None:
     train, val = tasks(60, seed=1), tasks(30, seed=2)
     for task in ("topic", "length"):
@@ -189,7 +201,7 @@ def test_cli_bootstraps_a_multihead_juror_into_the_registry(
         app,
         [
             "models", "bootstrap-multihead", "--task", "length", "--task", "topic",
-            "--size", "40", "--name", "mh", "--base", str(tiny_base),
+            "--size", "40", "--name", "mh", "--base", str(encoder_base),
             "--registry", str(registry), "--check-size", "40",
         ],
         env={"JURYSTREAM_DATA_ROOT": str(tmp_path / "data")},
@@ -217,7 +229,9 @@ def test_cli_bootstraps_a_multihead_juror_into_the_registry(
         ["models", "bootstrap-multihead", "--task", "irony", "--registry", str(registry)],
         env={"JURYSTREAM_DATA_ROOT": str(tmp_path / "data")},
     )
-    assert refused.exit_code != 0 and "irony" in refused.stderr
+    assert refused.exit_code == 2
+    assert "no TweetEval task 'irony'" in refused.stderr
+    assert "(there: length, topic)" in refused.stderr
 
 
 def test_a_round_refits_one_head_and_keeps_the_others(multihead_dir: Path, tmp_path: Path) -> None:
@@ -249,3 +263,61 @@ def test_a_round_refits_one_head_and_keeps_the_others(multihead_dir: Path, tmp_p
         refine_multihead(
             RefineInputs(**{**inputs.__dict__, "target": tmp_path / "x", "task": "irony"})
         )
+
+
+def test_the_heads_bench_times_every_variant_against_one_head(multihead_dir: Path) -> None:
+    from jurystream.bench.heads import markdown, time_variants, variants
+
+    juror = load_juror(multihead_dir)
+    assert isinstance(juror, OnnxMultiHeadJuror)
+    rows, load = time_variants(variants(juror, juror.head("length")), probe_texts(), rounds=2)
+    assert [r.variant for r in rows] == [
+        "1 head (mh), predict_proba",
+        "3 heads (mh), predict_heads",
+        "3 heads, predict_proba (first head only)",
+        "3 heads, each head view in turn",
+    ]
+    assert rows[0].vs_one_head == 1.0 and all(r.texts_per_s > 0 for r in rows)
+    assert "| 3 heads (mh), predict_heads |" in markdown(rows, 30, load)
+
+
+def test_a_training_round_refits_the_first_head_and_publishes_it(
+    multihead_dir: Path, tmp_path: Path
+) -> None:
+    from jurystream.models.rules.continual import Example
+    from jurystream.models.training.datasets import LabeledSet
+    from jurystream.models.training.rounds import RoundRunner
+    from jurystream.models.training.store import TrainingStore
+
+    registry = Registry(tmp_path / "registry")
+    registry.publish(multihead_dir)
+    store = TrainingStore(tmp_path / "trainer.sqlite")
+    seed_texts, seed_labels, _ = tasks()["topic"]
+    store.add_seed(LabeledSet(tuple(seed_texts), tuple(seed_labels), LABELS))
+    hard_texts, hard_labels = labeled_examples(200, seed=20)
+    store.add_hard_samples(
+        [
+            Example(f"h{i}", t, LABELS[y], "hard", "oracle", 1.0)
+            for i, (t, y) in enumerate(zip(hard_texts, hard_labels, strict=True))
+        ]
+    )
+    gold_texts, gold_labels = labeled_examples(200, seed=99)
+    gold = [(t, LABELS[y]) for t, y in zip(gold_texts, gold_labels, strict=True)]
+    runner = RoundRunner(
+        store, registry, TrainerSettings(), gold, tmp_path / "work", min_int8_agreement=0.9
+    )
+    result = runner.run("samples")
+    assert result is not None
+    [candidate] = result.candidates
+    assert (candidate.juror, candidate.outcome) == ("mh", "promoted"), candidate.reason
+    assert candidate.training["by_origin"] == {"hard": 200, "seed": 40}  # the whole history
+    promoted = registry.load("mh")
+    assert isinstance(promoted, OnnxMultiHeadJuror) and promoted.version == "2"
+    assert registry.manifest("mh").extra["refit"] == "topic"
+    before = load_juror(multihead_dir)
+    assert isinstance(before, OnnxMultiHeadJuror)
+    probe = probe_texts()
+    old, new = before.predict_heads(probe), promoted.predict_heads(probe)
+    for kept in ("length", "tagged"):
+        np.testing.assert_allclose(new[kept], old[kept], atol=1e-6)
+    assert np.abs(new["topic"] - old["topic"]).max() > 1e-3

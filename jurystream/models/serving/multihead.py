@@ -85,7 +85,7 @@ class OnnxMultiHeadJuror(OnnxTransformerJuror):
         self, texts: Sequence[str], tasks: list[str], map_chunks: ChunkMap
     ) -> dict[str, np.ndarray]:
         out = {t: np.empty((len(texts), len(self.heads[t])), dtype=np.float32) for t in tasks}
-        if not texts:
+        if not texts or not tasks:
             return out
         encoded = runtime.encode(self._tokenizer, texts)
         feeds = {k: v for k, v in encoded.items() if k in self._inputs}

@@ -75,7 +75,7 @@ class InferencePool:
             return juror.predict_chunks(texts, self._map_chunks)
         return np.asarray(self._chunks.submit(juror.predict_proba, texts).result())
 
-    def heads(self, juror: MultiHeadJuror, texts: Sequence[str]) -> dict[str, np.ndarray]:
+    def score_heads(self, juror: MultiHeadJuror, texts: Sequence[str]) -> dict[str, np.ndarray]:
         """Every head of a multi-head juror, its chunks spread over the pool's threads."""
         return juror.predict_heads(texts, self._map_chunks)
 

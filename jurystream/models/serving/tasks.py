@@ -137,7 +137,9 @@ class TaskJuries:
     ) -> list[np.ndarray | dict[str, np.ndarray]]:
         def one(unit: Unit) -> np.ndarray | dict[str, np.ndarray]:
             if isinstance(unit, MultiHead):
-                return self.pool.heads(unit, texts) if self.pool else unit.predict_heads(texts)
+                return (
+                    self.pool.score_heads(unit, texts) if self.pool else unit.predict_heads(texts)
+                )
             return self.pool.score(unit, texts) if self.pool else unit.predict_proba(texts)
 
         if self.pool is None:

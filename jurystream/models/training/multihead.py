@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from jurystream.models.serving.juror import Manifest
 from jurystream.progress import progress_bar
 
 HEADS_FILE = "heads.npz"
@@ -253,7 +254,7 @@ def build_multihead_juror(
 
 def refit_head(
     serving_dir: Path,
-    manifest: Any,
+    manifest: Manifest,
     task: str | None,
     texts: Sequence[str],
     labels: Sequence[int],
