@@ -569,7 +569,10 @@ def multitask(
         int, typer.Option(help="Train posts per task the jurors learn from (cached).")
     ] = 2000,
     policy: PolicyOpt = "unanimous",
-    threshold: Annotated[float, typer.Option(help="Every task's jury threshold.")] = 0.7,
+    escalation: Annotated[
+        float,
+        typer.Option(help="Each task's threshold escalates at most this share of the stream."),
+    ] = 0.2,
     repeats: Annotated[int, typer.Option(help="Timing repeats (medians reported).")] = 3,
     messages: Annotated[int, typer.Option(help="Posts per end-to-end run.")] = 800,
     workdir: WorkdirOpt = Path("var/bench"),
@@ -597,7 +600,7 @@ def multitask(
         tasks=tuple(task or TASKS),
         train_size=train_size,
         policy=policy,
-        threshold=threshold,
+        escalation=escalation,
         repeats=repeats,
         messages=messages,
     )
