@@ -568,7 +568,7 @@ def multitask(
     train_size: Annotated[
         int, typer.Option(help="Train posts per task the jurors learn from (cached).")
     ] = 2000,
-    policy: PolicyOpt = "unanimous",
+    policy: PolicyOpt = "threshold",
     escalation: Annotated[
         float,
         typer.Option(help="Each task's threshold escalates at most this share of the stream."),
