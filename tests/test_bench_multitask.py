@@ -48,6 +48,7 @@ def test_bench_runs_four_tasks_against_single_task_deployments(
         repeats=1,
         messages=48,
         val_size=40,
+        escalation=0.5,  # half of each task's posts: several posts escalate on both
         base=encoder_base,
         min_int8_agreement=0.9,
         timeout_s=180,
@@ -55,6 +56,7 @@ def test_bench_runs_four_tasks_against_single_task_deployments(
     result = run_multitask(Settings(data_root=data_root()), cfg, tmp_path, log=lambda _: None)
     assert result.stream_posts == 80 and [r.task for r in result.quality] == ["irony", "emotion"]
     assert all(r.posts == 40 and r.f1_drop_points == 0.0 for r in result.quality)
+    assert all(0.0 < r.escalation <= 0.5 for r in result.quality)  # calibrated per task
     assert result.end_to_end["multi_posts_per_s"] > 0 and result.end_to_end["single_posts_per_s"]
     assert result.inference["multi_over_four_deployments"] < 1.0  # one encoder pass, not two
     several = next(r for r in result.review["rows"] if r["what"] == "escalated on 2 or more")
