@@ -394,11 +394,15 @@ def test_worker_applies_a_task_threshold_to_that_tasks_jury_once_it_serves_its_v
         }
     )
     settings = Settings(data_dir=tmp_path / "var")
-    worker = LabelingWorker(settings, juries, WorkerMetrics(CollectorRegistry()), {})
+    metrics = WorkerMetrics(CollectorRegistry())
+    worker = LabelingWorker(settings, juries, metrics, {})
 
     def thresholds() -> dict[str, float]:
         assert isinstance(worker.jury, TaskJuries)
-        return {t: j.threshold for t, j in worker.jury.juries.items()}
+        served = {t: j.threshold for t, j in worker.jury.juries.items()}
+        gauge = metrics.registry.get_sample_value
+        assert served == {t: gauge("jurystream_jury_threshold", {"task": t}) for t in served}
+        return served
 
     try:
         worker.set_threshold(update("toxic", "majority", {"tfidf1": "1", "tfidf2": "1"}))

@@ -178,7 +178,7 @@ class LabelingWorker:
                 update.threshold,
                 update.reason,
             )
-            self.metrics.threshold_served(_primary(self.jury).threshold)
+            self.metrics.threshold_served(update.threshold, update.task or DEFAULT_TASK)
 
     def _publish_versions(self) -> None:
         self.metrics.versions_served(self.jury.versions)
