@@ -42,7 +42,7 @@ from typing import Any
 from aiokafka import ConsumerRecord
 
 from jurystream.config import Settings, Topic
-from jurystream.exporters.metrics import TrainerMetrics
+from jurystream.exporters.metrics import DEFAULT_TASK, TrainerMetrics
 from jurystream.models.rules.continual import round_due
 from jurystream.models.serving.registry import Registry
 from jurystream.models.training.controller import ThresholdController
@@ -197,8 +197,9 @@ class TrainerRole(Role):
             return
         lane.audits_at_decision = await asyncio.to_thread(controller.audits_since_decision)
         decision = result.decision
-        if lane is self.lanes[0]:  # the gauge shows one jury: the first task's, as the worker's
-            self.metrics.threshold_chosen(decision.threshold, decision.target_accuracy)
+        if lane is self.lanes[0]:  # the target gauge has no task: the first task's is shown
+            task = lane.task or DEFAULT_TASK
+            self.metrics.threshold_chosen(decision.threshold, decision.target_accuracy, task)
         if why != "start" and lane.announced == (decision.threshold, result.versions):
             return
         audit = result.audit
