@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -215,7 +216,8 @@ def calibrated_thresholds(
     for task in cfg.tasks:
         jurors = [for_task(shared, task), load_juror(dirs[f"tfidf-{task}"])]
         replay = replay_jurors(juror_probabilities(jurors, texts), texts, jurors)
-        out[task] = round(calibrate_policy(replay, cfg.policy, texts, cfg.escalation), 4)
+        threshold = calibrate_policy(replay, cfg.policy, texts, cfg.escalation)
+        out[task] = math.floor(threshold * 1e4) / 1e4  # rounded down: never over the share
     return out
 
 
