@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -41,6 +41,17 @@ TaskDirOpt = Annotated[
     Path | None,
     typer.Option(help="TweetEval task dir (default <data_root>/tweeteval/offensive)."),
 ]
+
+
+def _report(path: Path, text: str, headline: dict[str, Any], docs: Path | None) -> None:
+    """A bench's markdown beside its JSON and on stdout; its headline figures in ``docs``."""
+    import json
+
+    path.with_suffix(".md").write_text(text + "\n")
+    out.print(text)
+    if docs is not None:
+        docs.parent.mkdir(parents=True, exist_ok=True)
+        docs.write_text(json.dumps(headline, indent=2) + "\n")
 
 
 def _settings(config: Path | None) -> Settings:
@@ -383,7 +394,6 @@ def loop(
     ] = None,
 ) -> None:
     """Does the loop pay? The real roles over a labeled feed, per segment, with baselines."""
-    import json
 
     from jurystream.bench import loop as bench_loop
     from jurystream.bench.loop import LoopConfig, markdown, plot, run_loop, write_json
@@ -423,12 +433,7 @@ def loop(
     name = f"loop-{task}-{result.reviewer.replace(':', '')}"
     path = write_json(result, output or workdir / f"{name}.json")
     chart = plot(result, path.with_suffix(".png"))
-    text = markdown(result)
-    path.with_suffix(".md").write_text(text + "\n")
-    out.print(text)
-    if docs is not None:
-        docs.parent.mkdir(parents=True, exist_ok=True)
-        docs.write_text(json.dumps(result.headline, indent=2) + "\n")
+    _report(path, markdown(result), result.headline, docs)
     out.print(f"results: {path}, chart: {chart} ({result.seconds:.0f} s)")
 
 
@@ -583,7 +588,6 @@ def multitask(
 ) -> None:
     """Four tasks on one stream against four single-task deployments of the same jurors:
     inference cost, per-task quality, reviewer cost."""
-    import json
 
     from jurystream.bench.multitask import (
         TASKS,
@@ -611,12 +615,7 @@ def multitask(
         raise typer.Exit(1) from exc
     path = write_json(result, output or workdir / "multitask.json")
     chart = plot(result, path.with_suffix(".png"))
-    text = markdown(result)
-    path.with_suffix(".md").write_text(text + "\n")
-    out.print(text)
-    if docs is not None:
-        docs.parent.mkdir(parents=True, exist_ok=True)
-        docs.write_text(json.dumps(result.headline(), indent=2) + "\n")
+    _report(path, markdown(result), result.headline(), docs)
     out.print(f"results: {path}, chart: {chart} ({result.seconds:.0f} s)")
 
 
