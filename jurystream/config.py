@@ -173,6 +173,9 @@ class TaskSettings(_Section):
     # Accuracy of accepted labels the controller holds for this task; None:
     # ``controller.target_accuracy`` (or the reviewer's measured accuracy minus the margin).
     target_accuracy: float | None = Field(None, ge=0.0, le=1.0)
+    # The label distribution this task's jurors were trained on (label -> count or share), as
+    # ``metrics.drift_reference`` for one task; empty: the monitor's first full window.
+    drift_reference: dict[str, float] = Field(default_factory=dict)
 
     def prompt(self, name: str) -> str:
         return self.instruction or f"Label the post for {name}."

@@ -255,7 +255,10 @@ def test_trainer_rounds_threshold_and_dead_letters() -> None:
     assert sample(m, "jurystream_training_runs_total", juror="minilm", outcome="promoted") == 1
     assert sample(m, "jurystream_training_duration_seconds_sum") == 42.0
     assert sample(m, "jurystream_jury_threshold") == 0.66
-    assert sample(m, "jurystream_target_accuracy") == 0.95
+    assert sample(m, "jurystream_target_accuracy", task="default") == 0.95
+    m.threshold_chosen(0.8, 0.9, task="hate")  # a task's own target beside the others
+    assert sample(m, "jurystream_target_accuracy", task="hate") == 0.9
+    assert sample(m, "jurystream_target_accuracy", task="default") == 0.95
     assert messages(m, "dead_lettered") == 1
     with pytest.raises(ValueError):
         m.round_finished("minilm", "great", 1.0)
@@ -349,6 +352,7 @@ def test_serve_exposes_the_registry_over_http() -> None:
 PER_TASK_FAMILIES = {
     "jurystream_labels_total",
     "jurystream_jury_threshold",
+    "jurystream_target_accuracy",
     "jurystream_juror_votes_total",
     "jurystream_juror_agreement_total",
     "jurystream_task_decisions_total",

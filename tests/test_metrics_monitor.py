@@ -11,12 +11,12 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from jurystream.config import Topic
+from jurystream.config import Settings, Topic
 from jurystream.exporters.metrics import DEFAULT_TASK, MonitorMetrics
 from jurystream.exporters.metrics.families import PER_TASK
 from jurystream.stream.broker import free_port
 from jurystream.stream.client import produce
-from jurystream.stream.feedback import QualityMonitor, label_facts
+from jurystream.stream.feedback import QualityMonitor, drift_references, label_facts
 from jurystream.stream.records import Feedback, LabelRecord
 from tests.fixtures.processes import Roles
 
@@ -53,10 +53,16 @@ def value(m: MonitorMetrics, name: str, **labels: str) -> float | None:
 
 
 def make(
-    capacity: int = 100, window: int = 10, drift: int = 4, ref: dict[str, float] | None = None
+    capacity: int = 100,
+    window: int = 10,
+    drift: int = 4,
+    ref: dict[str, float] | None = None,
+    refs: dict[str, dict[str, float]] | None = None,
 ):  # type: ignore[no-untyped-def]
+    """A monitor; ``ref``: the single task's training distribution, ``refs``: per task."""
     m = MonitorMetrics()
-    return m, QualityMonitor(m, window, drift, ref or {}, capacity)
+    references = {DEFAULT_TASK: ref or {}, **(refs or {})}
+    return m, QualityMonitor(m, window, drift, references, capacity)
 
 
 def test_join_in_either_order_counts_per_source_and_per_juror() -> None:
@@ -243,7 +249,7 @@ def test_a_multi_task_label_joins_each_task_with_that_tasks_feedback() -> None:
 
 
 def test_audits_and_drift_are_kept_per_task() -> None:
-    m, q = make(window=10, drift=2, ref={"pos": 50, "neg": 50})
+    m, q = make(window=10, drift=2, ref={"pos": 50, "neg": 50}, refs={"irony": {"yes": 1}})
     for i, (task, jury, reviewed) in enumerate(
         [("hate", "yes", "no"), ("hate", "yes", "yes"), ("irony", "no", "no"), (None, "pos", "pos")]
     ):
@@ -260,12 +266,14 @@ def test_audits_and_drift_are_kept_per_task() -> None:
     assert value(m, accuracy, task="hate", label="all", bound="estimate") == pytest.approx(0.5)
     assert value(m, accuracy, task="irony", label="all", bound="estimate") == pytest.approx(1.0)
     assert value(m, "jurystream_audit_window", label="all") == 1  # the single-task audit
-    # The configured training reference is the single-task labels'; each task of several is
-    # measured against its own first full window.
+    # Each task is measured against its own training reference where one is configured (irony
+    # was trained on "yes" only and now sees "no": drift), else against its first full window.
     psi = "jurystream_label_drift_psi"
     assert value(m, psi, reference="training") == pytest.approx(0.0)
     assert value(m, psi, task="hate", reference="first_window") == pytest.approx(0.0)
     assert value(m, psi, task="hate", reference="training") is None
+    assert value(m, psi, task="irony", reference="training") > 0.25  # type: ignore[operator]
+    assert value(m, psi, task="irony", reference="first_window") is None
     assert value(m, "jurystream_label_drift_window_samples", task="irony") == 2
 
 
@@ -371,3 +379,16 @@ def test_three_monitors_split_the_partitions_and_still_join_every_pair(roles: Ro
         time.sleep(0.5)
     assert sum(counts) == n, (counts, roles.logs())
     assert all(c > 0 for c in counts), counts  # both processes did part of the join
+
+
+def test_drift_references_come_from_each_tasks_settings() -> None:
+    one = Settings(metrics={"drift_reference": {"pos": 3, "neg": 1}})
+    assert drift_references(one) == {DEFAULT_TASK: {"pos": 3, "neg": 1}}
+    several = Settings(
+        metrics={"drift_reference": {"pos": 3, "neg": 1}},  # one label set: not the tasks'
+        tasks={
+            "hate": {"labels": ["no", "yes"], "jurors": ["a"], "drift_reference": {"no": 9}},
+            "irony": {"labels": ["no", "yes"], "jurors": ["a"]},
+        },
+    )
+    assert drift_references(several) == {"hate": {"no": 9}, "irony": {}}

@@ -256,9 +256,15 @@ def test_every_dashboard_query_returns_data_from_a_real_prometheus(
             },
         )
         # No round in this test (that is tests/test_trainer_stream.py): the trainer's series
-        # exist from its start, at zero, as a fresh deployment's dashboard shows them.
+        # exist from its start, at zero, as a fresh deployment's dashboard shows them, and the
+        # configured target before the controller's first decision.
         roles.start(
-            "trainer", "--metrics-port", str(ports["trainer"][0]), "--every-samples", "100000"
+            "trainer",
+            "--metrics-port",
+            str(ports["trainer"][0]),
+            "--every-samples",
+            "100000",
+            env={"JURYSTREAM_CONTROLLER__TARGET_ACCURACY": "0.9"},
         )
         # Every query with the job variable at "All" and with all four jobs picked (multi-value).
         exprs = [t.expr for t in dashboard.targets()]

@@ -431,3 +431,23 @@ def test_worker_applies_a_task_threshold_to_that_tasks_jury_once_it_serves_its_v
         assert single.jury.threshold == 0.55
     finally:
         single.close()
+
+
+def test_each_tasks_controller_shows_its_own_target_and_threshold(
+    sklearn_jurors: list[Path], tmp_path: Path
+) -> None:
+    settings = deployment(
+        tmp_path,
+        sklearn_jurors,
+        offensive=task(["tfidf0", "tfidf1"], target_accuracy=0.8),
+        toxic=task(["tfidf1", "tfidf2"], target_accuracy=0.9),
+    )
+    trainer, producer = role(settings)
+    asyncio.run(trainer.start())
+
+    gauge = trainer.metrics.registry.get_sample_value
+    targets = {t: gauge("jurystream_target_accuracy", {"task": t}) for t in settings.tasks}
+    assert targets == {"offensive": 0.8, "toxic": 0.9}
+    announced = {u.task: u.threshold for u in producer.thresholds()}
+    assert set(announced) == {"offensive", "toxic"}  # every lane decided, not only the first
+    assert {t: gauge("jurystream_jury_threshold", {"task": t}) for t in announced} == announced

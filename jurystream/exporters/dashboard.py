@@ -281,7 +281,10 @@ ROWS: tuple[Row, ...] = (
                         Target(audit(bound), f"audit {bound} {{{{task}}}}")
                         for bound in ("estimate", "low", "high")
                     ),
-                    Target(f"max({series('jurystream_target_accuracy')})", "controller target"),
+                    Target(
+                        f"max by (task) ({series('jurystream_target_accuracy')})",
+                        "controller target {{task}}",
+                    ),
                 ),
                 unit="percentunit",
                 description=(

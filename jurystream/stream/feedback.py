@@ -91,6 +91,14 @@ def feedback_task(record: Feedback | HardSample) -> str:
     return record.task or DEFAULT_TASK
 
 
+def drift_references(settings: Settings) -> dict[str, dict[str, float]]:
+    """Each task's training label distribution: ``tasks.<name>.drift_reference`` with several
+    tasks (each has its own label set), ``metrics.drift_reference`` with one."""
+    if settings.tasks:
+        return {name: dict(spec.drift_reference) for name, spec in settings.tasks.items()}
+    return {DEFAULT_TASK: dict(settings.metrics.drift_reference)}
+
+
 class QualityMonitor:
     """The join and the rolling windows; Kafka-free so it is tested directly."""
 
@@ -99,7 +107,7 @@ class QualityMonitor:
         metrics: MonitorMetrics,
         quality_window: int,
         drift_window: int,
-        drift_reference: Mapping[str, float],
+        drift_references: Mapping[str, Mapping[str, float]],
         join_capacity: int,
     ) -> None:
         self.metrics = metrics
@@ -113,11 +121,12 @@ class QualityMonitor:
         self.by_source: dict[tuple[str, str], RollingQuality] = {}  # (task, source)
         self.by_juror: dict[tuple[str, str], RollingQuality] = {}  # (task, juror)
         self.drift: dict[str, LabelWindow] = {}  # per task
-        # The configured training distribution is a single-task deployment's (one label set);
-        # each task of a multi-task deployment is measured against its first full window.
-        self.reference: dict[str, dict[str, float]] = (
-            {DEFAULT_TASK: dict(drift_reference)} if drift_reference else {}
-        )
+        # Per task, the label distribution its jurors were trained on (``drift_references``,
+        # see ``drift_references``); a task without one is measured against its first full
+        # window.
+        self.reference: dict[str, dict[str, float]] = {
+            task: dict(reference) for task, reference in drift_references.items() if reference
+        }
         self.reference_kind = {task: "training" for task in self.reference}
         self.audits: dict[str, deque[tuple[str, str]]] = {}  # per task
 
@@ -256,7 +265,11 @@ class MonitorRole(Role):
         super().__init__(settings, kafka, metrics, spec)
         cfg = settings.metrics
         self.quality = QualityMonitor(
-            metrics, cfg.quality_window, cfg.drift_window, cfg.drift_reference, cfg.join_capacity
+            metrics,
+            cfg.quality_window,
+            cfg.drift_window,
+            drift_references(settings),
+            cfg.join_capacity,
         )
         handlers = {
             Topic.LABELS: self.quality.on_label,

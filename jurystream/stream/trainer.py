@@ -140,6 +140,10 @@ class TrainerRole(Role):
         the threshold for it."""
         await self._announce(await asyncio.to_thread(self._serving_updates))
         for lane in self.lanes:
+            # A configured target is known before the first decision (which needs gold and
+            # audits); one derived from the reviewer's accuracy appears with that decision.
+            if lane.controller is not None and lane.controller.target is not None:
+                self.metrics.target_accuracy(lane.controller.target, lane.task or DEFAULT_TASK)
             await self._control(lane, "start")
 
     async def handle(self, messages: list[ConsumerRecord[Any, Any]]) -> None:
@@ -197,9 +201,8 @@ class TrainerRole(Role):
             return
         lane.audits_at_decision = await asyncio.to_thread(controller.audits_since_decision)
         decision = result.decision
-        if lane is self.lanes[0]:  # the target gauge has no task: the first task's is shown
-            task = lane.task or DEFAULT_TASK
-            self.metrics.threshold_chosen(decision.threshold, decision.target_accuracy, task)
+        task = lane.task or DEFAULT_TASK
+        self.metrics.threshold_chosen(decision.threshold, decision.target_accuracy, task)
         if why != "start" and lane.announced == (decision.threshold, result.versions):
             return
         audit = result.audit

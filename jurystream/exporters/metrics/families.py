@@ -170,7 +170,8 @@ HARD_SAMPLES = CounterFamily(
 # --- trainer: threshold controller and fine-tuning rounds ---
 TARGET_ACCURACY = GaugeFamily(
     "jurystream_target_accuracy",
-    "Accuracy of accepted labels the threshold controller holds (trainer)",
+    "Accuracy of accepted labels the threshold controller holds, per task (trainer)",
+    (TASK,),
 )
 TRAINING_RUNS = CounterFamily(
     "jurystream_training_runs_total",

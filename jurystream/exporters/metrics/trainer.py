@@ -50,7 +50,11 @@ class TrainerMetrics(RoleMetrics):
         """The controller chose ``threshold`` for ``task`` to hold ``target_accuracy`` of
         accepted labels."""
         self._threshold.labels(task).set(threshold)
-        self._target.set(target_accuracy)
+        self.target_accuracy(target_accuracy, task)
+
+    def target_accuracy(self, target: float, task: str = DEFAULT_TASK) -> None:
+        """The accuracy of accepted labels ``task``'s controller holds."""
+        self._target.labels(task).set(target)
 
     def dead_lettered(self) -> None:
         """A record the trainer cannot use went to dead-letters."""
