@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
+from rich.markup import escape
 
 from jurystream.cli_common import (
     BootstrapOpt,
@@ -139,8 +140,16 @@ def broker(
         console.print("broker stopped")
 
 
+def _on_command_line(ctx: typer.Context, name: str) -> bool:
+    """Whether option ``name`` was typed, not read from its environment variable (a variable
+    set for every role, such as the demo's, must not refuse a role it does not concern)."""
+    source = ctx.get_parameter_source(name)  # typer's own click: compared by name
+    return source is not None and source.name == "COMMANDLINE"
+
+
 @app.command()
 def worker(
+    ctx: typer.Context,
     config: ConfigOpt = None,
     bootstrap: BootstrapOpt = None,
     juror: Annotated[
@@ -168,6 +177,7 @@ def worker(
     metrics_port: MetricsPortOpt = None,
 ) -> None:
     """Label posts: read `posts`, run the jury, write `labels`, `review` or `dead-letters`."""
+    from jurystream.models.serving.juror import ModelLoadError
     from jurystream.stream.roles import run_worker
 
     settings = _settings(
@@ -181,8 +191,21 @@ def worker(
         },
         metrics={"port": metrics_port},
     )
+    given = [f"--{name}" for name in ("policy", "threshold") if _on_command_line(ctx, name)]
+    if settings.tasks and given:
+        console.print(
+            f"[red]error:[/] {' and '.join(given)} set the one task's jury, but this "
+            f"deployment labels several tasks ({', '.join(settings.tasks)}): set "
+            "tasks.<name>.policy and tasks.<name>.threshold in the config instead"
+        )
+        raise typer.Exit(2)
     _require_bootstrap(settings)
-    sys.exit(run_worker(settings))
+    try:
+        code = run_worker(settings)
+    except (ModelLoadError, ValueError) as exc:  # a juror that cannot serve, LabelSetError
+        console.print(f"[red]error:[/] {escape(str(exc))}")
+        raise typer.Exit(2) from exc
+    sys.exit(code)
 
 
 @app.command()

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from jurystream.config import Settings, env_var, load_settings
 
@@ -58,7 +59,8 @@ def _settings(config: Path | None, **overrides: Any) -> Settings:
     try:
         settings = load_settings(config, **cleaned)
     except Exception as exc:
-        console.print(f"[red]error:[/] bad configuration: {exc}")
+        # Escaped: a message may quote a TOML section ("[tasks]"), which rich reads as markup.
+        console.print(f"[red]error:[/] bad configuration: {escape(str(exc))}")
         raise typer.Exit(2) from exc
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"

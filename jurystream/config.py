@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import tomllib
 from collections.abc import Collection, Mapping
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -155,11 +156,11 @@ class TaskSettings(_Section):
     a multi-head juror (``onnx-multihead``) then serves each task from one encoder pass.
     """
 
-    labels: list[str] = Field(min_length=2)
+    labels: list[str]
     descriptions: dict[str, str] = Field(default_factory=dict)
     # What the reviewer is asked for this task; None: "Label the post for <task>."
     instruction: str | None = None
-    jurors: list[str] = Field(min_length=1)
+    jurors: list[str]
     policy: PolicyName = "unanimous"
     threshold: float = Field(0.7, ge=0.0, le=1.0)
     weights: dict[str, float] = Field(default_factory=dict)
@@ -179,6 +180,63 @@ class TaskSettings(_Section):
 
     def prompt(self, name: str) -> str:
         return self.instruction or f"Label the post for {name}."
+
+    # Checked here rather than where they are used: a repeated label or a weight for a juror
+    # the task does not have would otherwise be served quietly (votes split on a name that is
+    # there twice, a weight that weighs nothing). Pydantic puts the task in front of each
+    # message (``tasks.hate.labels``).
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, labels: list[str]) -> list[str]:
+        if len(labels) < 2:
+            raise ValueError(
+                f"a task needs at least two labels, got {labels}: list them all, e.g. "
+                'labels = ["not-hate", "hate"] for a yes/no task'
+            )
+        _distinct_names(labels, "label")
+        return labels
+
+    @field_validator("jurors")
+    @classmethod
+    def _jurors(cls, jurors: list[str]) -> list[str]:
+        if not jurors:
+            raise ValueError(
+                "a task needs at least one juror: name them in jurors (registry "
+                "names or juror directories; see `jurystream models list`)"
+            )
+        _distinct_names(jurors, "juror")
+        return jurors
+
+    @model_validator(mode="after")
+    def _named_within(self) -> TaskSettings:
+        stray = sorted(set(self.weights) - set(self.jurors))
+        if stray:
+            raise ValueError(
+                f"weights names {stray}, not among this task's jurors {self.jurors}: weigh only "
+                "the task's jurors (a juror left out weighs 1), or add it to jurors"
+            )
+        stray = sorted(set(self.descriptions) - set(self.labels))
+        if stray:
+            raise ValueError(
+                f"descriptions names {stray}, not among this task's labels {self.labels}: "
+                "describe only the task's labels (spelt as in labels)"
+            )
+        return self
+
+
+def _distinct_names(names: list[str], what: str) -> None:
+    """Refuse a blank or repeated ``what`` (label, juror) in a task's list."""
+    if any(not name.strip() for name in names):
+        raise ValueError(f"a {what} name is blank in {names}: remove it or name it")
+    repeated = ", ".join(sorted({repr(name) for name in names if names.count(name) > 1}))
+    if repeated:
+        raise ValueError(f"{what} {repeated} listed more than once in {names}: list each once")
+
+
+# What a task may be named, and the one name it may not take: the ``task`` metric label of a
+# single-task deployment (``exporters.metrics.families.DEFAULT_TASK``).
+TASK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+RESERVED_TASK = "default"
 
 
 IN_FLIGHT_PER_SLOT = 4  # cases a reviewer holds per request slot unless max_in_flight says
@@ -350,6 +408,48 @@ class Settings(BaseSettings):
     # Several policies labeled on one stream (``[tasks.offensive]``, ``[tasks.hate]``, …). Empty:
     # one task, whose labels come from the jurors in ``jury`` (single-task records unchanged).
     tasks: dict[str, TaskSettings] = Field(default_factory=dict)
+
+    @field_validator("tasks")
+    @classmethod
+    def _task_names(cls, tasks: dict[str, TaskSettings]) -> dict[str, TaskSettings]:
+        for name in tasks:
+            # A task name becomes a file name (trainer-<task>.sqlite), part of a record key
+            # (<id>#<task>), a metric label value and a JSON-schema property the LLM answers.
+            if not TASK_NAME.fullmatch(name):
+                raise ValueError(
+                    f"task name {name!r} cannot be used: name each [tasks.<name>] with letters, "
+                    "digits, '-' or '_' (at most 64, starting with a letter or digit), "
+                    "e.g. [tasks.hate]"
+                )
+            if name == RESERVED_TASK:
+                raise ValueError(
+                    f"task name {name!r} is what metrics call the one task of a single-task "
+                    "deployment: name the task after its policy, e.g. [tasks.offensive]"
+                )
+        by_case = [n for n in tasks if n.lower() in {m.lower() for m in tasks if m != n}]
+        if by_case:  # one store file on a case-insensitive file system
+            raise ValueError(f"task names {by_case} differ only in case: rename one of them")
+        return tasks
+
+    @model_validator(mode="after")
+    def _one_way_to_name_jurors(self) -> Settings:
+        """With ``[tasks]`` each task names its own jurors, weights and threshold; the
+        single-task ``jury`` settings for them would be ignored, so they are refused."""
+        if not self.tasks:
+            return self
+        given = [
+            f"jury.{name}"
+            for name in ("jurors", "weights", "thresholds_file")
+            if getattr(self.jury, name)
+        ]
+        if given:
+            raise ValueError(
+                f"{', '.join(given)} set together with [tasks] ({', '.join(self.tasks)}), which "
+                "name their own: move them into each task (tasks.<name>.jurors, "
+                "tasks.<name>.weights, tasks.<name>.threshold) and unset "
+                f"{', '.join(given)} (also --juror and {env_var('jury.jurors')})"
+            )
+        return self
 
     @property
     def registry_url(self) -> str:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from faust.worker import Worker
 
-from jurystream.config import Settings
+from jurystream.config import JurySettings, Settings
 from jurystream.exporters.metrics import WorkerMetrics
 from jurystream.models.rules.labelsets import align_juror
 from jurystream.models.serving.juror import Juror, ModelLoadError, load_juror
@@ -69,21 +69,42 @@ def load_jury(settings: Settings) -> Jury:
 def load_task_juries(settings: Settings) -> TaskJuries:
     """One jury per task of ``settings.tasks``; a juror named in several tasks is loaded once
     (a multi-head juror then serves each task from its head)."""
+    defaults = JurySettings.model_fields
+    unused = [
+        f"jury.{name}"
+        for name in ("policy", "threshold")
+        if getattr(settings.jury, name) != defaults[name].default
+    ]
+    if unused:
+        log.warning(
+            "%s unused with several tasks: each task has its own (tasks.<name>.policy, "
+            "tasks.<name>.threshold)",
+            ", ".join(unused),
+        )
     loaded: dict[str, Juror] = {}
     juries = {}
     for task, spec in settings.tasks.items():
         jurors = []
         for ref in spec.jurors:
+            instead = f"or remove {ref!r} from tasks.{task}.jurors"
             if ref not in loaded:
-                loaded[ref] = load_juror_ref(ref, settings)
+                try:
+                    loaded[ref] = load_juror_ref(ref, settings)
+                except ModelLoadError as exc:
+                    raise ModelLoadError(f"task {task}: {exc}; {instead}") from exc
             try:
                 juror = for_task(loaded[ref], task)
             except ValueError as exc:
-                raise ModelLoadError(f"task {task}: {exc}") from exc
-            # Refused at start, with both label sets named, rather than labels nobody asked for;
-            # the jury votes in the order of the task's labels.
-            what = f"task {task}: juror {juror.name} vs the task's labels"
-            jurors.append(align_juror(juror, spec.labels, what))
+                raise ModelLoadError(f"task {task}: {exc}, {instead}") from exc
+            # Refused at start rather than serving labels nobody asked for; the jury votes in
+            # the order of the task's labels.
+            if set(juror.labels) != set(spec.labels):
+                raise ModelLoadError(
+                    f"task {task}: juror {ref!r} answers {list(juror.labels)}, but the task's "
+                    f"labels are {spec.labels}: set tasks.{task}.labels to the juror's labels "
+                    f"if they mean the same, {instead} and name a juror trained on the task's"
+                )
+            jurors.append(align_juror(juror, spec.labels))
         juries[task] = Jury(tuple(jurors), spec.policy, spec.threshold, spec.weights)
     return TaskJuries(juries)
 

@@ -41,12 +41,12 @@ from typing import Any
 
 from aiokafka import ConsumerRecord
 
-from jurystream.config import Settings, Topic
+from jurystream.config import Settings, SettingsError, Topic
 from jurystream.exporters.metrics import DEFAULT_TASK, TrainerMetrics
 from jurystream.models.rules.continual import round_due
 from jurystream.models.serving.registry import Registry
 from jurystream.models.training.controller import ThresholdController
-from jurystream.models.training.datasets import load_dataset
+from jurystream.models.training.datasets import LabeledSet, load_dataset, load_task_dataset
 from jurystream.models.training.rounds import RoundResult, RoundRunner
 from jurystream.models.training.store import TrainingStore
 from jurystream.stream.records import (
@@ -340,25 +340,35 @@ class TrainerRole(Role):
                 await self._control(other, lane.why(f"round {result.round}"))
 
 
+def _lane_data(settings: Settings, task: str | None, setting: str, split: str) -> LabeledSet | None:
+    """``trainer.<setting>`` (``seed_data``, ``gold_data``), or a task's own
+    ``tasks.<task>.<setting>``, held to the task's labels; None when not set."""
+    if task is None:
+        source = getattr(settings.trainer, setting)
+        return load_dataset(source, split) if source else None
+    spec = settings.tasks[task]
+    source = getattr(spec, setting)
+    return load_task_dataset(source, split, task, setting, spec.labels) if source else None
+
+
 def build_lane(settings: Settings, registry: Registry, task: str | None = None) -> Lane:
     """A task's lane (None: the one task of ``trainer``): the store (seed set imported once),
     the round runner with its held-out gold set, and the threshold controller."""
     trainer = settings.trainer
-    seed_data, gold_data = trainer.seed_data, trainer.gold_data
     if task is not None:
-        spec = settings.tasks[task]
-        seed_data, gold_data = spec.seed_data, spec.gold_data
-        trainer = trainer.model_copy(update={"jurors": list(spec.jurors)})
+        jurors = list(settings.tasks[task].jurors)
+        trainer = trainer.model_copy(update={"jurors": jurors})
     store = TrainingStore(settings.data_dir / store_file(task))
-    if seed_data:
-        seed = load_dataset(seed_data, trainer.seed_split)
+    seed = _lane_data(settings, task, "seed_data", trainer.seed_split)
+    if seed is not None:
         added = store.add_seed(seed.sample(trainer.seed_size, seed=trainer.seed_sample))
         if added:
             where = "" if task is None else f" of task {task}"
             log.warning("imported %d seed examples for replay%s", added, where)
     gold: list[tuple[str, str]] = []
-    if gold_data:
-        held = load_dataset(gold_data, trainer.gold_split).sample(trainer.gold_size)
+    held = _lane_data(settings, task, "gold_data", trainer.gold_split)
+    if held is not None:
+        held = held.sample(trainer.gold_size)
         gold = list(zip(held.texts, held.gold(), strict=True))
     work = settings.data_dir / "trainer-work"
     runner = RoundRunner(store, registry, trainer, gold, work, task=task)
@@ -381,6 +391,17 @@ def build_lanes(settings: Settings) -> list[Lane]:
             "tasks.<name>.seed_data, tasks.<name>.gold_data)",
             ", ".join(unused),
         )
+    for task, spec in settings.tasks.items():
+        # Else the task's threshold controller fails at every decision, and its rounds skip
+        # the juror, while the worker serves it: refused here, where the trainer starts.
+        unknown = [name for name in spec.jurors if registry.serving_version(name) is None]
+        if unknown:
+            raise SettingsError(
+                f"task {task}: jurors {unknown} have no serving version in the registry "
+                f"{registry.url}, and the trainer refines and calibrates registry jurors only: "
+                "publish them there (`jurystream models bootstrap`; `jurystream models list` "
+                f"shows what it holds), or remove them from tasks.{task}.jurors"
+            )
     tasks: list[str | None] = [*settings.tasks] or [None]
     return [build_lane(settings, registry, task) for task in tasks]
 

@@ -29,7 +29,7 @@ from jurystream.models.reviewer.openai_backend import (
 from jurystream.models.reviewer.oracle import OracleBackend, SimulatedBackend
 from jurystream.models.reviewer.spend import Peers
 from jurystream.models.serving.juror import load_juror
-from jurystream.models.training.datasets import LabeledSet, load_dataset
+from jurystream.models.training.datasets import LabeledSet, load_dataset, load_task_dataset
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,9 @@ def task_demonstrations(
         if task.gold_pool is None:
             continue
         # A blank example teaches nothing (TweetEval hate's val split has one).
-        pool = load_dataset(task.gold_pool, split="val", drop_empty=True)
+        pool = load_task_dataset(
+            task.gold_pool, "val", name, "gold_pool", task.labels, drop_empty=True
+        )
         out[name] = _knn(settings, pool.sample(settings.gold_pool_size)).nearest
     return out
 

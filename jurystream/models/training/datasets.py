@@ -343,6 +343,36 @@ def load_dataset(
     raise DatasetError(f"{path}: unknown format; use a TweetEval dir, .jsonl, .csv or hub:NAME")
 
 
+def load_task_dataset(
+    source: str | Path,
+    split: str,
+    task: str,
+    setting: str,
+    labels: Sequence[str],
+    drop_empty: bool = False,
+) -> LabeledSet:
+    """The dataset ``tasks.<task>.<setting>`` names (``seed_data``, ``gold_data``,
+    ``gold_pool``), refused at start when it cannot be read or holds a label the task does not
+    have: such examples would be trained on, judged against or shown to the reviewer as
+    answers the task cannot give."""
+    where = f"tasks.{task}.{setting}"
+    try:
+        data = load_dataset(source, split, drop_empty=drop_empty)
+    except DatasetError as exc:
+        raise DatasetError(
+            f"{where}: {exc}; point it at the task's data (a TweetEval dir, .jsonl or .csv) "
+            "or leave it out"
+        ) from exc
+    stray = sorted(set(data.label_names) - set(labels))
+    if stray:
+        raise DatasetError(
+            f"{where} ({source}) holds labels {stray} that task {task} does not have (its "
+            f"labels: {list(labels)}): relabel the data with the task's label names, or "
+            f"point {where} at this task's data"
+        )
+    return data
+
+
 def tweeteval_dir(data_root: Path, task: str) -> Path:
     """Where a TweetEval task lives under the data root (``<root>/tweeteval/<task>``)."""
     return Path(data_root) / "tweeteval" / task
