@@ -758,6 +758,12 @@ def _tasks_setup(options: DemoOptions, settings: Settings, registry: Registry) -
             "JURYSTREAM_TRAINER__REPLAY_RATIO": "1.0",
             "JURYSTREAM_TRAINER__EPOCHS": "1",
             "JURYSTREAM_CONTROLLER__TARGET_ACCURACY": str(options.target_accuracy),
+            # The review share is the budget each task's threshold controller keeps within
+            # (the trainer reads jury.review_budget nowhere else). Without it the controller's
+            # first decision, seconds in, would undo the calibration to chase the target:
+            # irony met 85 % only by escalating 88 % of posts. The worker gets no budget:
+            # every escalated post is reviewed.
+            "JURYSTREAM_JURY__REVIEW_BUDGET": str(options.review_share),
         },
         origin=demo.feed.origin,
         answers=demo.feed.answers,

@@ -7,6 +7,10 @@ the run's registry so the trainer's rounds can refine them. The feed interleaves
 the jurors did not learn from, task by task; each post's gold label is known for the task it
 came from only.
 
+Each task's jury (its head and its TF-IDF juror) starts at its own threshold, calibrated as a
+review budget would set it: the highest that escalates at most the review share of the tasks'
+held-out val posts, which the demo never streams (``start_thresholds``).
+
 The reviewer is scripted, and says so: on a post's own task it answers the gold label; on the
 other tasks there is no gold, so it answers the multi-head juror's own label, computed once
 here before the feed. Its accuracy on those tasks is therefore not measured by the demo.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 from collections import Counter
@@ -295,7 +296,14 @@ def test_multi_task_demo_labels_every_post_on_every_task(tmp_path: Path) -> None
         assert labels[row["task"]]["label"] == row["label"]
     said = " ".join(result.stdout.split())
     assert "per task" in said and "reviewer: scripted." in said
+    assert "starting thresholds calibrated to escalate at most 15% of 600 held-out" in said
     assert (workdir / "demo.png").read_bytes().startswith(b"\x89PNG")
+    # The review share is the budget of each task's controller: it never chose a threshold
+    # escalating more than the share of the task's gold.
+    trainer = next((workdir / "logs").glob("trainer*.log")).read_text()
+    decided = re.findall(r"controller of task (\w+): .*escalation ([\d.]+)\)", trainer)
+    assert {task for task, _ in decided} == {"offensive", "hate"}, trainer[-3000:]
+    assert all(float(share) <= 0.15 for _, share in decided), decided
 
 
 def test_unknown_tasks_or_tasks_with_data_are_refused_with_what_to_do(tmp_path: Path) -> None:
