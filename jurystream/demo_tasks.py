@@ -209,9 +209,9 @@ def start_thresholds(
     stuck = [t for t, th in thresholds.items() if th == 0.0]
     if stuck:
         log(
-            f"[yellow]note:[/] under policy {cfg.policy} {', '.join(stuck)} escalate(s) more "
-            f"than {cfg.escalation:.0%} of posts even at threshold 0 (every split vote "
-            "escalates); leave --policy out (threshold) to hold the review share"
+            f"[yellow]note:[/] under policy {cfg.policy}, {', '.join(stuck)}: more than "
+            f"{cfg.escalation:.0%} of posts escalate even at threshold 0 (every split vote "
+            "does); leave --policy out (threshold) to hold the review share"
         )
     return thresholds
 

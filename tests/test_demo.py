@@ -12,11 +12,20 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
+from jurystream.bench.multitask import MultitaskConfig, ensure_jurors
 from jurystream.config import Settings
-from jurystream.demo import Ledger, Supervisor
+from jurystream.demo import Ledger, Supervisor, _tasks_table
 from jurystream.demo_jurors import COMPLETE, JurorRecipe, cached_jurors
-from jurystream.demo_tasks import interleave, prepare_tasks, task_feed
+from jurystream.demo_tasks import (
+    gold_samples,
+    interleave,
+    prepare_tasks,
+    start_thresholds,
+    task_data,
+    task_feed,
+)
 from jurystream.models.serving.registry import Registry
 from jurystream.models.training.datasets import LabeledSet, tweeteval_dir
 from jurystream.stream.processes import RoleGroup
@@ -161,6 +170,7 @@ def test_a_role_that_exits_is_restarted_and_then_named(tmp_path: Path) -> None:
 
 def test_ledger_reads_each_post_on_its_own_task_of_a_multi_task_record() -> None:
     ledger = Ledger({"o": "offensive", "h": "not-hate"}, origin={"o": "offensive", "h": "hate"})
+    ledger.start_thresholds = {"offensive": 0.5335, "hate": 0.5567}  # calibrated at the start
     jury_off = {"label": "offensive", "source": "jury", "threshold": 0.6}
     llm = "reviewer:openai:gpt-4o-mini"
     reviewed_hate = {"label": "hate", "source": llm, "threshold": 0.55, "jury_label": "not-hate"}
@@ -191,6 +201,10 @@ def test_ledger_reads_each_post_on_its_own_task_of_a_multi_task_record() -> None
     assert ledger.task_escalation("hate") == 0.5 and ledger.task_escalation("offensive") == 0.0
     assert ledger.escalation(slice(None)) == 0.5  # a post reviewed on any task is one call
     assert ledger.task_thresholds == {"offensive": 0.6, "hate": 0.55}
+    shown = Console(width=120, record=True)
+    shown.print(_tasks_table(ledger))
+    rows = shown.export_text()
+    assert "0.53 → 0.60" in rows and "0.56 → 0.55" in rows  # the calibrated start, the latest
     for task, label in (("offensive", "offensive"), ("hate", "hate")):
         audit = {"id": "o", "kind": "audit", "task": task, "label": label}
         ledger.apply("hard_samples", {**audit, "jury_label": "offensive"})
@@ -270,6 +284,17 @@ def test_each_task_starts_calibrated_to_the_review_share_on_posts_never_streamed
     for task in tasks:
         share = sum(d[task].escalated for d in decisions) / len(decisions)
         assert 0.0 < share <= 0.2, (task, share)
+    # --policy unanimous escalates every split vote whatever the threshold: the demo says
+    # which tasks it cannot bring under a share below their split votes.
+    cfg = MultitaskConfig(("irony", "emotion"), 60, "unanimous", 0.01, base=encoder_base)
+    dirs = ensure_jurors(data_root(), cfg, tmp_path / "cache" / "tasks-irony-emotion")
+    data = {t: task_data(data_root(), t, 60) for t in cfg.tasks}
+    notes.clear()
+    assert start_thresholds(dirs, cfg, gold_samples(data, 60), notes.append) == {
+        "irony": 0.0,
+        "emotion": 0.0,
+    }
+    assert "under policy unanimous, irony, emotion: more than 1% of posts escalate" in notes[-1]
 
 
 @pytest.mark.slow  # trains a small multi-head MiniLM juror (two heads, 100 posts each)
