@@ -534,7 +534,27 @@ def demo(
     bad_every: Annotated[
         int, typer.Option(help="Every Nth generated message malformed (generated feed).")
     ] = 50,
-    policy: Annotated[PolicyName, typer.Option(help="Voting policy.")] = "unanimous",
+    policy: Annotated[
+        PolicyName | None,
+        typer.Option(
+            help="Voting policy (default: jury.policy, unanimous). With --tasks every task's "
+            "jury defaults to threshold (the mean of its jurors' probabilities against the "
+            "threshold), which --review-share calibrates; another policy is calibrated the "
+            "same way, as far as it can be."
+        ),
+    ] = None,
+    review_share: Annotated[
+        float | None,
+        typer.Option(
+            min=0.01,
+            max=1.0,
+            help="With --tasks: the share of posts each task's jury may escalate (default "
+            "0.15). Each task's starting threshold is the highest that escalates at most this "
+            "share of held-out val posts, which the demo never streams; a post escalated on "
+            "several tasks is one review, so up to (tasks × share) of posts reach the "
+            "reviewer. The trainer's threshold controller moves the thresholds from there.",
+        ),
+    ] = None,
     metrics_port: MetricsPortOpt = None,
     workdir: Annotated[Path, typer.Option(help="Where run outputs go.")] = Path("var/demo"),
     cache_dir: Annotated[
@@ -552,6 +572,12 @@ def demo(
 
     settings = _settings(config, jury={"policy": policy}, metrics={"port": metrics_port})
     names = _demo_tasks(tasks, data, settings.data_root)
+    if review_share is not None and not names:
+        console.print(
+            "[red]error:[/] --review-share calibrates the juries of --tasks; add --tasks, or "
+            "leave it out (one task starts at jury.threshold, which the controller moves)"
+        )
+        raise typer.Exit(2)
     directory = None if names else _demo_data(data, settings.data_root)
     real = directory is not None or bool(names)
     options = DemoOptions(
@@ -559,6 +585,8 @@ def demo(
         seed_size=seed_size or (400 if real else 80),
         tasks=names,
         train_size=seed_size or 2000,
+        task_policy=policy or "threshold",
+        review_share=review_share or 0.15,
         workdir=workdir,
         data=directory,
         bad_every=bad_every,

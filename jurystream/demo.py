@@ -5,7 +5,8 @@ offensive from the data root, or the generated feed) at a steady rate, follows e
 topic, and accounts for every message it sent. The trainer refines the jurors during the run,
 so the live view shows the loop at work: escalation, audit accuracy, spend, serving versions
 and the controller's threshold moving. With ``tasks`` (``demo_tasks``) every post is labeled on
-several TweetEval tasks at once, and the view adds each task's accuracy and escalation.
+several TweetEval tasks at once, each task's jury starting at a threshold calibrated to a
+review share, and the view adds each task's accuracy, escalation and threshold.
 """
 
 from __future__ import annotations
@@ -109,7 +110,8 @@ class Ledger:
     first_versions: dict[str, str] = field(default_factory=dict)
     threshold: float | None = None
     audits: dict[str, bool] = field(default_factory=dict)  # post id (#task) -> reviewer agreed
-    task_thresholds: dict[str, float] = field(default_factory=dict)  # several tasks
+    task_thresholds: dict[str, float] = field(default_factory=dict)  # several tasks, latest
+    start_thresholds: dict[str, float] = field(default_factory=dict)  # several: calibrated
     order: list[str] = field(default_factory=list)  # labeled ids, in the order labels came
     started: float = field(default_factory=time.monotonic)
     history: list[Snapshot] = field(default_factory=list)
@@ -326,21 +328,27 @@ def _pct(value: float | None) -> str:
 
 def _tasks_table(ledger: Ledger) -> Table:
     """Per task: accuracy vs gold on the posts from that task, the share of all labeled posts
-    a reviewer labeled on it, and the jury's threshold for it."""
+    a reviewer labeled on it, and the jury's threshold for it: the calibrated one it started
+    at and the latest the labels carry (the controller's)."""
     table = Table(title="per task")
-    for col in ("task", "posts from it", "accuracy vs gold", "escalated on it", "threshold"):
+    columns = ("task", "posts from it", "accuracy vs gold", "escalated on it")
+    for col in (*columns, "threshold: start → latest"):
         table.add_column(col)
     for task in ledger.tasks:
         posts = sum(1 for t in ledger.origin.values() if t == task)
-        threshold = ledger.task_thresholds.get(task)
+        start, latest = ledger.start_thresholds.get(task), ledger.task_thresholds.get(task)
         table.add_row(
             task,
             str(posts),
             _pct(ledger.accuracy(task)),
             _pct(ledger.task_escalation(task)),
-            "—" if threshold is None else f"{threshold:.2f}",
+            f"{_threshold(start)} → {_threshold(latest)}",
         )
     return table
+
+
+def _threshold(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2f}"
 
 
 WARMUP_ID = "demo-warmup"
@@ -627,6 +635,10 @@ class DemoOptions:
     # Several TweetEval tasks on one stream (``demo_tasks``); empty: one task, as before.
     tasks: tuple[str, ...] = ()
     train_size: int = 2000  # train posts per task the multi-task jurors learn from
+    # Each task's jury: this policy, its starting threshold calibrated so that it escalates at
+    # most ``review_share`` of the tasks' held-out val posts (as a review budget would set it).
+    task_policy: str = "threshold"
+    review_share: float = 0.15
     gold_size: int = 300  # val posts per task the trainer's gate and controller judge on
 
 
@@ -643,6 +655,7 @@ class DemoSetup:
     origin: dict[str, str] = field(default_factory=dict)
     answers: dict[str, dict[str, str]] = field(default_factory=dict)
     role_env: dict[str, str] = field(default_factory=dict)
+    thresholds: dict[str, float] = field(default_factory=dict)  # each task's calibrated start
 
 
 def _write_jsonl(path: Path, texts: Sequence[str], labels: Sequence[str]) -> str:
@@ -726,8 +739,8 @@ def _tasks_setup(options: DemoOptions, settings: Settings, registry: Registry) -
         count=options.count,
         train_size=options.train_size,
         gold_size=options.gold_size,
-        policy=settings.jury.policy,
-        threshold=settings.jury.threshold,
+        policy=options.task_policy,
+        review_share=options.review_share,
         workdir=options.workdir,
         cache_dir=options.cache_dir,
         registry=registry,
@@ -745,10 +758,17 @@ def _tasks_setup(options: DemoOptions, settings: Settings, registry: Registry) -
             "JURYSTREAM_TRAINER__REPLAY_RATIO": "1.0",
             "JURYSTREAM_TRAINER__EPOCHS": "1",
             "JURYSTREAM_CONTROLLER__TARGET_ACCURACY": str(options.target_accuracy),
+            # The review share is the budget each task's threshold controller keeps within
+            # (the trainer reads jury.review_budget nowhere else). Without it the controller's
+            # first decision, seconds in, would undo the calibration to chase the target:
+            # irony met 85 % only by escalating 88 % of posts. The worker gets no budget:
+            # every escalated post is reviewed.
+            "JURYSTREAM_JURY__REVIEW_BUDGET": str(options.review_share),
         },
         origin=demo.feed.origin,
         answers=demo.feed.answers,
         role_env={"JURYSTREAM_TASKS": demo.tasks_json},
+        thresholds=demo.thresholds,
     )
 
 
@@ -843,6 +863,7 @@ def run_demo(settings: Settings, options: DemoOptions) -> int:
         else:
             setup = _dataset_setup(options, options.data, registry)
         ledger = Ledger({i.key.decode(): i.gold for i in setup.items}, setup.origin)
+        ledger.start_thresholds = setup.thresholds
         group = RoleGroup(
             broker.bootstrap,
             workdir,

@@ -7,6 +7,10 @@ the run's registry so the trainer's rounds can refine them. The feed interleaves
 the jurors did not learn from, task by task; each post's gold label is known for the task it
 came from only.
 
+Each task's jury (its head and its TF-IDF juror) starts at its own threshold, calibrated as a
+review budget would set it: the highest that escalates at most the review share of the tasks'
+held-out val posts, which the demo never streams (``start_thresholds``).
+
 The reviewer is scripted, and says so: on a post's own task it answers the gold label; on the
 other tasks there is no gold, so it answers the multi-head juror's own label, computed once
 here before the feed. Its accuracy on those tasks is therefore not measured by the demo.
@@ -23,7 +27,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from jurystream.bench.multitask import MULTIHEAD, MultitaskConfig, ensure_jurors
+from jurystream.bench.jurors import BENCH_MIN_INT8_AGREEMENT
+from jurystream.bench.multitask import (
+    MULTIHEAD,
+    MultitaskConfig,
+    calibrated_thresholds,
+    ensure_jurors,
+)
 from jurystream.bench.review_cost import TWEETEVAL_TASKS
 from jurystream.models.serving.juror import load_juror, read_manifest
 from jurystream.models.serving.multihead import OnnxMultiHeadJuror
@@ -140,34 +150,70 @@ def _write_jsonl(path: Path, data: LabeledSet) -> str:
     return str(path)
 
 
+def gold_samples(data: Mapping[str, TaskData], gold_size: int) -> dict[str, LabeledSet]:
+    """Each task's held-out gold: a val sample, never streamed. The trainer's gate and
+    controller judge on it, and the starting thresholds are calibrated on its texts."""
+    return {t: d.val.sample(gold_size, seed=0) for t, d in data.items()}
+
+
 def tasks_settings(
     tasks: Sequence[str],
     data: Mapping[str, TaskData],
+    gold: Mapping[str, LabeledSet],
     workdir: Path,
     policy: str,
-    threshold: float,
-    gold_size: int,
+    thresholds: Mapping[str, float],
 ) -> dict[str, Any]:
     """``Settings.tasks`` as JSON: each task's labels, reviewer instruction and descriptions,
-    its jury (the multi-head juror and its TF-IDF juror, by registry name) and the trainer's
-    seed set (the sample the jurors learned from) and held-out gold (a val sample)."""
+    its jury (the multi-head juror and its TF-IDF juror, by registry name, with its own
+    starting threshold) and the trainer's seed set (the sample the jurors learned from) and
+    held-out gold."""
     out: dict[str, Any] = {}
     for task in tasks:
         spec = TWEETEVAL_TASKS[task]
         directory = workdir / "tasks"
         directory.mkdir(parents=True, exist_ok=True)
-        gold = data[task].val.sample(gold_size, seed=0)
         out[task] = {
             "labels": list(spec.labels),
             "descriptions": dict(spec.descriptions),
             "instruction": spec.instruction,
             "jurors": [MULTIHEAD, f"tfidf-{task}"],
             "policy": policy,
-            "threshold": threshold,
+            "threshold": thresholds[task],
             "seed_data": _write_jsonl(directory / f"{task}-seed.jsonl", data[task].seed),
-            "gold_data": _write_jsonl(directory / f"{task}-gold.jsonl", gold),
+            "gold_data": _write_jsonl(directory / f"{task}-gold.jsonl", gold[task]),
         }
     return out
+
+
+def start_thresholds(
+    dirs: Mapping[str, Path],
+    cfg: MultitaskConfig,
+    gold: Mapping[str, LabeledSet],
+    log: Log,
+) -> dict[str, float]:
+    """Each task's starting threshold, as a review budget would set it: the highest that
+    escalates at most ``cfg.escalation`` of the tasks' held-out gold posts under
+    ``cfg.policy`` (``calibrated_thresholds``, as ``bench multitask`` sets them). Those
+    posts are never streamed, and are taken in equal numbers from every task as the feed is,
+    so the share holds on the feed up to sampling; calibrating needs no label."""
+    texts = [text for sample in gold.values() for text in sample.texts]
+    thresholds = calibrated_thresholds(dirs, cfg, texts)
+    log(
+        f"jury per task: policy {cfg.policy}, starting thresholds calibrated to escalate at most "
+        f"{cfg.escalation:.0%} of {len(texts)} held-out val posts on each task: "
+        + ", ".join(f"{t} {th:.4f}" for t, th in thresholds.items())
+        + " (the trainer's threshold controller moves them from there)"
+    )
+    # 0 is what calibration gives a task its policy cannot bring under the share.
+    stuck = [t for t, th in thresholds.items() if th == 0.0]
+    if stuck:
+        log(
+            f"[yellow]note:[/] under policy {cfg.policy}, {', '.join(stuck)}: more than "
+            f"{cfg.escalation:.0%} of posts escalate even at threshold 0 (every split vote "
+            "does); leave --policy out (threshold) to hold the review share"
+        )
+    return thresholds
 
 
 @dataclass(frozen=True)
@@ -177,6 +223,7 @@ class TaskDemo:
     jurors: list[str]  # registry names
     feed: TaskFeed
     tasks_json: str  # JURYSTREAM_TASKS
+    thresholds: dict[str, float]  # each task's calibrated starting threshold
 
 
 def prepare_tasks(
@@ -187,26 +234,40 @@ def prepare_tasks(
     train_size: int,
     gold_size: int,
     policy: str,
-    threshold: float,
+    review_share: float,
     workdir: Path,
     cache_dir: Path,
     registry: Registry,
     log: Log,
+    base: Path | None = None,
+    min_int8_agreement: float = BENCH_MIN_INT8_AGREEMENT,
 ) -> TaskDemo:
-    """Train (or reuse) the jurors, publish them to ``registry``, and build the feed."""
+    """Train (or reuse) the jurors, publish them to ``registry``, calibrate each task's
+    starting threshold to ``review_share`` and build the feed. ``base`` and
+    ``min_int8_agreement`` are the multi-head juror's encoder and int8 bar (tests: a tiny
+    encoder)."""
     data = {t: task_data(data_root, t, train_size) for t in tasks}
-    cfg = MultitaskConfig(tasks=tuple(tasks), train_size=train_size)
+    cfg = MultitaskConfig(
+        tasks=tuple(tasks),
+        train_size=train_size,
+        policy=policy,
+        escalation=review_share,
+        base=base,
+        min_int8_agreement=min_int8_agreement,
+    )
     # One cache per task set: a multi-head juror has exactly the heads it was trained with.
     dirs = ensure_jurors(data_root, cfg, cache_dir / f"tasks-{'-'.join(tasks)}", log)
     names = []
     for directory in dirs.values():
         registry.publish(directory)
         names.append(read_manifest(directory).name)
+    gold = gold_samples(data, gold_size)
+    thresholds = start_thresholds(dirs, cfg, gold, log)
     posts = interleave({t: d.rest for t, d in data.items()}, count)
     log(
         f"scripted reviewer: the gold label on a post's own task, {MULTIHEAD}'s label on the "
         f"others (computing it for {len(posts)} posts)"
     )
     guessed = head_labels(dirs[MULTIHEAD], tasks, [text for _, text, _ in posts])
-    settings = tasks_settings(tasks, data, workdir, policy, threshold, gold_size)
-    return TaskDemo(names, task_feed(posts, guessed), json.dumps(settings))
+    settings = tasks_settings(tasks, data, gold, workdir, policy, thresholds)
+    return TaskDemo(names, task_feed(posts, guessed), json.dumps(settings), thresholds)

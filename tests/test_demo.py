@@ -5,20 +5,31 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
+from jurystream.bench.multitask import MultitaskConfig, ensure_jurors
 from jurystream.config import Settings
-from jurystream.demo import Ledger, Supervisor
+from jurystream.demo import Ledger, Supervisor, _tasks_table
 from jurystream.demo_jurors import COMPLETE, JurorRecipe, cached_jurors
-from jurystream.demo_tasks import interleave, task_feed
+from jurystream.demo_tasks import (
+    gold_samples,
+    interleave,
+    prepare_tasks,
+    start_thresholds,
+    task_data,
+    task_feed,
+)
 from jurystream.models.serving.registry import Registry
 from jurystream.models.training.datasets import LabeledSet, tweeteval_dir
 from jurystream.stream.processes import RoleGroup
+from jurystream.stream.roles import load_task_juries
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -159,6 +170,7 @@ def test_a_role_that_exits_is_restarted_and_then_named(tmp_path: Path) -> None:
 
 def test_ledger_reads_each_post_on_its_own_task_of_a_multi_task_record() -> None:
     ledger = Ledger({"o": "offensive", "h": "not-hate"}, origin={"o": "offensive", "h": "hate"})
+    ledger.start_thresholds = {"offensive": 0.5335, "hate": 0.5567}  # calibrated at the start
     jury_off = {"label": "offensive", "source": "jury", "threshold": 0.6}
     llm = "reviewer:openai:gpt-4o-mini"
     reviewed_hate = {"label": "hate", "source": llm, "threshold": 0.55, "jury_label": "not-hate"}
@@ -189,6 +201,10 @@ def test_ledger_reads_each_post_on_its_own_task_of_a_multi_task_record() -> None
     assert ledger.task_escalation("hate") == 0.5 and ledger.task_escalation("offensive") == 0.0
     assert ledger.escalation(slice(None)) == 0.5  # a post reviewed on any task is one call
     assert ledger.task_thresholds == {"offensive": 0.6, "hate": 0.55}
+    shown = Console(width=120, record=True)
+    shown.print(_tasks_table(ledger))
+    rows = shown.export_text()
+    assert "0.53 → 0.60" in rows and "0.56 → 0.55" in rows  # the calibrated start, the latest
     for task, label in (("offensive", "offensive"), ("hate", "hate")):
         audit = {"id": "o", "kind": "audit", "task": task, "label": label}
         ledger.apply("hard_samples", {**audit, "jury_label": "offensive"})
@@ -224,6 +240,63 @@ def test_the_multi_task_feed_interleaves_tasks_and_scripts_gold_on_the_own_task_
     assert [i.gold for i in feed.items] == ["not-offensive", "hate", "offensive", "not-hate"]
 
 
+def test_each_task_starts_calibrated_to_the_review_share_on_posts_never_streamed(
+    tmp_path: Path, encoder_base: Path
+) -> None:
+    """The settings every role gets put each task's jury on policy threshold at its own
+    threshold, calibrated to the review share on the tasks' held-out val posts: served as the
+    worker serves those settings, no task escalates more than the share of them (the split
+    votes of the old unanimous default escalated nearly every post on some task)."""
+    notes: list[str] = []
+    registry = tmp_path / "registry"
+    demo = prepare_tasks(
+        ("irony", "emotion"),
+        data_root(),
+        count=20,
+        train_size=60,
+        gold_size=60,
+        policy="threshold",
+        review_share=0.2,
+        workdir=tmp_path,
+        cache_dir=tmp_path / "cache",
+        registry=Registry(str(registry)),
+        log=notes.append,
+        base=encoder_base,  # the tiny encoder, as bench multitask's test
+        min_int8_agreement=0.9,
+    )
+    tasks = json.loads(demo.tasks_json)
+    assert {t: (s["policy"], s["threshold"]) for t, s in tasks.items()} == {
+        t: ("threshold", demo.thresholds[t]) for t in ("irony", "emotion")
+    }
+    assert all(0.0 < th < 1.0 for th in demo.thresholds.values()), demo.thresholds
+    said = " ".join(notes)
+    assert "policy threshold, starting thresholds calibrated to escalate at most 20% of 120" in said
+    assert f"irony {demo.thresholds['irony']:.4f}, emotion {demo.thresholds['emotion']:.4f}" in said
+    # The held-out posts: each task's gold sample (the trainer's too), none of them streamed.
+    held_out = []
+    for spec in tasks.values():
+        with open(spec["gold_data"], encoding="utf-8") as fh:
+            held_out += [json.loads(line)["text"] for line in fh]
+    streamed = set(demo.feed.answers)  # every text the feed carries
+    assert len(held_out) == 120 and not streamed & set(held_out)
+    juries = load_task_juries(Settings(registry=str(registry), tasks=tasks))
+    decisions = [d for i in range(0, 120, 32) for d in juries.decide(held_out[i : i + 32])]
+    for task in tasks:
+        share = sum(d[task].escalated for d in decisions) / len(decisions)
+        assert 0.0 < share <= 0.2, (task, share)
+    # --policy unanimous escalates every split vote whatever the threshold: the demo says
+    # which tasks it cannot bring under a share below their split votes.
+    cfg = MultitaskConfig(("irony", "emotion"), 60, "unanimous", 0.01, base=encoder_base)
+    dirs = ensure_jurors(data_root(), cfg, tmp_path / "cache" / "tasks-irony-emotion")
+    data = {t: task_data(data_root(), t, 60) for t in cfg.tasks}
+    notes.clear()
+    assert start_thresholds(dirs, cfg, gold_samples(data, 60), notes.append) == {
+        "irony": 0.0,
+        "emotion": 0.0,
+    }
+    assert "under policy unanimous, irony, emotion: more than 1% of posts escalate" in notes[-1]
+
+
 @pytest.mark.slow  # trains a small multi-head MiniLM juror (two heads, 100 posts each)
 def test_multi_task_demo_labels_every_post_on_every_task(tmp_path: Path) -> None:
     workdir = tmp_path / "demo"
@@ -248,7 +321,14 @@ def test_multi_task_demo_labels_every_post_on_every_task(tmp_path: Path) -> None
         assert labels[row["task"]]["label"] == row["label"]
     said = " ".join(result.stdout.split())
     assert "per task" in said and "reviewer: scripted." in said
+    assert "starting thresholds calibrated to escalate at most 15% of 600 held-out" in said
     assert (workdir / "demo.png").read_bytes().startswith(b"\x89PNG")
+    # The review share is the budget of each task's controller: it never chose a threshold
+    # escalating more than the share of the task's gold.
+    trainer = next((workdir / "logs").glob("trainer*.log")).read_text()
+    decided = re.findall(r"controller of task (\w+): .*escalation ([\d.]+)\)", trainer)
+    assert {task for task, _ in decided} == {"offensive", "hate"}, trainer[-3000:]
+    assert all(float(share) <= 0.15 for _, share in decided), decided
 
 
 def test_unknown_tasks_or_tasks_with_data_are_refused_with_what_to_do(tmp_path: Path) -> None:
@@ -259,4 +339,7 @@ def test_unknown_tasks_or_tasks_with_data_are_refused_with_what_to_do(tmp_path: 
     assert "unknown task(s) sarcasm; choose among offensive, hate, emotion, irony" in said
     result = _demo(["--tasks", "hate", "--data", "generated", "--workdir", str(tmp_path)], env)
     assert result.returncode == 2 and "leave --data out" in result.stdout + result.stderr
+    result = _demo(["--review-share", "0.2", "--workdir", str(tmp_path)], env)
+    said = " ".join((result.stdout + result.stderr).split())
+    assert result.returncode == 2 and "--review-share calibrates the juries of --tasks" in said
     assert not (tmp_path / "fates.csv").exists()

@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from rich.console import Console
 
 from jurystream.bench.jurors import BENCH_MIN_INT8_AGREEMENT
@@ -41,7 +42,7 @@ from jurystream.models.rules.voting import Decision
 from jurystream.models.serving.juror import load_juror
 from jurystream.models.serving.jury import Jury
 from jurystream.models.serving.parallel import InferencePool, usable_cores
-from jurystream.models.serving.tasks import TaskJuries, for_task
+from jurystream.models.serving.tasks import MultiHead, TaskJuries, for_task
 from jurystream.models.training.datasets import LabeledSet, load_tweeteval, tweeteval_dir
 from jurystream.progress import progress_bar
 from jurystream.stream.broker import EmbeddedBroker, ensure_topics
@@ -202,7 +203,10 @@ def calibrated_thresholds(
     dirs: Mapping[str, Path], cfg: MultitaskConfig, texts: Sequence[str]
 ) -> dict[str, float]:
     """Per task, the highest threshold that escalates at most ``cfg.escalation`` of ``texts``
-    (the probabilities computed once, the policy swept on replays of them)."""
+    under ``cfg.policy`` (the probabilities computed once, the policy swept on replays of
+    them), rounded down so the task never escalates over its share. Escalation needs no
+    label, so ``texts`` can be any posts like those the juries will see; a task its policy
+    cannot bring under the share (split votes under ``unanimous``) gets 0."""
     if cfg.escalation is None:
         return dict.fromkeys(cfg.tasks, cfg.threshold)
     from jurystream.models.training.evaluation import (
@@ -212,10 +216,15 @@ def calibrated_thresholds(
     )
 
     shared = load_juror(dirs[MULTIHEAD])
+    assert isinstance(shared, MultiHead), f"{dirs[MULTIHEAD]} is not a multi-head juror"
+    # One encoder pass for every head, in the batches juror_probabilities serves.
+    batches = [shared.predict_heads(texts[i : i + 32]) for i in range(0, len(texts), 32)]
     out = {}
     for task in cfg.tasks:
-        jurors = [for_task(shared, task), load_juror(dirs[f"tfidf-{task}"])]
-        replay = replay_jurors(juror_probabilities(jurors, texts), texts, jurors)
+        tfidf = load_juror(dirs[f"tfidf-{task}"])
+        head = np.concatenate([b[task] for b in batches])
+        probs = np.stack([head, juror_probabilities([tfidf], texts)[:, 0]], axis=1)
+        replay = replay_jurors(probs, texts, [for_task(shared, task), tfidf])
         threshold = calibrate_policy(replay, cfg.policy, texts, cfg.escalation)
         out[task] = math.floor(threshold * 1e4) / 1e4  # rounded down: never over the share
     return out
