@@ -15,7 +15,7 @@ from jurystream.exporters.onnx import (
     write_tokenizer,
 )
 from jurystream.exporters.quantize import RECIPES, down_projections, quantize_int8
-from jurystream.exporters.verify import FP32_FALLBACK, ExportVerificationError
+from jurystream.exporters.verify import FP32_FALLBACK, Bar, ExportVerificationError
 from jurystream.models.serving.juror import load_juror, precision_note, read_manifest, sha256_file
 from jurystream.models.serving.kinds import CHECKPOINT_DIR
 from jurystream.models.serving.registry import Registry
@@ -96,7 +96,7 @@ def test_verification_catches_a_model_that_is_not_the_checkpoint(
     other = export_fp32(tiny_jurors[1] / CHECKPOINT_DIR, tmp_path / "other")
     checkpoint = tiny_jurors[0] / CHECKPOINT_DIR
     tokenizer = write_tokenizer(checkpoint, tmp_path / "tokenizer.json")
-    verifier = checkpoint_verifier(checkpoint, tokenizer, texts, max_length=64)
+    verifier = checkpoint_verifier(checkpoint, tokenizer, texts, Bar(1e-3, 0.98), max_length=64)
     report = verifier.verify(other, None)
     assert not report.passed
     assert report.max_abs_diff > 0.01

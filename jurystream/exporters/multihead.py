@@ -26,7 +26,7 @@ import numpy as np
 
 from jurystream.exporters.noise import quiet_onnx_export
 from jurystream.exporters.onnx import file_checksums, write_tokenizer
-from jurystream.exporters.verify import Feeds, Outputs, Verifier, settle_precision
+from jurystream.exporters.verify import Bar, Feeds, Outputs, Verifier, settle_precision
 from jurystream.models.serving.juror import Manifest, load_juror, write_manifest
 from jurystream.models.serving.kinds import MULTIHEAD
 from jurystream.models.serving.multihead import output_name
@@ -130,10 +130,8 @@ def module_verifier(
     tasks: list[str],
     tokenizer_file: Path,
     check_texts: Sequence[str],
-    *,
+    bar: Bar,
     max_length: int,
-    tolerance: float,
-    min_agreement: float,
     threads: int = 1,
 ) -> Verifier:
     """The checks of an export of ``module``: its probabilities in torch, head by head, are the
@@ -150,9 +148,8 @@ def module_verifier(
         outputs=Outputs(values="probabilities", int8_against="torch", heads=tuple(tasks)),
         tokenizer_file=tokenizer_file,
         check_texts=check_texts,
+        bar=bar,
         max_length=max_length,
-        tolerance=tolerance,
-        min_agreement=min_agreement,
         threads=threads,
     )
 
@@ -198,25 +195,11 @@ def export_multihead(
             module, tokenizer, _input_names(encoder, tokenizer), tasks, raw / "model_fp32.onnx"
         )
         tokenizer_file = write_tokenizer(encoder_dir, staging / "tokenizer.json")
+        bar = Bar(tolerance, min_agreement, quantize, fp32_fallback)
         verifier = module_verifier(
-            module,
-            tasks,
-            tokenizer_file,
-            check_texts,
-            max_length=max_length,
-            tolerance=tolerance,
-            min_agreement=min_agreement,
-            threads=threads,
+            module, tasks, tokenizer_file, check_texts, bar, max_length, threads
         )
-        verified = settle_precision(
-            verifier,
-            fp32,
-            raw / "model_int8.onnx",
-            name=name,
-            quantize=quantize,
-            fp32_fallback=fp32_fallback,
-            keep_fp32=head_nodes(fp32),
-        )
+        verified = settle_precision(verifier, fp32, name=name, keep_fp32=head_nodes(fp32))
         (verified.int8 or fp32).replace(staging / "model.onnx")
         shutil.rmtree(raw)
         encoder.save_pretrained(str(staging / ENCODER_DIR))

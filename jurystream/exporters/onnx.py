@@ -30,6 +30,7 @@ import numpy as np
 
 from jurystream.exporters.noise import quiet_onnx_export
 from jurystream.exporters.verify import (
+    Bar,
     ExportVerificationError,
     Outputs,
     Verifier,
@@ -117,22 +118,19 @@ def checkpoint_verifier(
     checkpoint: Path,
     tokenizer_file: Path,
     check_texts: Sequence[str],
-    *,
+    bar: Bar,
     max_length: int = 128,
-    tolerance: float = 1e-3,
-    min_agreement: float = 0.98,
     threads: int = 1,
 ) -> Verifier:
     """The checks of an export of ``checkpoint``: its logits in torch are the reference."""
-    reference = torch_model(checkpoint, threads)
+    model = torch_model(checkpoint, threads)
     return Verifier(
-        reference=lambda feeds: [torch_logits(reference, feeds)],
+        reference=lambda feeds: [torch_logits(model, feeds)],
         outputs=LOGITS,
         tokenizer_file=tokenizer_file,
         check_texts=check_texts,
+        bar=bar,
         max_length=max_length,
-        tolerance=tolerance,
-        min_agreement=min_agreement,
         threads=threads,
     )
 
@@ -196,23 +194,11 @@ def export_transformer(
         raw = staging / "optimum"
         fp32 = export_fp32(checkpoint, raw)
         tokenizer_file = write_tokenizer(checkpoint, staging / "tokenizer.json")
+        bar = Bar(tolerance, min_agreement, quantize, fp32_fallback)
         verifier = checkpoint_verifier(
-            checkpoint,
-            tokenizer_file,
-            check_texts,
-            max_length=max_length,
-            tolerance=tolerance,
-            min_agreement=min_agreement,
-            threads=threads,
+            checkpoint, tokenizer_file, check_texts, bar, max_length, threads
         )
-        verified = settle_precision(
-            verifier,
-            fp32,
-            staging / "model_int8.onnx",
-            name=name,
-            quantize=quantize,
-            fp32_fallback=fp32_fallback,
-        )
+        verified = settle_precision(verifier, fp32, name=name)
         if verified.int8 is not None:
             verified.int8.replace(staging / "model.onnx")
             if keep_fp32:

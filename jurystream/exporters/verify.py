@@ -40,6 +40,22 @@ class ExportVerificationError(RuntimeError):
 
 
 @dataclass(frozen=True)
+class Bar:
+    """What an export must meet to be published, and what it may fall back to.
+
+    fp32 ONNX within ``tolerance`` of torch on every output, int8 on the same label on at least
+    ``min_agreement`` of the check texts on every output. Without ``quantize`` only fp32 is
+    verified; ``fp32_fallback`` lets the verified fp32 model serve when no int8 recipe meets the
+    bar (a slower juror is worth more than none), else that export fails.
+    """
+
+    tolerance: float
+    min_agreement: float
+    quantize: bool = True
+    fp32_fallback: bool = True
+
+
+@dataclass(frozen=True)
 class Outputs:
     """What an export's ONNX outputs are, so the checks and their messages fit the model.
 
@@ -160,9 +176,8 @@ class Verifier:
     outputs: Outputs
     tokenizer_file: Path
     check_texts: Sequence[str]
+    bar: Bar
     max_length: int
-    tolerance: float
-    min_agreement: float
     threads: int = 1
     batch_size: int = 32
 
@@ -199,8 +214,9 @@ class Verifier:
                 else float((int8.argmax(1) == against.argmax(1)).mean()),
                 int8_max_abs_diff=None if int8 is None else float(np.abs(ref - int8).max()),
             )
+        bar = self.bar
         return Verification(
-            self.outputs, len(self.check_texts), self.tolerance, self.min_agreement, checks
+            self.outputs, len(self.check_texts), bar.tolerance, bar.min_agreement, checks
         )
 
 
@@ -228,34 +244,28 @@ class Verified:
 
 
 def settle_precision(
-    verifier: Verifier,
-    fp32: Path,
-    int8: Path,
-    *,
-    name: str,
-    quantize: bool = True,
-    fp32_fallback: bool = True,
-    keep_fp32: Sequence[str] = (),
+    verifier: Verifier, fp32: Path, *, name: str, keep_fp32: Sequence[str] = ()
 ) -> Verified:
-    """Quantize ``fp32`` into ``int8`` by each recipe until one passes ``verifier``.
+    """Quantize ``fp32`` by each recipe (into ``model_int8.onnx`` beside it) until one passes
+    ``verifier``, else fall back to fp32 as its bar allows.
 
-    ``keep_fp32`` names nodes every recipe leaves fp32. Without ``quantize`` the fp32 model
-    alone is verified. With ``fp32_fallback`` a model whose int8 versions all miss the bar
-    serves fp32 (the fp32 export must still match torch, and ``int8`` is removed); without it,
-    that export fails. Raises ExportVerificationError when nothing passes.
+    ``keep_fp32`` names nodes every recipe leaves fp32. The fp32 export must match torch
+    whatever the precision; after a fallback the int8 file is removed. Raises
+    ExportVerificationError, naming ``name``, when nothing passes.
     """
+    bar = verifier.bar
     reports: list[tuple[str, Verification]] = []
     candidate: Path | None = None
-    for recipe in RECIPES if quantize else ("fp32",):
+    for recipe in RECIPES if bar.quantize else ("fp32",):
         if recipe != "fp32":
-            candidate = quantize_recipe(fp32, int8, recipe, keep_fp32)
+            candidate = quantize_recipe(fp32, fp32.with_name("model_int8.onnx"), recipe, keep_fp32)
         report = verifier.verify(fp32, candidate)
         reports.append((recipe, report))
         if report.passed or not report.fp32_right:
             break  # passed, or the fp32 export itself is wrong: no recipe can help
     recipe, report = reports[-1]
     fallback: dict[str, Any] | None = None
-    if not report.passed and fp32_fallback and candidate is not None and report.fp32_right:
+    if not report.passed and bar.fp32_fallback and candidate is not None and report.fp32_right:
         agreements = {r: v.worst_agreement for r, v in reports}
         fallback = fallback_record(verifier, fp32, candidate, agreements)
         report = report.without_int8()
@@ -292,7 +302,7 @@ def fallback_record(
     fp32_speed = texts_per_second(fp32, v.tokenizer_file, texts, v.max_length, v.threads)
     int8_speed = texts_per_second(int8, v.tokenizer_file, texts, v.max_length, v.threads)
     return {
-        "min_agreement": v.min_agreement,
+        "min_agreement": v.bar.min_agreement,
         "int8_agreement": agreements,
         "fp32_texts_per_s": round(fp32_speed, 1),
         "int8_texts_per_s": round(int8_speed, 1),
