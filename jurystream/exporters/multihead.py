@@ -14,9 +14,7 @@ export raises ``ExportVerificationError`` naming the head and the figure, and no
 
 from __future__ import annotations
 
-import os
 import shutil
-import tempfile
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,9 +23,9 @@ from typing import Any
 import numpy as np
 
 from jurystream.exporters.noise import quiet_onnx_export
-from jurystream.exporters.onnx import file_checksums, write_tokenizer
+from jurystream.exporters.onnx import file_checksums, publishing, write_tokenizer
 from jurystream.exporters.verify import Bar, Feeds, Outputs, Verifier, settle_precision
-from jurystream.models.serving.juror import Manifest, load_juror, write_manifest
+from jurystream.models.serving.juror import Manifest, write_manifest
 from jurystream.models.serving.kinds import MULTIHEAD
 from jurystream.models.serving.multihead import output_name
 from jurystream.models.training.multihead import (
@@ -186,9 +184,7 @@ def export_multihead(
         raise ValueError(f"head names must differ: {tasks}")
     encoder, tokenizer = load_encoder(encoder_dir, threads)
     module = multihead_module(encoder, heads)
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", dir=output_dir.parent))
-    try:
+    with publishing(output_dir, threads) as staging:
         raw = staging / "raw"
         raw.mkdir()
         fp32 = export_fp32(
@@ -226,9 +222,4 @@ def export_multihead(
             },
         )
         write_manifest(staging, manifest)
-        load_juror(staging, threads=threads)  # the directory must serve before it is published
-        os.replace(staging, output_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return output_dir

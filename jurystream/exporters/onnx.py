@@ -21,7 +21,8 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -188,9 +189,7 @@ def export_transformer(
     if not (checkpoint / "config.json").is_file():
         raise FileNotFoundError(f"{checkpoint} is not a HF checkpoint directory (no config.json)")
     label_names = tuple(labels) if labels is not None else checkpoint_labels(checkpoint)
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", dir=output_dir.parent))
-    try:
+    with publishing(output_dir, threads) as staging:
         raw = staging / "optimum"
         fp32 = export_fp32(checkpoint, raw)
         tokenizer_file = write_tokenizer(checkpoint, staging / "tokenizer.json")
@@ -226,12 +225,23 @@ def export_transformer(
             },
         )
         write_manifest(staging, manifest)
+    return output_dir
+
+
+@contextmanager
+def publishing(output_dir: Path, threads: int = 1) -> Iterator[Path]:
+    """A staging directory beside ``output_dir`` that becomes it (by rename) only once the block
+    has written the juror and its manifest and the directory loads as a juror; on any failure it
+    is removed. So a juror directory appears whole and serving, or not at all."""
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", dir=output_dir.parent))
+    try:
+        yield staging
         load_juror(staging, threads=threads)  # the directory must serve before it is published
         os.replace(staging, output_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return output_dir
 
 
 def file_checksums(directory: Path) -> dict[str, str]:
