@@ -9,16 +9,13 @@ import numpy as np
 import pytest
 
 from jurystream.exporters.onnx import (
-    FP32_FALLBACK,
-    RECIPES,
-    ExportVerificationError,
-    down_projections,
+    checkpoint_verifier,
     export_fp32,
     export_transformer,
-    quantize_int8,
-    verify_export,
     write_tokenizer,
 )
+from jurystream.exporters.quantize import RECIPES, down_projections, quantize_int8
+from jurystream.exporters.verify import FP32_FALLBACK, Bar, ExportVerificationError
 from jurystream.models.serving.juror import load_juror, precision_note, read_manifest, sha256_file
 from jurystream.models.serving.kinds import CHECKPOINT_DIR
 from jurystream.models.serving.registry import Registry
@@ -99,12 +96,13 @@ def test_verification_catches_a_model_that_is_not_the_checkpoint(
     other = export_fp32(tiny_jurors[1] / CHECKPOINT_DIR, tmp_path / "other")
     checkpoint = tiny_jurors[0] / CHECKPOINT_DIR
     tokenizer = write_tokenizer(checkpoint, tmp_path / "tokenizer.json")
-    report = verify_export(checkpoint, other, None, tokenizer, texts, max_length=64)
+    verifier = checkpoint_verifier(checkpoint, tokenizer, texts, Bar(1e-3, 0.98), max_length=64)
+    report = verifier.verify(other, None)
     assert not report.passed
     assert report.max_abs_diff > 0.01
 
     own = export_fp32(checkpoint, tmp_path / "own")
-    report = verify_export(checkpoint, own, None, tokenizer, texts, max_length=64)
+    report = verifier.verify(own, None)
     assert report.passed and report.max_abs_diff < 1e-4
 
 
