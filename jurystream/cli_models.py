@@ -487,8 +487,9 @@ def evaluate_models(
     from jurystream.models.rules.labelsets import LabelSetError, align_juror
     from jurystream.models.serving.juror import ModelLoadError, load_juror
     from jurystream.models.serving.registry import RegistryError, resolve_juror_dir
+    from jurystream.models.serving.thresholds_file import write_thresholds
     from jurystream.models.training.evaluation import calibrate as run_calibration
-    from jurystream.models.training.evaluation import evaluate, write_thresholds
+    from jurystream.models.training.evaluation import evaluate
 
     settings = _settings(config, registry)
     specs = juror or settings.jury.jurors or _registry(settings).jurors()

@@ -9,14 +9,12 @@ import pytest
 
 from jurystream.models.serving.juror import load_juror
 from jurystream.models.serving.jury import Jury
-from jurystream.models.training.evaluation import (
-    POLICY_NAMES,
-    calibrate,
-    evaluate,
+from jurystream.models.serving.thresholds_file import (
     policy_threshold,
     read_thresholds,
     write_thresholds,
 )
+from jurystream.models.training.evaluation import POLICY_NAMES, calibrate, evaluate
 from jurystream.stream.feed import labeled_examples
 from tests.fixtures.models import gibberish
 

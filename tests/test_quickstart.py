@@ -62,7 +62,10 @@ def test_readme_quickstart_from_a_csv_to_labels_in_label_studio_and_back(
     assert boot.stdout.split() == ["tiny-0", "1", "tfidf", "1"]
     assert "held out 60 rows" in boot.stderr  # metrics are not measured on training rows
 
-    roles.start("worker", "--juror", "tiny-0", "--juror", "tfidf")
+    # The log level a deployment gets by default (the fixture's roles log at INFO).
+    worker = roles.start(
+        "worker", "--juror", "tiny-0", "--juror", "tfidf", env={"JURYSTREAM_LOG_LEVEL": "WARNING"}
+    )
     sent = jurystream(roles, "produce", "--file", str(posts), "--id-field", "id")
     assert "sent 60 messages" in sent.stderr
 
@@ -78,6 +81,9 @@ def test_readme_quickstart_from_a_csv_to_labels_in_label_studio_and_back(
     assert ids <= {r.key for r in records}, roles.logs()
     labeled_ids = {r.key for r in records if r.topic == roles.topic(Topic.LABELS)}
     assert len(labeled_ids) > 30, roles.logs()
+    # No terminal spinner in a role's log: it set the root logger to DEBUG, so every debug
+    # line of aiokafka and faust was built (and dropped) on the worker's hot path.
+    assert "\x1b[" not in worker.log_path.read_text(errors="replace")
 
     followed = jurystream(roles, "labels", "follow", "--from-beginning", "--idle", "3")
     assert len(followed.stdout.splitlines()) >= len(ids)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from jurystream.config import load_settings
 from jurystream.models.serving.juror import ModelLoadError
-from jurystream.models.training.evaluation import write_thresholds
+from jurystream.models.serving.thresholds_file import write_thresholds
 from jurystream.stream.roles import load_jury
 
 
@@ -42,3 +44,15 @@ def test_unknown_juror_says_where_it_looked(tmp_path: Path) -> None:
 def test_no_jurors_is_an_error_that_says_what_to_do() -> None:
     with pytest.raises(ModelLoadError, match="--juror"):
         load_jury(load_settings(jury={"jurors": []}))
+
+
+def test_the_worker_does_not_load_the_training_stack() -> None:
+    """Resident memory is an issue-15 target (< 300 MB with three MiniLM jurors): importing
+    scikit-learn's metrics through the training modules once cost a worker about 80 MB."""
+    code = (
+        "import sys, jurystream.cli, jurystream.stream.roles, jurystream.stream.worker; "
+        "heavy = ('sklearn', 'scipy', 'torch', 'transformers'); "
+        "print(sorted(m for m in heavy if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr

@@ -15,7 +15,7 @@ from jurystream.models.serving.juror import Juror, ModelLoadError, load_juror
 from jurystream.models.serving.jury import Jury
 from jurystream.models.serving.registry import Registry, RegistryError
 from jurystream.models.serving.tasks import TaskJuries, for_task
-from jurystream.models.training.evaluation import policy_threshold
+from jurystream.models.serving.thresholds_file import policy_threshold
 from jurystream.stream.role import create_topics
 from jurystream.stream.security import KafkaConnection, kafka_connection
 from jurystream.stream.worker import build_worker_app
@@ -118,6 +118,11 @@ def _prepare(settings: Settings) -> KafkaConnection:
 def run_faust(app: object, settings: Settings) -> int:
     """Run a faust app in the foreground until SIGTERM/SIGINT; faust commits on shutdown."""
     worker = Worker(app, loglevel=settings.log_level.lower(), quiet=True)  # type: ignore[arg-type]
+    # At WARNING and above faust's start-up spinner sets the root logger to DEBUG so that every
+    # record spins it: each debug line of aiokafka and faust then builds a LogRecord (with a
+    # stack walk) that no handler prints. py-spy under `bench perf` found this on the worker's
+    # hot path (aiokafka's per-request debug lines), so there is no spinner: roles log to files.
+    worker.spinner = None
     worker.execute_from_commandline()
     return 0
 

@@ -20,10 +20,8 @@ target share (for per-juror rules such as a cascade tier).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -218,27 +216,3 @@ def calibrate(
         rate = float((probs[:, k].max(axis=1) < th).mean())
         out["jurors"][juror.name] = {"threshold": th, "escalation_rate": rate}
     return out
-
-
-def write_thresholds(path: Path, thresholds: dict[str, Any]) -> Path:
-    """Write the thresholds file atomically (the worker may be reading the old one)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(thresholds, indent=2) + "\n")
-    tmp.replace(path)
-    return path
-
-
-def read_thresholds(path: Path) -> dict[str, Any]:
-    """Read a thresholds file written by ``write_thresholds``."""
-    data = json.loads(Path(path).read_text())
-    if not isinstance(data, dict) or "policies" not in data:
-        raise ValueError(f"{path}: not a thresholds file (no 'policies')")
-    return data
-
-
-def policy_threshold(path: Path, policy: str, default: float) -> float:
-    """The calibrated threshold for ``policy`` from a thresholds file, else ``default``."""
-    entry = read_thresholds(path)["policies"].get(policy)
-    return default if entry is None else float(entry["threshold"])
