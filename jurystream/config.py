@@ -215,12 +215,13 @@ class TaskSettings(_Section):
                 f"weights names {stray}, not among this task's jurors {self.jurors}: weigh only "
                 "the task's jurors (a juror left out weighs 1), or add it to jurors"
             )
-        stray = sorted(set(self.descriptions) - set(self.labels))
-        if stray:
-            raise ValueError(
-                f"descriptions names {stray}, not among this task's labels {self.labels}: "
-                "describe only the task's labels (spelt as in labels)"
-            )
+        for field in ("descriptions", "drift_reference"):
+            stray = sorted(set(getattr(self, field)) - set(self.labels))
+            if stray:
+                raise ValueError(
+                    f"{field} names {stray}, not among this task's labels {self.labels}: "
+                    "name only the task's labels (spelt as in labels)"
+                )
         return self
 
 

@@ -30,6 +30,7 @@ def hate(**fields: Any) -> dict[str, Any]:
         ({"jurors": ["a", "a"]}, "juror 'a' listed more than once", "list each once"),
         ({"weights": {"minilm": 2.0}}, "weights names ['minilm']", "or add it to jurors"),
         ({"descriptions": {"hateful": "..."}}, "descriptions names ['hateful']", "spelt as in"),
+        ({"drift_reference": {"hateful": 3}}, "drift_reference names ['hateful']", "spelt as in"),
         ({"policy": "dictator"}, "'dictator'", "'unanimous', 'majority'"),
         ({"threshold": 1.5}, "less than or equal to 1", "1.5"),
         ({"target_accuracy": -0.1}, "greater than or equal to 0", "-0.1"),
