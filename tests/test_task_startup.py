@@ -163,16 +163,21 @@ def test_the_trainer_refuses_a_task_juror_it_cannot_refine(
     assert "remove them from tasks.offensive.jurors" in message
 
 
+def refused_data(tmp_path: Path, sklearn_jurors: list[Path], setting: str, path: str) -> str:
+    """The trainer's error for the offensive task with ``setting`` pointing at ``path``."""
+    Registry(tmp_path / "registry").publish(sklearn_jurors[0])
+    settings = deployment(tmp_path, offensive=offensive(["tfidf0"], **{setting: path}))
+    with pytest.raises(DatasetError) as caught:
+        build_lanes(settings)
+    return str(caught.value)
+
+
 @pytest.mark.parametrize("setting", ["seed_data", "gold_data"])
 def test_the_trainer_refuses_a_missing_task_data_file(
     tmp_path: Path, sklearn_jurors: list[Path], setting: str
 ) -> None:
-    Registry(tmp_path / "registry").publish(sklearn_jurors[0])
     missing = tmp_path / "nowhere.jsonl"
-    settings = deployment(tmp_path, offensive=offensive(["tfidf0"], **{setting: str(missing)}))
-    with pytest.raises(DatasetError) as caught:
-        build_lanes(settings)
-    message = str(caught.value)
+    message = refused_data(tmp_path, sklearn_jurors, setting, str(missing))
     assert message.startswith(f"tasks.offensive.{setting}: {missing}: file not found")
     assert "point it at the task's data" in message
 
@@ -181,12 +186,8 @@ def test_the_trainer_refuses_a_missing_task_data_file(
 def test_the_trainer_refuses_task_data_with_labels_the_task_does_not_have(
     tmp_path: Path, sklearn_jurors: list[Path], setting: str
 ) -> None:
-    Registry(tmp_path / "registry").publish(sklearn_jurors[0])
     data = jsonl(tmp_path / "hate.jsonl", ["hate", "not-hate", YES])
-    settings = deployment(tmp_path, offensive=offensive(["tfidf0"], **{setting: data}))
-    with pytest.raises(DatasetError) as caught:
-        build_lanes(settings)
-    message = str(caught.value)
+    message = refused_data(tmp_path, sklearn_jurors, setting, data)
     assert f"tasks.offensive.{setting} ({data}) holds labels ['hate', 'not-hate']" in message
     assert "relabel the data with the task's label names" in message
 
